@@ -1,0 +1,240 @@
+//! Certificates: load the user's PEM pair, or load / create / renew the
+//! self-signed development certificate, and hash it for browsers.
+//!
+//! Development certificates follow the W3C WebTransport rules for
+//! `serverCertificateHashes`: X.509v3, ECDSA P-256, total validity at most
+//! 14 days, and the current time inside it.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+
+/// Total validity of a generated certificate, back-dating included. Browsers
+/// refuse hash-pinned certificates valid for more than 14 days.
+pub const DEV_CERT_VALIDITY: Duration = Duration::days(13);
+/// How far `not_before` is set in the past, to tolerate small clock skew.
+const BACKDATE: Duration = Duration::hours(1);
+/// A development certificate with less than this left is replaced at startup.
+pub const RENEW_BEFORE: Duration = Duration::days(2);
+
+const DEV_CERT_FILE: &str = "dev.pem";
+const DEV_KEY_FILE: &str = "dev.key";
+
+/// A certificate chain and key ready for rustls, with what `/cert-hash`
+/// publishes about the leaf.
+#[derive(Debug)]
+pub struct CertBundle {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// SHA-256 of the leaf certificate's DER encoding.
+    pub sha256: [u8; 32],
+    pub not_after: OffsetDateTime,
+    /// True for the generated development certificate.
+    pub dev: bool,
+}
+
+impl Clone for CertBundle {
+    fn clone(&self) -> Self {
+        CertBundle {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            sha256: self.sha256,
+            not_after: self.not_after,
+            dev: self.dev,
+        }
+    }
+}
+
+impl CertBundle {
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    pub fn sha256_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.sha256)
+    }
+
+    /// The JSON body served at `/cert-hash` (PROTOCOL.md §9).
+    pub fn hash_json(&self) -> serde_json::Value {
+        let rfc3339 = self
+            .not_after
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        serde_json::json!({
+            "algorithm": "sha-256",
+            "hex": self.sha256_hex(),
+            "base64": self.sha256_base64(),
+            "not_after": rfc3339,
+            "not_after_unix": self.not_after.unix_timestamp(),
+        })
+    }
+}
+
+fn sha256(der: &[u8]) -> [u8; 32] {
+    Sha256::digest(der).into()
+}
+
+fn not_after_of(der: &[u8]) -> anyhow::Result<OffsetDateTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).context("parsing the certificate")?;
+    Ok(cert.validity().not_after.to_datetime())
+}
+
+/// Loads a user-supplied PEM certificate chain and private key.
+pub fn load_pem(cert: &Path, key: &Path) -> anyhow::Result<CertBundle> {
+    let chain = rustls_pemfile::certs(&mut fs::read(cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading certificates from {}", cert.display()))?;
+    let Some(leaf) = chain.first() else {
+        bail!("no certificate in {}", cert.display());
+    };
+    let key = rustls_pemfile::private_key(&mut fs::read(key)?.as_slice())
+        .with_context(|| format!("reading the private key from {}", key.display()))?
+        .with_context(|| format!("no private key in {}", key.display()))?;
+    Ok(CertBundle {
+        sha256: sha256(leaf),
+        not_after: not_after_of(leaf)?,
+        chain,
+        key,
+        dev: false,
+    })
+}
+
+/// Where the development certificate lives in `dir`.
+pub fn dev_paths(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join(DEV_CERT_FILE), dir.join(DEV_KEY_FILE))
+}
+
+/// Loads the development certificate from `dir`, creating it when missing,
+/// unreadable or within [`RENEW_BEFORE`] of expiry. Returns the bundle and
+/// whether a new certificate was written.
+pub fn load_or_create_dev(dir: &Path, now: OffsetDateTime) -> anyhow::Result<(CertBundle, bool)> {
+    let (cert_path, key_path) = dev_paths(dir);
+    if cert_path.exists() && key_path.exists() {
+        match load_pem(&cert_path, &key_path) {
+            Ok(mut bundle) if bundle.not_after - now > RENEW_BEFORE => {
+                bundle.dev = true;
+                return Ok((bundle, false));
+            }
+            Ok(_) => tracing::info!("development certificate expires soon; renewing"),
+            Err(e) => tracing::warn!("development certificate unreadable ({e:#}); replacing"),
+        }
+    }
+    let bundle = generate_dev(now)?;
+    write_dev(dir, &bundle)?;
+    Ok((bundle, true))
+}
+
+/// Creates a new self-signed development certificate valid from an hour
+/// before `now` for [`DEV_CERT_VALIDITY`] in total.
+pub fn generate_dev(now: OffsetDateTime) -> anyhow::Result<CertBundle> {
+    let mut params = rcgen::CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Rally development certificate");
+    // Whole seconds: X.509 times carry no fractions, and the validity must
+    // not exceed the limit by a rounding error.
+    let start = (now - BACKDATE).replace_nanosecond(0)?;
+    params.not_before = start;
+    params.not_after = start + DEV_CERT_VALIDITY;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.self_signed(&key)?;
+    let der = cert.der().clone();
+    Ok(CertBundle {
+        sha256: sha256(&der),
+        not_after: params.not_after,
+        chain: vec![der],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        dev: true,
+    })
+}
+
+fn write_dev(dir: &Path, bundle: &CertBundle) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (cert_path, key_path) = dev_paths(dir);
+    let cert_pem = pem_block("CERTIFICATE", &bundle.chain[0]);
+    let key_pem = pem_block("PRIVATE KEY", bundle.key.secret_der());
+    // Write both to temporary names and rename, so a crash never leaves a
+    // certificate paired with another certificate's key.
+    let tmp_key = key_path.with_extension("key.tmp");
+    let tmp_cert = cert_path.with_extension("pem.tmp");
+    write_private(&tmp_key, key_pem.as_bytes())?;
+    fs::write(&tmp_cert, cert_pem)?;
+    fs::rename(&tmp_key, &key_path)?;
+    fs::rename(&tmp_cert, &cert_path)?;
+    Ok(())
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        // base64 output is ASCII.
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Writes a file readable only by its owner (mode 0600 on Unix).
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The mode above only applies when the file is created.
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_loads_and_renews_in_a_directory() {
+        let dir = std::env::temp_dir().join(format!("rally-cert-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let now = OffsetDateTime::now_utc();
+        let (first, created) = load_or_create_dev(&dir, now).unwrap();
+        assert!(created);
+        let (again, created) = load_or_create_dev(&dir, now).unwrap();
+        assert!(!created, "a fresh certificate is reused");
+        assert_eq!(first.sha256, again.sha256);
+        // Twelve days later fewer than two days remain: renewed.
+        let (renewed, created) = load_or_create_dev(&dir, now + Duration::days(12)).unwrap();
+        assert!(created);
+        assert_ne!(renewed.sha256, first.sha256);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.join(DEV_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

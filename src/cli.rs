@@ -1,0 +1,75 @@
+//! Command line: `rally [serve]`, `rally cert`, `rally bot`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use url::Url;
+
+use crate::config::ServeConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rally",
+    version,
+    about = "Real-time game server: WebTransport over HTTP/3 on UDP, WebSocket fallback on TCP",
+    long_about = "Real-time game server: WebTransport over HTTP/3 on UDP, with a WebSocket \
+                  fallback on TCP at the same port number.\n\nWithout a subcommand, `rally` \
+                  runs `rally serve` with its defaults."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the game server (the default): HTTP/3 + WebTransport on UDP,
+    /// HTTP/1.1 + WebSocket on TCP, both on the same port number.
+    Serve(ServeConfig),
+    /// Create or renew the development certificate and print its SHA-256.
+    Cert(CertArgs),
+    /// Run N native bots in a room and print what they saw as JSON.
+    Bot(BotArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CertArgs {
+    /// Directory of the development certificate.
+    #[arg(long, env = "RALLY_CERT_DIR", default_value = "certs")]
+    pub cert_dir: PathBuf,
+    /// Print the hash as JSON (the `/cert-hash` body) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TransportArg {
+    /// WebTransport (HTTP/3 over QUIC): datagrams + one reliable stream.
+    Wt,
+    /// WebSocket over TCP.
+    Ws,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BotArgs {
+    /// Server origin; for `wt` over http the certificate hash is fetched
+    /// from `/cert-hash` and pinned.
+    #[arg(long, default_value = "http://127.0.0.1:4433")]
+    pub url: Url,
+    #[arg(long, value_enum, default_value = "wt")]
+    pub transport: TransportArg,
+    #[arg(long, default_value = "lobby")]
+    pub room: String,
+    /// Number of bots.
+    #[arg(long, default_value_t = 1)]
+    pub bots: usize,
+    /// Seconds to play.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Print one JSON object (otherwise a short text summary).
+    #[arg(long)]
+    pub json: bool,
+    /// Bot names are this prefix followed by the bot's index.
+    #[arg(long, default_value = "bot-")]
+    pub name_prefix: String,
+}

@@ -1,0 +1,397 @@
+//! Native client: one API over both transports, for bots, load and tests.
+//!
+//! WebTransport goes through `wtransport` (an implementation independent of
+//! the server's h3 stack) and verifies the server by its certificate hash,
+//! as a browser does; WebSocket goes through tokio-tungstenite.
+
+pub mod bot;
+mod http_get;
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use url::Url;
+
+use crate::protocol::{
+    encode_frame, Buttons, ClientMsg, FrameDecoder, ServerMsg, Welcome, MAX_SERVER_MSG,
+    PROTOCOL_VERSION,
+};
+pub use crate::session::{Channel, TransportKind};
+pub use http_get::{fetch_cert_hash, http_get};
+
+/// Inputs repeated in each `Input` message (the newest plus three before).
+pub const INPUT_REDUNDANCY: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid URL: {0}")]
+    Url(String),
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("server refused the session: {reason} (code {code})")]
+    Refused { code: u16, reason: String },
+    #[error("connection closed: {reason} (code {code:?})")]
+    Closed { code: Option<u64>, reason: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// The server's HTTP origin, e.g. `http://127.0.0.1:4433`.
+    pub url: Url,
+    pub transport: TransportKind,
+    pub room: String,
+    pub name: String,
+    /// Pin this SHA-256 certificate hash for WebTransport. When `None` and
+    /// the URL is `http`, it is fetched from `/cert-hash`; with `https` the
+    /// system roots verify the server.
+    pub cert_hash: Option<[u8; 32]>,
+    pub timeout: Duration,
+}
+
+impl ConnectOptions {
+    pub fn new(url: Url, transport: TransportKind, room: &str, name: &str) -> Self {
+        ConnectOptions {
+            url,
+            transport,
+            room: room.into(),
+            name: name.into(),
+            cert_hash: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A message from the server and the channel it came on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub msg: ServerMsg,
+    pub channel: Channel,
+}
+
+// One per client, never in a collection: the size difference is harmless.
+#[allow(clippy::large_enum_variant)]
+enum Conn {
+    Wt {
+        // Kept so the client endpoint lives as long as the connection.
+        _endpoint: wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+        conn: wtransport::Connection,
+        send: wtransport::SendStream,
+        recv: wtransport::RecvStream,
+        decoder: FrameDecoder,
+    },
+    Ws(WebSocketStream<MaybeTlsStream<TcpStream>>),
+}
+
+pub struct Client {
+    conn: Conn,
+    welcome: Welcome,
+    next_seq: u32,
+    recent: VecDeque<Buttons>,
+}
+
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The endpoint URL for `transport` at the server whose origin is `base`.
+pub fn endpoint_url(base: &Url, transport: TransportKind) -> Result<Url, ClientError> {
+    let host = base
+        .host_str()
+        .ok_or_else(|| ClientError::Url(format!("{base} has no host")))?;
+    let port = base
+        .port_or_known_default()
+        .ok_or_else(|| ClientError::Url(format!("{base} has no port")))?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let scheme = match (transport, base.scheme()) {
+        (TransportKind::WebTransport, _) => "https",
+        (TransportKind::WebSocket, "https") => "wss",
+        (TransportKind::WebSocket, _) => "ws",
+    };
+    Url::parse(&format!("{scheme}://{host}:{port}/rally"))
+        .map_err(|e| ClientError::Url(e.to_string()))
+}
+
+fn closed_from_wt(e: wtransport::error::ConnectionError) -> ClientError {
+    use wtransport::error::ConnectionError as E;
+    match e {
+        E::ApplicationClosed(c) => ClientError::Closed {
+            code: Some(c.code().into_inner()),
+            reason: String::from_utf8_lossy(c.reason()).into_owned(),
+        },
+        other => ClientError::Closed {
+            code: None,
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl Client {
+    /// Opens a session and completes the Hello/Welcome handshake.
+    pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
+        let deadline = opts.timeout;
+        tokio::time::timeout(deadline, Self::connect_inner(opts))
+            .await
+            .map_err(|_| ClientError::Timeout("connecting"))?
+    }
+
+    async fn connect_inner(opts: ConnectOptions) -> Result<Client, ClientError> {
+        let url = endpoint_url(&opts.url, opts.transport)?;
+        let conn = match opts.transport {
+            TransportKind::WebTransport => {
+                let hash = match opts.cert_hash {
+                    Some(h) => Some(h),
+                    None if opts.url.scheme() == "http" => Some(fetch_cert_hash(&opts.url).await?),
+                    None => None,
+                };
+                let builder = wtransport::ClientConfig::builder().with_bind_default();
+                let config = match hash {
+                    Some(h) => builder
+                        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(h)])
+                        .build(),
+                    None => builder.with_native_certs().build(),
+                };
+                let endpoint = wtransport::Endpoint::client(config)
+                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                let conn = endpoint
+                    .connect(url.as_str())
+                    .await
+                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                let opening = conn.open_bi().await.map_err(closed_from_wt)?;
+                let (send, recv) = opening
+                    .await
+                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                Conn::Wt {
+                    _endpoint: endpoint,
+                    conn,
+                    send,
+                    recv,
+                    decoder: FrameDecoder::new(MAX_SERVER_MSG),
+                }
+            }
+            TransportKind::WebSocket => {
+                let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                    .await
+                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+                    let _ = s.set_nodelay(true);
+                }
+                Conn::Ws(ws)
+            }
+        };
+        let mut client = Client {
+            conn,
+            welcome: Welcome {
+                version: 0,
+                player_id: 0,
+                tick_hz: 0,
+                snapshot_every: 0,
+                arena_w: 0.0,
+                arena_h: 0.0,
+                speed: 0.0,
+                tick: 0,
+            },
+            next_seq: 0,
+            recent: VecDeque::with_capacity(INPUT_REDUNDANCY),
+        };
+        let hello = ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            room: opts.room.clone(),
+            name: opts.name.clone(),
+        };
+        client.send_raw(hello.to_bytes(), Channel::Reliable).await?;
+        loop {
+            let r = client.recv().await?;
+            match r.msg {
+                ServerMsg::Welcome(w) => {
+                    client.welcome = w;
+                    return Ok(client);
+                }
+                ServerMsg::Error { code, reason } => {
+                    return Err(ClientError::Refused { code, reason })
+                }
+                // Snapshots cannot precede Welcome on the reliable channel,
+                // but a datagram may overtake it; skip those.
+                _ if r.channel == Channel::Unreliable => continue,
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected Welcome, got {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    pub fn player_id(&self) -> u32 {
+        self.welcome.player_id
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        match self.conn {
+            Conn::Wt { .. } => TransportKind::WebTransport,
+            Conn::Ws(_) => TransportKind::WebSocket,
+        }
+    }
+
+    /// Largest datagram payload this connection can send now (WebTransport).
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        match &self.conn {
+            Conn::Wt { conn, .. } => conn.max_datagram_size(),
+            Conn::Ws(_) => None,
+        }
+    }
+
+    /// The next message from the server. Cancel-safe.
+    pub async fn recv(&mut self) -> Result<Received, ClientError> {
+        match &mut self.conn {
+            Conn::Wt {
+                conn,
+                recv,
+                decoder,
+                ..
+            } => loop {
+                match decoder.decode() {
+                    Ok(Some(frame)) => return decode(&frame, Channel::Reliable),
+                    Ok(None) => {}
+                    Err(e) => return Err(ClientError::Protocol(e.to_string())),
+                }
+                tokio::select! {
+                    n = recv.read_buf(decoder.buffer()) => match n {
+                        Ok(0) => return Err(closed_from_wt(conn.closed().await)),
+                        Ok(_) => continue,
+                        Err(_) => return Err(closed_from_wt(conn.closed().await)),
+                    },
+                    d = conn.receive_datagram() => match d {
+                        Ok(d) => return decode(&d.payload(), Channel::Unreliable),
+                        Err(e) => return Err(closed_from_wt(e)),
+                    },
+                }
+            },
+            Conn::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => return decode(&b, Channel::Reliable),
+                    Some(Ok(Message::Close(frame))) => {
+                        return Err(ClientError::Closed {
+                            code: frame.as_ref().map(|f| u16::from(f.code) as u64),
+                            reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                        })
+                    }
+                    Some(Ok(Message::Text(_))) => {
+                        return Err(ClientError::Protocol("server sent a text message".into()))
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        return Err(ClientError::Closed {
+                            code: None,
+                            reason: e.to_string(),
+                        })
+                    }
+                    None => {
+                        return Err(ClientError::Closed {
+                            code: None,
+                            reason: "stream ended".into(),
+                        })
+                    }
+                }
+            },
+        }
+    }
+
+    /// Sends raw bytes as one message on `channel` (tests use this to send
+    /// what a well-behaved client would not). On WebSocket both channels are
+    /// a binary message.
+    pub async fn send_raw(&mut self, msg: Bytes, channel: Channel) -> Result<(), ClientError> {
+        match &mut self.conn {
+            Conn::Wt { conn, send, .. } => match channel {
+                Channel::Reliable => {
+                    let mut frame = BytesMut::new();
+                    encode_frame(&mut frame, &msg);
+                    send.write_all(&frame)
+                        .await
+                        .map_err(|_| ClientError::Closed {
+                            code: None,
+                            reason: "stream write failed".into(),
+                        })
+                }
+                Channel::Unreliable => conn
+                    .send_datagram(&msg)
+                    .map_err(|e| ClientError::Protocol(format!("datagram: {e}"))),
+            },
+            Conn::Ws(ws) => ws
+                .send(Message::Binary(msg))
+                .await
+                .map_err(|e| ClientError::Closed {
+                    code: None,
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// Sends the next input, repeating the previous ones for redundancy, on
+    /// the unreliable channel. Returns its sequence number.
+    pub async fn send_input(&mut self, buttons: Buttons) -> Result<u32, ClientError> {
+        self.next_seq += 1;
+        if self.recent.len() == INPUT_REDUNDANCY {
+            self.recent.pop_back();
+        }
+        self.recent.push_front(buttons);
+        let msg = ClientMsg::Input {
+            newest_seq: self.next_seq,
+            buttons: self.recent.iter().copied().collect(),
+        };
+        self.send_raw(msg.to_bytes(), Channel::Unreliable).await?;
+        Ok(self.next_seq)
+    }
+
+    /// Sends a `Ping` carrying the current time on `channel`.
+    pub async fn ping(&mut self, channel: Channel) -> Result<(), ClientError> {
+        let msg = ClientMsg::Ping {
+            client_time_us: now_us(),
+        };
+        self.send_raw(msg.to_bytes(), channel).await
+    }
+
+    /// Leaves the room and waits (briefly) for the server to close.
+    pub async fn leave(mut self) -> Result<(), ClientError> {
+        self.send_raw(ClientMsg::Leave.to_bytes(), Channel::Reliable)
+            .await?;
+        let wait = async {
+            loop {
+                if let Err(e) = self.recv().await {
+                    return e;
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(2), wait).await {
+            Ok(ClientError::Closed { .. }) => Ok(()),
+            Ok(other) => Err(other),
+            Err(_) => Err(ClientError::Timeout("waiting for the server to close")),
+        }
+    }
+}
+
+fn decode(bytes: &[u8], channel: Channel) -> Result<Received, ClientError> {
+    ServerMsg::decode(bytes)
+        .map(|msg| Received { msg, channel })
+        .map_err(|e| ClientError::Protocol(e.to_string()))
+}

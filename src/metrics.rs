@@ -1,0 +1,73 @@
+//! Process-wide counters, labelled by transport where it matters. Plain
+//! atomics: they are bumped on hot paths and read rarely (`/health`).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::protocol::ErrorCode;
+use crate::session::TransportKind;
+
+#[derive(Debug, Default)]
+pub struct PerTransport {
+    pub sessions_opened: AtomicU64,
+    pub sessions_active: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub snapshots_sent: AtomicU64,
+    /// WebTransport only: snapshots too big for a datagram, sent on the stream.
+    pub snapshots_on_stream: AtomicU64,
+    /// Snapshots a slow peer never got because a newer one replaced them.
+    pub snapshots_skipped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub wt: PerTransport,
+    pub ws: PerTransport,
+    /// Inputs dropped because a room's command queue was full.
+    pub inputs_dropped: AtomicU64,
+    /// Sessions ended by an error, indexed by `ErrorCode as usize`.
+    pub errors: [AtomicU64; 13],
+    /// Refused WebTransport CONNECTs (wrong path).
+    pub connect_refused: AtomicU64,
+    pub http_requests: AtomicU64,
+}
+
+impl Metrics {
+    pub fn transport(&self, kind: TransportKind) -> &PerTransport {
+        match kind {
+            TransportKind::WebTransport => &self.wt,
+            TransportKind::WebSocket => &self.ws,
+        }
+    }
+
+    pub fn count_error(&self, code: ErrorCode) {
+        self.errors[code.as_u16() as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        let t = |p: &PerTransport| {
+            serde_json::json!({
+                "sessions_opened": p.sessions_opened.load(Relaxed),
+                "sessions_active": p.sessions_active.load(Relaxed),
+                "messages_in": p.messages_in.load(Relaxed),
+                "snapshots_sent": p.snapshots_sent.load(Relaxed),
+                "snapshots_on_stream": p.snapshots_on_stream.load(Relaxed),
+                "snapshots_skipped": p.snapshots_skipped.load(Relaxed),
+            })
+        };
+        let errors: serde_json::Map<_, _> = (1..=12u16)
+            .filter_map(ErrorCode::from_u16)
+            .map(|c| {
+                let n = self.errors[c.as_u16() as usize].load(Relaxed);
+                (c.name().to_string(), n.into())
+            })
+            .collect();
+        serde_json::json!({
+            "webtransport": t(&self.wt),
+            "websocket": t(&self.ws),
+            "inputs_dropped": self.inputs_dropped.load(Relaxed),
+            "errors": errors,
+            "connect_refused": self.connect_refused.load(Relaxed),
+            "http_requests": self.http_requests.load(Relaxed),
+        })
+    }
+}

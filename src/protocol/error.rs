@@ -1,0 +1,121 @@
+//! Error codes a peer can see, and the one mapping from a code to the close
+//! code used on both transports.
+
+/// Why the server ended (or refused) a session. Sent in `ServerMsg::Error`
+/// and, plus 4000, as the WebSocket close code and the WebTransport
+/// (QUIC application) close code. Numbers are part of the wire contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// A message could not be decoded (truncated, bad field, trailing bytes).
+    BadMessage = 1,
+    /// `Hello` carried a protocol version this server does not speak.
+    UnsupportedVersion = 2,
+    /// The message type byte is not one the protocol defines.
+    UnknownMessage = 3,
+    /// A message or frame exceeded the size limit for its channel.
+    MessageTooLarge = 4,
+    /// A valid message arrived where the protocol does not allow it
+    /// (e.g. `Input` before `Hello`, a second `Hello`, text on WebSocket).
+    UnexpectedMessage = 5,
+    /// Room or player name empty, too long or with forbidden characters.
+    InvalidName = 6,
+    /// The room has reached its player limit.
+    RoomFull = 7,
+    /// The server has reached its session limit.
+    ServerFull = 8,
+    /// The peer did not read fast enough; its reliable queue overflowed.
+    TooSlow = 9,
+    /// The server is shutting down.
+    ShuttingDown = 10,
+    /// No `Hello` arrived within the handshake timeout.
+    HelloTimeout = 11,
+    /// A server-side fault; the peer did nothing wrong.
+    Internal = 12,
+}
+
+impl ErrorCode {
+    /// Offset added to every code to form the close code. WebSocket reserves
+    /// 4000–4999 for applications (RFC 6455 §7.4.2); WebTransport uses the
+    /// same number so one table serves both.
+    pub const CLOSE_BASE: u16 = 4000;
+
+    pub fn from_u16(v: u16) -> Option<Self> {
+        use ErrorCode::*;
+        Some(match v {
+            1 => BadMessage,
+            2 => UnsupportedVersion,
+            3 => UnknownMessage,
+            4 => MessageTooLarge,
+            5 => UnexpectedMessage,
+            6 => InvalidName,
+            7 => RoomFull,
+            8 => ServerFull,
+            9 => TooSlow,
+            10 => ShuttingDown,
+            11 => HelloTimeout,
+            12 => Internal,
+            _ => return None,
+        })
+    }
+
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// The close code on both transports: WebSocket close frame code and
+    /// WebTransport session (QUIC application) error code.
+    pub fn close_code(self) -> u16 {
+        Self::CLOSE_BASE + self.as_u16()
+    }
+
+    /// Inverse of [`ErrorCode::close_code`].
+    pub fn from_close_code(code: u64) -> Option<Self> {
+        let v = code.checked_sub(Self::CLOSE_BASE as u64)?;
+        Self::from_u16(u16::try_from(v).ok()?)
+    }
+
+    /// Stable lower-case name, used in logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            BadMessage => "bad_message",
+            UnsupportedVersion => "unsupported_version",
+            UnknownMessage => "unknown_message",
+            MessageTooLarge => "message_too_large",
+            UnexpectedMessage => "unexpected_message",
+            InvalidName => "invalid_name",
+            RoomFull => "room_full",
+            ServerFull => "server_full",
+            TooSlow => "too_slow",
+            ShuttingDown => "shutting_down",
+            HelloTimeout => "hello_timeout",
+            Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.as_u16())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_round_trip_and_stay_in_the_application_range() {
+        for v in 1..=12 {
+            let code = ErrorCode::from_u16(v).unwrap();
+            assert_eq!(code.as_u16(), v);
+            let close = code.close_code();
+            assert!((4000..5000).contains(&close));
+            assert_eq!(ErrorCode::from_close_code(close as u64), Some(code));
+        }
+        assert_eq!(ErrorCode::from_u16(0), None);
+        assert_eq!(ErrorCode::from_u16(13), None);
+        assert_eq!(ErrorCode::from_close_code(1000), None);
+    }
+}

@@ -1,0 +1,129 @@
+//! QUIC front end: one quinn endpoint serving HTTP/3 requests and
+//! WebTransport sessions (extended CONNECT, RFC 9220) on one UDP port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h3::ext::Protocol;
+use h3::server::RequestStream;
+use http::{Method, Request, Response, StatusCode};
+use tracing::Instrument;
+
+use crate::http::{route, RALLY_PATH};
+use crate::server::Shared;
+use crate::transport::webtransport;
+
+/// Time a client has to send a request's headers once its stream is open.
+const REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/3 max field section size we accept (SETTINGS_MAX_FIELD_SECTION_SIZE).
+pub const MAX_FIELD_SECTION: u64 = 16 * 1024;
+
+type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let span = tracing::debug_span!("quic", peer = %incoming.remote_address());
+        tokio::spawn(connection(incoming, shared.clone()).instrument(span));
+    }
+}
+
+async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => return tracing::debug!("QUIC handshake failed: {e}"),
+    };
+    let quic = conn.clone();
+    let built = h3::server::builder()
+        .enable_webtransport(true)
+        .enable_extended_connect(true)
+        .enable_datagram(true)
+        .max_webtransport_sessions(1)
+        .max_field_section_size(MAX_FIELD_SECTION)
+        .send_grease(true)
+        .build(h3_quinn::Connection::new(conn))
+        .await;
+    let mut h3conn = match built {
+        Ok(c) => c,
+        Err(e) => return tracing::debug!("HTTP/3 setup failed: {e}"),
+    };
+    loop {
+        let resolver = match h3conn.accept().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => return tracing::debug!("HTTP/3 connection ended: {e}"),
+        };
+        let (req, stream) =
+            match tokio::time::timeout(REQUEST_HEADER_TIMEOUT, resolver.resolve_request()).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::debug!("bad HTTP/3 request: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!("HTTP/3 request headers timed out");
+                    continue;
+                }
+            };
+        if req.method() == Method::CONNECT {
+            let is_wt = req.extensions().get::<Protocol>() == Some(&Protocol::WEB_TRANSPORT);
+            if is_wt && req.uri().path() == RALLY_PATH {
+                let stream_id = stream.id().into_inner();
+                match webtransport::Session::accept(req, stream, h3conn).await {
+                    Ok(session) => {
+                        let span = tracing::info_span!("wt", peer = %quic.remote_address());
+                        webtransport::run(session, stream_id, quic, shared)
+                            .instrument(span)
+                            .await;
+                    }
+                    Err(e) => tracing::info!("WebTransport session refused: {e}"),
+                }
+                return;
+            }
+            // Browsers report every refusal as an opaque handshake failure,
+            // so say here what was refused.
+            tracing::info!(
+                path = req.uri().path(),
+                webtransport = is_wt,
+                "CONNECT refused: 404"
+            );
+            shared
+                .metrics
+                .connect_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(respond(stream, plain(StatusCode::NOT_FOUND)));
+            continue;
+        }
+        tokio::spawn(request(req, stream, shared.clone()));
+    }
+}
+
+fn plain(status: StatusCode) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::new());
+    *r.status_mut() = status;
+    r
+}
+
+async fn request(req: Request<()>, stream: Stream, shared: Arc<Shared>) {
+    shared
+        .metrics
+        .http_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    respond(stream, route(req.method(), req.uri().path(), &shared)).await;
+}
+
+async fn respond(mut stream: Stream, resp: Response<Bytes>) {
+    let (parts, body) = resp.into_parts();
+    let head = Response::from_parts(parts, ());
+    let result = async {
+        stream.send_response(head).await?;
+        if !body.is_empty() {
+            stream.send_data(body).await?;
+        }
+        stream.finish().await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!("HTTP/3 response failed: {e}");
+    }
+}

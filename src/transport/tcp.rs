@@ -1,0 +1,198 @@
+//! TCP front end: HTTP/1.1 (TLS when a real certificate is configured) with
+//! the shared routes, and the WebSocket endpoint at `/rally`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
+
+use crate::http::{route, RALLY_PATH};
+use crate::server::Shared;
+use crate::session::{self, TransportKind};
+use crate::transport::websocket;
+
+/// Time a client has to send its request headers (slowloris bound).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts TCP connections until `listener` errors fatally or the task is
+/// dropped.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let tls = tls.clone();
+        let span = tracing::debug_span!("tcp", %peer);
+        tokio::spawn(
+            async move {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!("set_nodelay: {e}");
+                }
+                match tls {
+                    None => connection(stream, peer, shared).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(tls)) => connection(tls, peer, shared).await,
+                            Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn connection<S>(io: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(request(req, peer, shared)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!("HTTP/1.1 connection ended: {e}");
+    }
+}
+
+fn request(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Response<Full<Bytes>> {
+    shared
+        .metrics
+        .http_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if req.uri().path() == RALLY_PATH {
+        return upgrade(&mut req, peer, shared);
+    }
+    let mut resp = route(req.method(), req.uri().path(), &shared).map(Full::new);
+    if let Some(alt) = &shared.alt_svc {
+        // Only with a real certificate: browsers may then move to HTTP/3.
+        if let Ok(v) = alt.parse() {
+            resp.headers_mut().insert(header::ALT_SVC, v);
+        }
+    }
+    resp
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// RFC 6455 §4.2: validate the opening handshake and answer 101, then run
+/// the session on the upgraded connection.
+fn upgrade(
+    req: &mut Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Response<Full<Bytes>> {
+    let is_upgrade = req.method() == http::Method::GET
+        && header_has_token(req, header::CONNECTION, "upgrade")
+        && header_has_token(req, header::UPGRADE, "websocket");
+    if !is_upgrade {
+        return plain(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required\n");
+    }
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        let mut r = plain(StatusCode::BAD_REQUEST, "unsupported WebSocket version\n");
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            http::HeaderValue::from_static("13"),
+        );
+        return r;
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(req);
+    let span = tracing::info_span!("ws", %peer);
+    tokio::spawn(
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => return tracing::debug!("upgrade failed: {e}"),
+            };
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(websocket::config()),
+            )
+            .await;
+            run_ws(ws, shared).await;
+        }
+        .instrument(span),
+    );
+    let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = r.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
+    if let Ok(v) = accept.parse() {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
+}
+
+async fn run_ws<S>(ws: WebSocketStream<S>, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (rx, mut tx) = websocket::split(ws);
+    let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
+        shared.refuse_full(TransportKind::WebSocket, &mut tx).await;
+        return;
+    };
+    session::run(TransportKind::WebSocket, rx, tx, &shared.session_ctx()).await;
+}

@@ -1,0 +1,115 @@
+//! WebSocket adapter: one binary message per protocol message, in order.
+//! There is no unreliable channel; snapshots still go newest-wins because
+//! the session only reads the newest snapshot when the socket has taken the
+//! previous one.
+
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::protocol::ErrorCode;
+use crate::session::{Carriage, Channel, TransportError, TransportRx, TransportTx};
+
+/// WebSocket limits: client messages are tiny, so a frame or message above
+/// 4 KiB is refused by tungstenite itself; 256–4096 bytes is refused by the
+/// session with `message_too_large`.
+pub fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(4096))
+        .max_frame_size(Some(4096))
+        .write_buffer_size(0)
+        .max_write_buffer_size(256 * 1024)
+}
+
+pub struct WsRx<S> {
+    stream: SplitStream<WebSocketStream<S>>,
+}
+
+pub struct WsTx<S> {
+    sink: SplitSink<WebSocketStream<S>, Message>,
+}
+
+pub fn split<S>(ws: WebSocketStream<S>) -> (WsRx<S>, WsTx<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (sink, stream) = ws.split();
+    (WsRx { stream }, WsTx { sink })
+}
+
+fn ws_error(e: WsError) -> TransportError {
+    match e {
+        WsError::Capacity(c) => TransportError::Peer {
+            code: ErrorCode::MessageTooLarge,
+            reason: c.to_string(),
+        },
+        WsError::Protocol(p) => TransportError::Peer {
+            code: ErrorCode::BadMessage,
+            reason: format!("WebSocket protocol error: {p}"),
+        },
+        other => TransportError::Closed(other.to_string()),
+    }
+}
+
+impl<S> TransportRx for WsRx<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn recv(&mut self) -> Result<Option<(Bytes, Channel)>, TransportError> {
+        loop {
+            // StreamExt::next is cancel-safe: a message is only taken out
+            // when the future completes.
+            match self.stream.next().await {
+                None | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Err(e)) => return Err(ws_error(e)),
+                Some(Ok(Message::Binary(b))) => return Ok(Some((b, Channel::Reliable))),
+                Some(Ok(Message::Text(_))) => {
+                    return Err(TransportError::Peer {
+                        code: ErrorCode::UnexpectedMessage,
+                        reason: "text messages are not part of the protocol; send binary".into(),
+                    })
+                }
+                // tungstenite answers pings itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            }
+        }
+    }
+}
+
+impl<S> TransportTx for WsTx<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn send_reliable(&mut self, msg: Bytes) -> Result<(), TransportError> {
+        self.sink
+            .send(Message::Binary(msg))
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))
+    }
+
+    async fn send_latest(&mut self, msg: Bytes) -> Result<Carriage, TransportError> {
+        self.send_reliable(msg).await.map(|_| Carriage::Stream)
+    }
+
+    async fn send_on(&mut self, _channel: Channel, msg: Bytes) -> Result<(), TransportError> {
+        self.send_reliable(msg).await
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.to_string().into(),
+        };
+        // Bounded: a peer that never reads must not hold the task.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            let _ = self.sink.send(Message::Close(Some(frame))).await;
+            let _ = self.sink.close().await;
+        })
+        .await;
+    }
+}

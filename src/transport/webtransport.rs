@@ -1,0 +1,245 @@
+//! WebTransport adapter (h3-webtransport): the client's first bidirectional
+//! stream is the reliable channel, datagrams are the unreliable one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use h3::quic::BidiStream as _;
+use h3_datagram::datagram_handler::{DatagramReader, DatagramSender, SendDatagramError};
+use h3_webtransport::server::{AcceptedBi, WebTransportSession};
+use h3_webtransport::stream::{BidiStream, RecvStream, SendStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::HELLO_TIMEOUT;
+use crate::protocol::{encode_frame, ErrorCode, FrameDecoder, FrameError, MAX_CLIENT_MSG};
+use crate::server::Shared;
+use crate::session::{
+    self, Carriage, Channel, TransportError, TransportKind, TransportRx, TransportTx,
+};
+
+pub type Session = WebTransportSession<h3_quinn::Connection, Bytes>;
+type Send = SendStream<h3_quinn::SendStream<Bytes>, Bytes>;
+type Recv = RecvStream<h3_quinn::RecvStream, Bytes>;
+type Datagrams = DatagramReader<h3_quinn::datagram::RecvDatagramHandler>;
+type DatagramOut = DatagramSender<h3_quinn::datagram::SendDatagramHandler, Bytes>;
+
+/// Bytes of the quarter-stream-id prefix h3 puts before each datagram
+/// payload of the session whose CONNECT stream is `stream_id`
+/// (RFC 9297 §2.1, a QUIC varint).
+pub fn datagram_prefix_len(stream_id: u64) -> usize {
+    match stream_id / 4 {
+        0..=63 => 1,
+        64..=16_383 => 2,
+        16_384..=1_073_741_823 => 4,
+        _ => 8,
+    }
+}
+
+pub struct WtRx {
+    session: Arc<Session>,
+    recv: Recv,
+    decoder: FrameDecoder,
+    datagrams: Datagrams,
+}
+
+pub struct WtTx {
+    send: Send,
+    datagrams: DatagramOut,
+    quic: quinn::Connection,
+    prefix_len: usize,
+    frame: BytesMut,
+}
+
+fn closed(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Closed(e.to_string())
+}
+
+impl TransportRx for WtRx {
+    async fn recv(&mut self) -> Result<Option<(Bytes, Channel)>, TransportError> {
+        loop {
+            match self.decoder.decode() {
+                Ok(Some(frame)) => return Ok(Some((frame, Channel::Reliable))),
+                Ok(None) => {}
+                Err(e @ FrameError::TooLarge { .. }) => {
+                    return Err(TransportError::Peer {
+                        code: ErrorCode::MessageTooLarge,
+                        reason: e.to_string(),
+                    })
+                }
+                Err(e @ FrameError::Empty) => {
+                    return Err(TransportError::Peer {
+                        code: ErrorCode::BadMessage,
+                        reason: e.to_string(),
+                    })
+                }
+            }
+            // Every branch is cancel-safe: read_buf appends to the decoder's
+            // buffer only when it completes; datagrams and streams are taken
+            // only by the poll that returns them.
+            tokio::select! {
+                n = self.recv.read_buf(self.decoder.buffer()) => match n {
+                    Ok(0) => return Ok(None),
+                    Ok(_) => continue,
+                    Err(e) => return Err(closed(e)),
+                },
+                d = self.datagrams.read_datagram() => match d {
+                    Ok(d) => return Ok(Some((d.into_payload(), Channel::Unreliable))),
+                    Err(e) => return Err(closed(e)),
+                },
+                bi = self.session.accept_bi() => match bi {
+                    Ok(Some(AcceptedBi::BidiStream(..))) => return Err(TransportError::Peer {
+                        code: ErrorCode::UnexpectedMessage,
+                        reason: "only one bidirectional stream per session is allowed".into(),
+                    }),
+                    Ok(Some(AcceptedBi::Request(_, mut stream))) => {
+                        // Plain HTTP/3 requests on a session's connection
+                        // are not served; refuse rather than hang.
+                        let resp = http::Response::builder().status(404).body(()).unwrap_or_default();
+                        let _ = stream.send_response(resp).await;
+                        let _ = stream.finish().await;
+                    }
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(closed(e)),
+                },
+                uni = self.session.accept_uni() => match uni {
+                    Ok(Some(_)) => return Err(TransportError::Peer {
+                        code: ErrorCode::UnexpectedMessage,
+                        reason: "unidirectional streams are not used by the protocol".into(),
+                    }),
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(closed(e)),
+                },
+            }
+        }
+    }
+}
+
+impl WtTx {
+    fn fits_datagram(&self, len: usize) -> bool {
+        // Strictly below the limit: an exact fit has been seen to fail as
+        // TooLarge (hyperium/h3#209).
+        self.quic
+            .max_datagram_size()
+            .is_some_and(|max| len + self.prefix_len < max)
+    }
+}
+
+impl TransportTx for WtTx {
+    async fn send_reliable(&mut self, msg: Bytes) -> Result<(), TransportError> {
+        encode_frame(&mut self.frame, &msg);
+        let frame = self.frame.split();
+        self.send.write_all(&frame).await.map_err(closed)
+    }
+
+    async fn send_latest(&mut self, msg: Bytes) -> Result<Carriage, TransportError> {
+        if self.fits_datagram(msg.len()) {
+            match self.datagrams.send_datagram(msg.clone()) {
+                Ok(()) => return Ok(Carriage::Datagram),
+                Err(SendDatagramError::TooLarge { .. }) => {}
+                Err(e) => return Err(closed(e)),
+            }
+        }
+        self.send_reliable(msg).await.map(|_| Carriage::Stream)
+    }
+
+    async fn send_on(&mut self, channel: Channel, msg: Bytes) -> Result<(), TransportError> {
+        match channel {
+            Channel::Reliable => self.send_reliable(msg).await,
+            // A pong that does not fit is dropped, as a datagram may be.
+            Channel::Unreliable => match self.datagrams.send_datagram(msg) {
+                Ok(()) | Err(SendDatagramError::TooLarge { .. }) => Ok(()),
+                Err(e) => Err(closed(e)),
+            },
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        // Finish the stream, then give the peer a few round trips to read
+        // what is in flight (closing the connection discards unsent stream
+        // data) or to close first itself.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.send.shutdown()).await;
+        let grace = (self.quic.rtt() * 3).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let _ = tokio::time::timeout(grace, self.quic.closed()).await;
+        self.quic
+            .close(quinn::VarInt::from_u32(code as u32), reason.as_bytes());
+    }
+}
+
+/// Waits for the client's reliable stream, serving (refusing) anything else
+/// that arrives first.
+async fn first_bidi(session: &Session) -> Option<BidiStream<h3_quinn::BidiStream<Bytes>, Bytes>> {
+    loop {
+        match session.accept_bi().await {
+            Ok(Some(AcceptedBi::BidiStream(_, stream))) => return Some(stream),
+            Ok(Some(AcceptedBi::Request(_, mut stream))) => {
+                let resp = http::Response::builder()
+                    .status(404)
+                    .body(())
+                    .unwrap_or_default();
+                let _ = stream.send_response(resp).await;
+                let _ = stream.finish().await;
+            }
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!("session ended before its stream opened: {e}");
+                return None;
+            }
+        }
+    }
+}
+
+/// Runs one accepted WebTransport session to its end.
+pub async fn run(
+    session: Session,
+    connect_stream_id: u64,
+    quic: quinn::Connection,
+    shared: Arc<Shared>,
+) {
+    let session = Arc::new(session);
+    let Ok(Some(stream)) = tokio::time::timeout(HELLO_TIMEOUT, first_bidi(&session)).await else {
+        let code = ErrorCode::HelloTimeout;
+        shared.metrics.count_error(code);
+        tracing::info!("no reliable stream within {HELLO_TIMEOUT:?}; closing");
+        quic.close(
+            quinn::VarInt::from_u32(code.close_code() as u32),
+            code.name().as_bytes(),
+        );
+        return;
+    };
+    let (send, recv) = stream.split();
+    let rx = WtRx {
+        session: session.clone(),
+        recv,
+        decoder: FrameDecoder::new(MAX_CLIENT_MSG),
+        datagrams: session.datagram_reader(),
+    };
+    let mut tx = WtTx {
+        send,
+        datagrams: session.datagram_sender(),
+        quic: quic.clone(),
+        prefix_len: datagram_prefix_len(connect_stream_id),
+        frame: BytesMut::new(),
+    };
+    let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
+        shared
+            .refuse_full(TransportKind::WebTransport, &mut tx)
+            .await;
+        return;
+    };
+    session::run(TransportKind::WebTransport, rx, tx, &shared.session_ctx()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::datagram_prefix_len;
+
+    #[test]
+    fn prefix_length_follows_quic_varint_sizes() {
+        assert_eq!(datagram_prefix_len(0), 1);
+        assert_eq!(datagram_prefix_len(252), 1);
+        assert_eq!(datagram_prefix_len(256), 2);
+        assert_eq!(datagram_prefix_len(4 * 16_384), 4);
+        assert_eq!(datagram_prefix_len(4 * 1_073_741_824), 8);
+    }
+}
