@@ -6,7 +6,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+/// How WebTransport carries snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum SnapshotCarriage {
+    /// Datagrams (the stream only when a snapshot is too big): the default.
+    #[default]
+    Datagram,
+    /// Always the reliable stream: for comparing carriages in the lab.
+    Stream,
+}
 
 /// Arena size and movement speed are part of the game, not tuning knobs;
 /// clients learn them from `Welcome`.
@@ -65,6 +75,16 @@ pub struct ServeConfig {
     /// `server_full`.
     #[arg(long, env = "RALLY_MAX_SESSIONS", default_value_t = 10_000)]
     pub max_sessions: usize,
+
+    /// How WebTransport sessions carry snapshots. `stream` exists to measure
+    /// head-of-line blocking against datagrams (`rally compare`).
+    #[arg(
+        long,
+        env = "RALLY_WT_SNAPSHOTS",
+        value_enum,
+        default_value = "datagram"
+    )]
+    pub wt_snapshots: SnapshotCarriage,
 }
 
 impl ServeConfig {
@@ -85,6 +105,7 @@ impl Default for ServeConfig {
             snapshot_every: 1,
             max_players_per_room: 64,
             max_sessions: 10_000,
+            wt_snapshots: SnapshotCarriage::Datagram,
         }
     }
 }

@@ -12,7 +12,8 @@ pub struct PerTransport {
     pub sessions_active: AtomicU64,
     pub messages_in: AtomicU64,
     pub snapshots_sent: AtomicU64,
-    /// WebTransport only: snapshots too big for a datagram, sent on the stream.
+    /// WebTransport only: snapshots sent on the stream, because they were too
+    /// big for a datagram or because `--wt-snapshots stream` asks for it.
     pub snapshots_on_stream: AtomicU64,
     /// Snapshots a slow peer never got because a newer one replaced them.
     pub snapshots_skipped: AtomicU64,

@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::sync::Semaphore;
 
 use crate::cert::{self, CertBundle};
-use crate::config::{ServeConfig, ARENA_H, ARENA_W, SPEED};
+use crate::config::{ServeConfig, SnapshotCarriage, ARENA_H, ARENA_W, SPEED};
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, ServerMsg};
 use crate::room::state::GameParams;
@@ -26,6 +26,7 @@ pub struct Shared {
     pub sessions: Arc<Semaphore>,
     /// `Alt-Svc` value advertised over TCP (real certificates only).
     pub alt_svc: Option<String>,
+    pub wt_snapshots: SnapshotCarriage,
 }
 
 impl Shared {
@@ -153,6 +154,7 @@ pub async fn run(
         metrics,
         sessions: Arc::new(Semaphore::new(cfg.max_sessions)),
         alt_svc,
+        wt_snapshots: cfg.wt_snapshots,
         cert,
     });
 

@@ -56,6 +56,8 @@ pub struct ConnectOptions {
     /// system roots verify the server.
     pub cert_hash: Option<[u8; 32]>,
     pub timeout: Duration,
+    /// Sent in `Hello`; only tests set anything but [`PROTOCOL_VERSION`].
+    pub protocol_version: u16,
 }
 
 impl ConnectOptions {
@@ -67,6 +69,7 @@ impl ConnectOptions {
             name: name.into(),
             cert_hash: None,
             timeout: Duration::from_secs(10),
+            protocol_version: PROTOCOL_VERSION,
         }
     }
 }
@@ -211,7 +214,7 @@ impl Client {
             recent: VecDeque::with_capacity(INPUT_REDUNDANCY),
         };
         let hello = ClientMsg::Hello {
-            version: PROTOCOL_VERSION,
+            version: opts.protocol_version,
             room: opts.room.clone(),
             name: opts.name.clone(),
         };

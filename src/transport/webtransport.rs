@@ -11,7 +11,7 @@ use h3_webtransport::server::{AcceptedBi, WebTransportSession};
 use h3_webtransport::stream::{BidiStream, RecvStream, SendStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::HELLO_TIMEOUT;
+use crate::config::{SnapshotCarriage, HELLO_TIMEOUT};
 use crate::protocol::{encode_frame, ErrorCode, FrameDecoder, FrameError, MAX_CLIENT_MSG};
 use crate::server::Shared;
 use crate::session::{
@@ -49,6 +49,8 @@ pub struct WtTx {
     quic: quinn::Connection,
     prefix_len: usize,
     frame: BytesMut,
+    /// Send snapshots on the stream even when they fit a datagram.
+    force_stream: bool,
 }
 
 fn closed(e: impl std::fmt::Display) -> TransportError {
@@ -117,6 +119,9 @@ impl TransportRx for WtRx {
 
 impl WtTx {
     fn fits_datagram(&self, len: usize) -> bool {
+        if self.force_stream {
+            return false;
+        }
         // Strictly below the limit: an exact fit has been seen to fail as
         // TooLarge (hyperium/h3#209).
         self.quic
@@ -220,6 +225,7 @@ pub async fn run(
         quic: quic.clone(),
         prefix_len: datagram_prefix_len(connect_stream_id),
         frame: BytesMut::new(),
+        force_stream: shared.wt_snapshots == SnapshotCarriage::Stream,
     };
     let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
         shared

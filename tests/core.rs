@@ -1,0 +1,611 @@
+//! Core scenarios against a real server process: both transports in one
+//! room, identical snapshots, HTTP over HTTP/3 and HTTP/1.1, certificates,
+//! CONNECT routing, the bot command, and protocol errors on both transports.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use common::{within, Server, BOTH};
+use rally::client::{Channel, Client, ClientError, TransportKind};
+use rally::protocol::{Buttons, ClientMsg, ErrorCode, ServerMsg, SnapshotBody};
+use sha2::Digest;
+
+/// Plays `client` for `ticks` inputs holding `buttons`, returning every
+/// snapshot body by tick and the channels snapshots arrived on.
+async fn play(
+    client: &mut Client,
+    buttons: Buttons,
+    inputs: usize,
+) -> (BTreeMap<u32, SnapshotBody>, HashMap<&'static str, usize>) {
+    let mut snaps = BTreeMap::new();
+    let mut channels = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(16));
+    let mut sent = 0;
+    // Keep receiving a little after the last input so others' moves arrive.
+    let drain_until = tokio::time::Instant::now() + Duration::from_millis(16 * inputs as u64 + 400);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(drain_until) => break,
+            _ = tick.tick(), if sent < inputs => {
+                client.send_input(buttons).await.unwrap();
+                sent += 1;
+            }
+            r = client.recv() => {
+                let r = r.unwrap();
+                if let ServerMsg::Snapshot { body, .. } = r.msg {
+                    let ch = match r.channel { Channel::Reliable => "reliable", Channel::Unreliable => "datagram" };
+                    *channels.entry(ch).or_default() += 1;
+                    snaps.insert(body.tick, body);
+                }
+            }
+        }
+    }
+    (snaps, channels)
+}
+
+fn position(snaps: &BTreeMap<u32, SnapshotBody>, id: u32) -> Vec<(f32, f32)> {
+    snaps
+        .values()
+        .filter_map(|b| b.players.iter().find(|p| p.id == id).map(|p| (p.x, p.y)))
+        .collect()
+}
+
+#[tokio::test]
+async fn webtransport_and_websocket_players_share_a_room_and_see_each_other_move() {
+    let server = Server::start(&[]);
+    let mut wt = server
+        .connect(TransportKind::WebTransport, "mixed", "wt-player")
+        .await;
+    let mut ws = server
+        .connect(TransportKind::WebSocket, "mixed", "ws-player")
+        .await;
+    let (wt_id, ws_id) = (wt.player_id(), ws.player_id());
+    assert_ne!(wt_id, ws_id);
+
+    // WT player moves right, WS player moves down, at the same time.
+    let ((wt_snaps, wt_channels), (ws_snaps, _)) = within(20, "playing", async {
+        tokio::join!(
+            play(&mut wt, Buttons(Buttons::RIGHT), 40),
+            play(&mut ws, Buttons(Buttons::DOWN), 40)
+        )
+    })
+    .await;
+
+    // Each sees the other move in the direction it pressed.
+    let ws_seen_by_wt = position(&wt_snaps, ws_id);
+    let wt_seen_by_ws = position(&ws_snaps, wt_id);
+    let (first, last) = (
+        ws_seen_by_wt.first().unwrap(),
+        ws_seen_by_wt.last().unwrap(),
+    );
+    assert!(
+        last.1 > first.1 + 50.0,
+        "WT saw WS move down: {first:?} -> {last:?}"
+    );
+    let (first, last) = (
+        wt_seen_by_ws.first().unwrap(),
+        wt_seen_by_ws.last().unwrap(),
+    );
+    assert!(
+        last.0 > first.0 + 50.0,
+        "WS saw WT move right: {first:?} -> {last:?}"
+    );
+
+    // Snapshots reached the WebTransport player as datagrams.
+    assert!(
+        wt_channels.get("datagram").copied().unwrap_or(0) > 20,
+        "{wt_channels:?}"
+    );
+
+    // For every tick both received, the shared snapshot content is identical.
+    let common: Vec<u32> = wt_snaps
+        .keys()
+        .filter(|t| ws_snaps.contains_key(t))
+        .copied()
+        .collect();
+    assert!(common.len() > 20, "only {} common ticks", common.len());
+    for t in common {
+        assert_eq!(wt_snaps[&t], ws_snaps[&t], "tick {t}");
+    }
+}
+
+#[tokio::test]
+async fn snapshot_acknowledges_the_recipients_own_inputs() {
+    let server = Server::start(&[]);
+    for transport in BOTH {
+        let mut c = server.connect(transport, "ack", "me").await;
+        for _ in 0..5 {
+            c.send_input(Buttons(Buttons::LEFT)).await.unwrap();
+        }
+        let acked = within(5, "ack", async {
+            loop {
+                if let ServerMsg::Snapshot { ack_seq, .. } = c.recv().await.unwrap().msg {
+                    if ack_seq == 5 {
+                        return ack_seq;
+                    }
+                }
+            }
+        })
+        .await;
+        assert_eq!(acked, 5, "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn welcome_is_followed_by_the_roster_and_joins_and_leaves_are_announced() {
+    let server = Server::start(&[]);
+    let mut a = server
+        .connect(TransportKind::WebSocket, "roster", "alice")
+        .await;
+    let b = server
+        .connect(TransportKind::WebTransport, "roster", "bob")
+        .await;
+    let b_id = b.player_id();
+    let mut events = Vec::new();
+    within(5, "join event", async {
+        while events.len() < 2 {
+            match a.recv().await.unwrap().msg {
+                m @ ServerMsg::PlayerJoined { .. } => events.push(m),
+                ServerMsg::Snapshot { .. } | ServerMsg::Pong { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        events,
+        vec![
+            ServerMsg::PlayerJoined {
+                player_id: a.player_id(),
+                name: "alice".into()
+            },
+            ServerMsg::PlayerJoined {
+                player_id: b_id,
+                name: "bob".into()
+            },
+        ]
+    );
+    b.leave().await.unwrap();
+    within(5, "leave event", async {
+        loop {
+            if let ServerMsg::PlayerLeft { player_id } = a.recv().await.unwrap().msg {
+                assert_eq!(player_id, b_id);
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ping_is_answered_on_the_channel_it_came_on() {
+    let server = Server::start(&[]);
+    let mut wt = server
+        .connect(TransportKind::WebTransport, "ping", "p")
+        .await;
+    for channel in [Channel::Unreliable, Channel::Reliable] {
+        wt.ping(channel).await.unwrap();
+        let got = within(5, "pong", async {
+            loop {
+                let r = wt.recv().await.unwrap();
+                if let ServerMsg::Pong { .. } = r.msg {
+                    return r.channel;
+                }
+            }
+        })
+        .await;
+        assert_eq!(got, channel);
+    }
+}
+
+#[tokio::test]
+async fn oversized_snapshots_fall_back_to_the_stream_and_are_counted() {
+    // 120 players make a 1459-byte snapshot: larger than any QUIC datagram
+    // on a 1500-byte path.
+    let server = Server::start(&["--max-players-per-room", "200"]);
+    let mut crowd = Vec::new();
+    for i in 0..119 {
+        crowd.push(
+            server
+                .connect(TransportKind::WebSocket, "crowd", &format!("c{i}"))
+                .await,
+        );
+    }
+    let mut wt = server
+        .connect(TransportKind::WebTransport, "crowd", "wt")
+        .await;
+    let max = wt.max_datagram_size().unwrap();
+    let snap = within(10, "big snapshot", async {
+        loop {
+            let r = wt.recv().await.unwrap();
+            if let ServerMsg::Snapshot { body, .. } = r.msg {
+                if body.players.len() == 120 {
+                    return (r.channel, body);
+                }
+            }
+        }
+    })
+    .await;
+    assert!(19 + 12 * 120 > max, "snapshot must exceed {max}");
+    assert_eq!(snap.0, Channel::Reliable);
+    let h = server.health().await;
+    assert!(
+        h["metrics"]["webtransport"]["snapshots_on_stream"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{h}"
+    );
+    drop(crowd);
+}
+
+// ---- HTTP over both stacks -------------------------------------------------
+
+/// A real HTTP/3 client (h3 over quinn) that trusts the server's dev cert.
+async fn h3_client(server: &Server) -> (quinn::Endpoint, quinn::Connection) {
+    let pem = std::fs::read(server.cert_dir.join("dev.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let addr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+    (ep, conn)
+}
+
+type H3Send = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+/// One HTTP/3 client connection (control streams opened once).
+async fn h3_session(conn: &quinn::Connection) -> H3Send {
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    send
+}
+
+async fn h3_request(send: &mut H3Send, req: http::Request<()>) -> (http::StatusCode, Bytes) {
+    let mut stream = send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    (resp.status(), body.into())
+}
+
+#[tokio::test]
+async fn health_and_cert_hash_over_http3_and_http11_agree() {
+    let server = Server::start(&[]);
+    let (_ep, conn) = h3_client(&server).await;
+    let mut h3 = h3_session(&conn).await;
+    let base = format!("https://localhost:{}", server.port);
+    let mut over_h3 = HashMap::new();
+    for path in ["/health", "/cert-hash", "/", "/client/rally.js"] {
+        let req = http::Request::get(format!("{base}{path}"))
+            .body(())
+            .unwrap();
+        let (status, body) = within(10, path, h3_request(&mut h3, req)).await;
+        assert_eq!(status, 200, "HTTP/3 {path}");
+        over_h3.insert(path, body);
+    }
+    for path in ["/health", "/cert-hash", "/", "/client/rally.js"] {
+        let (status, body) = rally::client::http_get(&server.url(), path).await.unwrap();
+        assert_eq!(status, 200, "HTTP/1.1 {path}");
+        if path != "/health" {
+            assert_eq!(body, over_h3[path], "same body for {path} on both stacks");
+        }
+    }
+    let health: serde_json::Value = serde_json::from_slice(&over_h3["/health"]).unwrap();
+    assert_eq!(health["status"], "ok");
+    let hash: serde_json::Value = serde_json::from_slice(&over_h3["/cert-hash"]).unwrap();
+    assert_eq!(hash["algorithm"], "sha-256");
+    assert_eq!(hash["hex"], server.cert_sha256.as_str());
+
+    let (status, _) = rally::client::http_get(&server.url(), "/nope")
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn connect_to_an_unknown_path_gets_404() {
+    let server = Server::start(&[]);
+    let (_ep, conn) = h3_client(&server).await;
+    let req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("https://localhost:{}/not-rally", server.port))
+        .extension(h3::ext::Protocol::WEB_TRANSPORT)
+        .body(())
+        .unwrap();
+    let mut send = h3_session(&conn).await;
+    let status = within(10, "CONNECT", async {
+        let mut stream = send.send_request(req).await.unwrap();
+        stream.recv_response().await.unwrap().status()
+    })
+    .await;
+    assert_eq!(status, 404);
+
+    // And an independent WebTransport client is refused the same way.
+    let opts =
+        rally::client::ConnectOptions::new(server.url(), TransportKind::WebTransport, "r", "n");
+    let hash = rally::client::fetch_cert_hash(&opts.url).await.unwrap();
+    let cfg = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
+        .build();
+    let ep = wtransport::Endpoint::client(cfg).unwrap();
+    let Err(err) = ep
+        .connect(format!("https://127.0.0.1:{}/elsewhere", server.port))
+        .await
+    else {
+        panic!("a session on /elsewhere was accepted");
+    };
+    assert!(
+        matches!(err, wtransport::error::ConnectingError::SessionRejected),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn dev_certificate_is_p256_short_lived_with_the_sans_and_its_hash_is_published() {
+    let server = Server::start(&[]);
+    let pem = std::fs::read(server.cert_dir.join("dev.pem")).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+
+    // ECDSA with the P-256 curve.
+    let spki = &cert.tbs_certificate.subject_pki;
+    assert_eq!(
+        spki.algorithm.algorithm,
+        x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
+    );
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .unwrap()
+        .as_oid()
+        .unwrap();
+    assert_eq!(curve, x509_parser::oid_registry::OID_EC_P256);
+    assert_eq!(cert.version(), x509_parser::x509::X509Version::V3);
+
+    // At most 14 days in total, and valid now.
+    let v = cert.validity();
+    let total = v.not_after.timestamp() - v.not_before.timestamp();
+    assert!(total <= 14 * 86_400, "validity {total} s");
+    assert!(v.is_valid());
+
+    // SANs: localhost, 127.0.0.1, ::1.
+    let san = cert.subject_alternative_name().unwrap().unwrap().value;
+    use x509_parser::extensions::GeneralName;
+    let names: Vec<String> = san
+        .general_names
+        .iter()
+        .map(|n| match n {
+            GeneralName::DNSName(d) => d.to_string(),
+            GeneralName::IPAddress(b) if b.len() == 4 => {
+                std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap()).to_string()
+            }
+            GeneralName::IPAddress(b) if b.len() == 16 => {
+                std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap()).to_string()
+            }
+            other => format!("{other}"),
+        })
+        .collect();
+    for want in ["localhost", "127.0.0.1", "::1"] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+
+    // The published hash is the SHA-256 of this DER certificate.
+    let hex = hex::encode(sha2::Sha256::digest(&der));
+    let (_, body) = rally::client::http_get(&server.url(), "/cert-hash")
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["hex"], hex.as_str());
+    assert_eq!(server.cert_sha256, hex);
+
+    // The key file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(server.cert_dir.join("dev.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+// ---- Protocol errors, on both transports ------------------------------------
+
+async fn expect_error_close(mut c: Client, bytes: Bytes, channel: Channel, want: ErrorCode) {
+    c.send_raw(bytes, channel).await.unwrap();
+    let (mut got_msg, mut got_close) = (None, None);
+    within(10, "error and close", async {
+        loop {
+            match c.recv().await {
+                Ok(r) => {
+                    if let ServerMsg::Error { code, .. } = r.msg {
+                        got_msg = Some(code);
+                    }
+                }
+                Err(ClientError::Closed { code, .. }) => {
+                    got_close = code;
+                    break;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(got_msg, Some(want.as_u16()), "error message for {want}");
+    assert_eq!(
+        got_close,
+        Some(want.close_code() as u64),
+        "close code for {want}"
+    );
+}
+
+#[tokio::test]
+async fn bad_messages_get_a_documented_error_and_close_code_on_both_transports() {
+    let server = Server::start(&[]);
+    let cases: Vec<(Bytes, Channel, ErrorCode)> = vec![
+        (
+            Bytes::from_static(&[0x7e, 1, 2]),
+            Channel::Reliable,
+            ErrorCode::UnknownMessage,
+        ),
+        (
+            Bytes::from_static(&[0x02, 0, 0]),
+            Channel::Reliable,
+            ErrorCode::BadMessage,
+        ),
+        (
+            ClientMsg::Hello {
+                version: 1,
+                room: "x".into(),
+                name: "y".into(),
+            }
+            .to_bytes(),
+            Channel::Reliable,
+            ErrorCode::UnexpectedMessage,
+        ),
+        (
+            Bytes::from(vec![0x03; 300]),
+            Channel::Reliable,
+            ErrorCode::MessageTooLarge,
+        ),
+    ];
+    for transport in BOTH {
+        for (bytes, channel, want) in &cases {
+            let c = server.connect(transport, "errors", "bad").await;
+            expect_error_close(c, bytes.clone(), *channel, *want).await;
+        }
+    }
+    // The server is still serving everyone else.
+    let mut ok = server
+        .connect(TransportKind::WebTransport, "errors", "good")
+        .await;
+    ok.ping(Channel::Reliable).await.unwrap();
+    let errors = &server.health().await["metrics"]["errors"];
+    assert_eq!(errors["unknown_message"], 2);
+    assert_eq!(errors["message_too_large"], 2);
+}
+
+#[tokio::test]
+async fn wrong_protocol_version_and_bad_names_are_refused_with_clear_errors() {
+    let server = Server::start(&[]);
+    for transport in BOTH {
+        for (room, name, want) in [
+            ("ok", "", ErrorCode::InvalidName),
+            ("bad room!", "n", ErrorCode::InvalidName),
+            ("ok", &"x".repeat(25)[..], ErrorCode::InvalidName),
+        ] {
+            let opts = rally::client::ConnectOptions::new(server.url(), transport, room, name);
+            match Client::connect(opts).await {
+                Err(ClientError::Refused { code, .. }) => assert_eq!(code, want.as_u16()),
+                Err(e) => panic!("{transport:?} {room:?}/{name:?}: {e}"),
+                Ok(_) => panic!("{transport:?} {room:?}/{name:?} was accepted"),
+            }
+        }
+        let mut opts = rally::client::ConnectOptions::new(server.url(), transport, "ok", "old");
+        opts.protocol_version = 2;
+        match Client::connect(opts).await {
+            Err(ClientError::Refused { code, reason }) => {
+                assert_eq!(code, ErrorCode::UnsupportedVersion.as_u16());
+                assert!(reason.contains("version 2"), "{reason}");
+            }
+            Err(e) => panic!("{transport:?}: {e}"),
+            Ok(_) => panic!("{transport:?}: version 2 was accepted"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bot_command_reports_json_for_both_transports_in_one_room() {
+    let server = Server::start(&[]);
+    let run = |t: &'static str| {
+        let url = server.url().to_string();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_rally"))
+            .args([
+                "bot",
+                "--url",
+                &url,
+                "--transport",
+                t,
+                "--room",
+                "bots",
+                "--bots",
+                "2",
+            ])
+            .args(["--duration", "3", "--json"])
+            .output()
+    };
+    let (wt, ws) = within(30, "bots", async { tokio::join!(run("wt"), run("ws")) }).await;
+    for (label, out) in [("wt", wt.unwrap()), ("ws", ws.unwrap())] {
+        assert!(
+            out.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["transport"], label);
+        assert_eq!(v["bots"], 2);
+        assert_eq!(v["errors"], 0, "{v}");
+        // 2 bots × ~3 s × 60 Hz snapshots.
+        assert!(v["snapshots_received"].as_u64().unwrap() > 200, "{v}");
+        // Its own two bots and the other command's two.
+        assert_eq!(v["distinct_players_seen"], 4, "{v}");
+        assert!(v["rtt_ms"]["p50"].as_f64().unwrap() > 0.0);
+        assert!(v["rtt_ms"]["p99"].as_f64().unwrap() >= v["rtt_ms"]["p50"].as_f64().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn wt_snapshots_stream_mode_carries_snapshots_on_the_reliable_stream() {
+    let server = Server::start(&["--wt-snapshots", "stream"]);
+    let mut wt = server
+        .connect(TransportKind::WebTransport, "carriage", "s")
+        .await;
+    let channels = within(5, "snapshots", async {
+        let mut seen = Vec::new();
+        while seen.len() < 20 {
+            let r = wt.recv().await.unwrap();
+            if let ServerMsg::Snapshot { .. } = r.msg {
+                seen.push(r.channel);
+            }
+        }
+        seen
+    })
+    .await;
+    assert!(
+        channels.iter().all(|c| *c == Channel::Reliable),
+        "{channels:?}"
+    );
+    let h = server.health().await;
+    let wt_metrics = &h["metrics"]["webtransport"];
+    assert!(wt_metrics["snapshots_sent"].as_u64().unwrap() >= 20);
+    assert_eq!(
+        wt_metrics["snapshots_sent"],
+        wt_metrics["snapshots_on_stream"]
+    );
+}
