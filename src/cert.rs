@@ -8,20 +8,45 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use base64::Engine;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
-/// Total validity of a generated certificate, back-dating included. Browsers
-/// refuse hash-pinned certificates valid for more than 14 days.
+/// Default total validity of a generated certificate, back-dating included.
+/// Browsers refuse hash-pinned certificates valid for more than 14 days.
 pub const DEV_CERT_VALIDITY: Duration = Duration::days(13);
-/// How far `not_before` is set in the past, to tolerate small clock skew.
-const BACKDATE: Duration = Duration::hours(1);
-/// A development certificate with less than this left is replaced at startup.
+/// The browser limit on a hash-pinned certificate's total validity.
+pub const MAX_DEV_CERT_VALIDITY: Duration = Duration::days(14);
+/// Default: a development certificate with less than this left is replaced.
 pub const RENEW_BEFORE: Duration = Duration::days(2);
+
+/// How far `not_before` is set in the past, to tolerate small clock skew:
+/// an hour, or a tenth of a (test-sized) short validity.
+fn backdate(validity: Duration) -> Duration {
+    (validity / 10i32).min(Duration::hours(1))
+}
+
+/// Lifetime of generated development certificates.
+#[derive(Debug, Clone, Copy)]
+pub struct DevCertPolicy {
+    pub validity: Duration,
+    pub renew_before: Duration,
+}
+
+impl Default for DevCertPolicy {
+    fn default() -> Self {
+        DevCertPolicy {
+            validity: DEV_CERT_VALIDITY,
+            renew_before: RENEW_BEFORE,
+        }
+    }
+}
 
 const DEV_CERT_FILE: &str = "dev.pem";
 const DEV_KEY_FILE: &str = "dev.key";
@@ -111,13 +136,17 @@ pub fn dev_paths(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Loads the development certificate from `dir`, creating it when missing,
-/// unreadable or within [`RENEW_BEFORE`] of expiry. Returns the bundle and
-/// whether a new certificate was written.
-pub fn load_or_create_dev(dir: &Path, now: OffsetDateTime) -> anyhow::Result<(CertBundle, bool)> {
+/// unreadable or within `policy.renew_before` of expiry. Returns the bundle
+/// and whether a new certificate was written.
+pub fn load_or_create_dev(
+    dir: &Path,
+    now: OffsetDateTime,
+    policy: DevCertPolicy,
+) -> anyhow::Result<(CertBundle, bool)> {
     let (cert_path, key_path) = dev_paths(dir);
     if cert_path.exists() && key_path.exists() {
         match load_pem(&cert_path, &key_path) {
-            Ok(mut bundle) if bundle.not_after - now > RENEW_BEFORE => {
+            Ok(mut bundle) if bundle.not_after - now > policy.renew_before => {
                 bundle.dev = true;
                 return Ok((bundle, false));
             }
@@ -125,14 +154,15 @@ pub fn load_or_create_dev(dir: &Path, now: OffsetDateTime) -> anyhow::Result<(Ce
             Err(e) => tracing::warn!("development certificate unreadable ({e:#}); replacing"),
         }
     }
-    let bundle = generate_dev(now)?;
+    let bundle = generate_dev(now, policy.validity)?;
     write_dev(dir, &bundle)?;
     Ok((bundle, true))
 }
 
-/// Creates a new self-signed development certificate valid from an hour
-/// before `now` for [`DEV_CERT_VALIDITY`] in total.
-pub fn generate_dev(now: OffsetDateTime) -> anyhow::Result<CertBundle> {
+/// Creates a new self-signed development certificate valid from a little
+/// before `now` for `validity` in total (capped at 14 days).
+pub fn generate_dev(now: OffsetDateTime, validity: Duration) -> anyhow::Result<CertBundle> {
+    let validity = validity.min(MAX_DEV_CERT_VALIDITY);
     let mut params = rcgen::CertificateParams::new(vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -143,9 +173,9 @@ pub fn generate_dev(now: OffsetDateTime) -> anyhow::Result<CertBundle> {
         .push(rcgen::DnType::CommonName, "Rally development certificate");
     // Whole seconds: X.509 times carry no fractions, and the validity must
     // not exceed the limit by a rounding error.
-    let start = (now - BACKDATE).replace_nanosecond(0)?;
+    let start = (now - backdate(validity)).replace_nanosecond(0)?;
     params.not_before = start;
-    params.not_after = start + DEV_CERT_VALIDITY;
+    params.not_after = start + validity;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let cert = params.self_signed(&key)?;
     let der = cert.der().clone();
@@ -158,7 +188,8 @@ pub fn generate_dev(now: OffsetDateTime) -> anyhow::Result<CertBundle> {
     })
 }
 
-fn write_dev(dir: &Path, bundle: &CertBundle) -> anyhow::Result<()> {
+/// Writes `bundle` as the development certificate in `dir`.
+pub fn write_dev(dir: &Path, bundle: &CertBundle) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (cert_path, key_path) = dev_paths(dir);
     let cert_pem = pem_block("CERTIFICATE", &bundle.chain[0]);
@@ -208,6 +239,89 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The certificates the server presents: the current one, and during a
+/// renewal overlap the next one, already published by hash. New TLS
+/// handshakes (QUIC and TCP) get whatever is current at that moment; live
+/// connections keep the certificate they started with.
+#[derive(Debug)]
+pub struct CertStore {
+    // std RwLock: read on every handshake, written twice per renewal, never
+    // held across .await.
+    inner: std::sync::RwLock<CertState>,
+}
+
+#[derive(Debug)]
+struct CertState {
+    current: (CertBundle, Arc<CertifiedKey>),
+    next: Option<CertBundle>,
+}
+
+fn certified(bundle: &CertBundle) -> anyhow::Result<Arc<CertifiedKey>> {
+    let key = rustls::crypto::ring::sign::any_supported_type(&bundle.key)
+        .context("unsupported private key type")?;
+    Ok(Arc::new(CertifiedKey::new(bundle.chain.clone(), key)))
+}
+
+impl CertStore {
+    pub fn new(bundle: CertBundle) -> anyhow::Result<Self> {
+        let key = certified(&bundle)?;
+        Ok(CertStore {
+            inner: std::sync::RwLock::new(CertState {
+                current: (bundle, key),
+                next: None,
+            }),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, CertState> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn current(&self) -> CertBundle {
+        self.read().current.0.clone()
+    }
+
+    pub fn next(&self) -> Option<CertBundle> {
+        self.read().next.clone()
+    }
+
+    /// Publishes the certificate that will replace the current one.
+    pub fn set_next(&self, bundle: CertBundle) {
+        self.inner.write().unwrap_or_else(|e| e.into_inner()).next = Some(bundle);
+    }
+
+    /// Makes the published next certificate current.
+    pub fn promote(&self) -> anyhow::Result<Option<CertBundle>> {
+        let mut st = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let Some(next) = st.next.take() else {
+            return Ok(None);
+        };
+        let key = certified(&next)?;
+        st.current = (next.clone(), key);
+        Ok(Some(next))
+    }
+
+    /// The `/cert-hash` body: the current certificate's fields at the top
+    /// level, and `hashes` listing every certificate a client should accept
+    /// now (current first, then the next one during a renewal overlap).
+    pub fn hash_json(&self) -> serde_json::Value {
+        let st = self.read();
+        let mut v = st.current.0.hash_json();
+        let mut hashes = vec![st.current.0.hash_json()];
+        if let Some(next) = &st.next {
+            hashes.push(next.hash_json());
+        }
+        v["hashes"] = serde_json::Value::Array(hashes);
+        v
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.read().current.1.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,13 +331,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rally-cert-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let now = OffsetDateTime::now_utc();
-        let (first, created) = load_or_create_dev(&dir, now).unwrap();
+        let p = DevCertPolicy::default();
+        let (first, created) = load_or_create_dev(&dir, now, p).unwrap();
         assert!(created);
-        let (again, created) = load_or_create_dev(&dir, now).unwrap();
+        let (again, created) = load_or_create_dev(&dir, now, p).unwrap();
         assert!(!created, "a fresh certificate is reused");
         assert_eq!(first.sha256, again.sha256);
         // Twelve days later fewer than two days remain: renewed.
-        let (renewed, created) = load_or_create_dev(&dir, now + Duration::days(12)).unwrap();
+        let (renewed, created) = load_or_create_dev(&dir, now + Duration::days(12), p).unwrap();
         assert!(created);
         assert_ne!(renewed.sha256, first.sha256);
         #[cfg(unix)]

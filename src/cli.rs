@@ -30,6 +30,21 @@ pub enum Command {
     Cert(CertArgs),
     /// Run N native bots in a room and print what they saw as JSON.
     Bot(BotArgs),
+    /// Mint a signed join token for a server started with --token-secret.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The server's --token-secret.
+    #[arg(long, env = "RALLY_TOKEN_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// How long the token is valid, e.g. `1h`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// Restrict the token to one room.
+    #[arg(long)]
+    pub room: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +55,12 @@ pub struct CertArgs {
     /// Print the hash as JSON (the `/cert-hash` body) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Validity of a new certificate (at most 14 days).
+    #[arg(long, default_value = "13days", value_parser = humantime::parse_duration)]
+    pub validity: std::time::Duration,
+    /// Replace the certificate when less than this is left.
+    #[arg(long, default_value = "2days", value_parser = humantime::parse_duration)]
+    pub renew_before: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

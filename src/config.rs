@@ -27,6 +27,10 @@ pub const SPEED: f32 = 240.0;
 /// Time a client has to send `Hello` after its session opens (PROTOCOL.md §8).
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
+fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
 /// Hard ceiling on `--max-players-per-room`: keeps a snapshot of a full room
 /// inside one 65 535-byte stream frame (19 + 12 × 4000 bytes).
 pub const MAX_PLAYERS_PER_ROOM_CEILING: usize = 4000;
@@ -85,6 +89,103 @@ pub struct ServeConfig {
         default_value = "datagram"
     )]
     pub wt_snapshots: SnapshotCarriage,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
+    /// Origins allowed to open a session (WebSocket upgrade and WebTransport
+    /// CONNECT), e.g. `https://game.example`; repeat the flag or separate
+    /// with commas; `*` allows any. With the development certificate,
+    /// `http(s)://localhost`, `127.0.0.1` and `[::1]` on any port are also
+    /// allowed. Requests without an Origin header (native clients) are
+    /// allowed: Origin protects browsers, not servers.
+    #[arg(long, env = "RALLY_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub allow_origin: Vec<String>,
+
+    /// Secret for signed join tokens (HMAC-SHA256). When set, every session
+    /// must present `?token=` on its `/rally` URL; mint tokens with
+    /// `rally token`.
+    #[arg(long, env = "RALLY_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+
+    /// How long a dropped player is kept for `Resume`.
+    #[arg(long, env = "RALLY_RESUME_WINDOW", default_value = "10s", value_parser = duration)]
+    pub resume_window: Duration,
+
+    /// Validity of a generated development certificate (at most 14 days, the
+    /// browser limit for hash-pinned certificates).
+    #[arg(long, env = "RALLY_DEV_CERT_VALIDITY", default_value = "13days", value_parser = duration)]
+    pub dev_cert_validity: Duration,
+
+    /// The next development certificate is made and published (in
+    /// `/cert-hash` `hashes`) when this much validity is left; new
+    /// connections switch to it when half of that is left.
+    #[arg(long, env = "RALLY_DEV_CERT_RENEW_BEFORE", default_value = "2days", value_parser = duration)]
+    pub dev_cert_renew_before: Duration,
+}
+
+/// Resource limits. Sized for a game: small messages, many sessions, short
+/// timeouts. Every field is a flag; defaults are in `rally serve --help` and
+/// README.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Most open connections (TCP and QUIC together, sessions or not).
+    #[arg(long, env = "RALLY_MAX_CONNECTIONS", default_value_t = 12_000)]
+    pub max_connections: usize,
+
+    /// Most open connections from one IP address.
+    #[arg(long, env = "RALLY_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+
+    /// Sustained client messages per second per session (token bucket).
+    /// Excess messages are dropped; a peer that keeps sending at twice the
+    /// burst is closed with `rate_limited`.
+    #[arg(long, env = "RALLY_MAX_MSGS_PER_SEC", default_value_t = 240)]
+    pub max_msgs_per_sec: u32,
+
+    /// Token bucket burst: messages a session may send at once.
+    #[arg(long, env = "RALLY_MSG_BURST", default_value_t = 120)]
+    pub msg_burst: u32,
+
+    /// TCP: time to finish the TLS handshake and send request headers
+    /// (slowloris bound).
+    #[arg(long, env = "RALLY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub handshake_timeout: Duration,
+
+    /// A connection with no traffic for this long is closed (QUIC idle
+    /// timeout; WebSocket read deadline).
+    #[arg(long, env = "RALLY_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub idle_timeout: Duration,
+
+    /// Keep-alive interval: QUIC keep-alive and WebSocket pings. Well under
+    /// the 60 s idle limit of common proxies and NATs.
+    #[arg(long, env = "RALLY_KEEPALIVE", default_value = "10s", value_parser = duration)]
+    pub keepalive: Duration,
+
+    /// A peer whose connection accepts nothing for this long is closed with
+    /// `too_slow`.
+    #[arg(long, env = "RALLY_SLOW_PEER_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub slow_peer_timeout: Duration,
+
+    /// Time given to sessions to close cleanly on shutdown.
+    #[arg(long, env = "RALLY_SHUTDOWN_GRACE", default_value = "3s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 12_000,
+            max_connections_per_ip: 64,
+            max_msgs_per_sec: 240,
+            msg_burst: 120,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(10),
+            slow_peer_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(3),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -106,6 +207,12 @@ impl Default for ServeConfig {
             max_players_per_room: 64,
             max_sessions: 10_000,
             wt_snapshots: SnapshotCarriage::Datagram,
+            limits: Limits::default(),
+            allow_origin: Vec::new(),
+            token_secret: None,
+            resume_window: Duration::from_secs(10),
+            dev_cert_validity: Duration::from_secs(13 * 86_400),
+            dev_cert_renew_before: Duration::from_secs(2 * 86_400),
         }
     }
 }

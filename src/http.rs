@@ -83,7 +83,7 @@ pub fn route(method: &Method, path: &str, shared: &Arc<Shared>) -> Response<Byte
     match path {
         "/" | "/index.html" => file("index.html").unwrap_or_else(not_found),
         "/health" => json(health(shared)),
-        "/cert-hash" => json(shared.cert.hash_json()),
+        "/cert-hash" => json(shared.certs.hash_json()),
         p => match p.strip_prefix("/client/") {
             Some(name) => file(name).unwrap_or_else(not_found),
             None => not_found(),

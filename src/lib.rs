@@ -5,6 +5,7 @@
 //! and front ends), `session` (transport-agnostic session driver), `room`
 //! (authoritative tick loop). `server` wires them together.
 
+pub mod auth;
 pub mod cert;
 pub mod cli;
 pub mod client;

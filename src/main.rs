@@ -26,8 +26,15 @@ fn main() -> anyhow::Result<()> {
     {
         Command::Serve(cfg) => runtime.block_on(serve(cfg)),
         Command::Cert(args) => {
-            let (bundle, created) =
-                rally::cert::load_or_create_dev(&args.cert_dir, time::OffsetDateTime::now_utc())?;
+            let policy = rally::cert::DevCertPolicy {
+                validity: time::Duration::try_from(args.validity)?,
+                renew_before: time::Duration::try_from(args.renew_before)?,
+            };
+            let (bundle, created) = rally::cert::load_or_create_dev(
+                &args.cert_dir,
+                time::OffsetDateTime::now_utc(),
+                policy,
+            )?;
             if args.json {
                 println!("{}", bundle.hash_json());
             } else {
@@ -45,14 +52,47 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bot(args) => runtime.block_on(run_bots(args)),
+        Command::Token(args) => {
+            let exp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs()
+                + args.ttl.as_secs();
+            let claims = rally::auth::Claims {
+                exp,
+                room: args.room,
+            };
+            println!(
+                "{}",
+                rally::auth::TokenKey::new(args.secret.as_bytes()).sign(&claims)
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    rally::server::run(cfg, shutdown, |bound, cert| {
+    rally::server::run(cfg, stop_signal(), |bound, cert| {
         // One machine-readable line on stdout: tests and scripts wait for it.
         println!(
             "{}",

@@ -25,8 +25,14 @@ pub struct Metrics {
     pub ws: PerTransport,
     /// Inputs dropped because a room's command queue was full.
     pub inputs_dropped: AtomicU64,
+    /// Client messages dropped by the per-session rate limit.
+    pub messages_rate_dropped: AtomicU64,
+    /// Connections refused by the total or per-IP connection limit.
+    pub connections_refused: AtomicU64,
+    /// Sessions refused for their Origin (403) or join token (401).
+    pub sessions_forbidden: AtomicU64,
     /// Sessions ended by an error, indexed by `ErrorCode as usize`.
-    pub errors: [AtomicU64; 13],
+    pub errors: [AtomicU64; ErrorCode::ALL.len() + 1],
     /// Refused WebTransport CONNECTs (wrong path).
     pub connect_refused: AtomicU64,
     pub http_requests: AtomicU64,
@@ -55,9 +61,9 @@ impl Metrics {
                 "snapshots_skipped": p.snapshots_skipped.load(Relaxed),
             })
         };
-        let errors: serde_json::Map<_, _> = (1..=12u16)
-            .filter_map(ErrorCode::from_u16)
-            .map(|c| {
+        let errors: serde_json::Map<_, _> = ErrorCode::ALL
+            .iter()
+            .map(|&c| {
                 let n = self.errors[c.as_u16() as usize].load(Relaxed);
                 (c.name().to_string(), n.into())
             })
@@ -66,6 +72,9 @@ impl Metrics {
             "webtransport": t(&self.wt),
             "websocket": t(&self.ws),
             "inputs_dropped": self.inputs_dropped.load(Relaxed),
+            "messages_rate_dropped": self.messages_rate_dropped.load(Relaxed),
+            "connections_refused": self.connections_refused.load(Relaxed),
+            "sessions_forbidden": self.sessions_forbidden.load(Relaxed),
             "errors": errors,
             "connect_refused": self.connect_refused.load(Relaxed),
             "http_requests": self.http_requests.load(Relaxed),

@@ -15,6 +15,7 @@ mod ty {
     pub const INPUT: u8 = 0x02;
     pub const PING: u8 = 0x03;
     pub const LEAVE: u8 = 0x04;
+    pub const RESUME: u8 = 0x05;
 
     pub const WELCOME: u8 = 0x81;
     pub const PLAYER_JOINED: u8 = 0x82;
@@ -150,6 +151,16 @@ impl ClientMsg {
                 buf.put_u64(*client_time_us);
             }
             ClientMsg::Leave => buf.put_u8(ty::LEAVE),
+            ClientMsg::Resume {
+                version,
+                token,
+                last_seq,
+            } => {
+                buf.put_u8(ty::RESUME);
+                buf.put_u16(*version);
+                buf.put_slice(token);
+                buf.put_u32(*last_seq);
+            }
         }
     }
 
@@ -195,6 +206,11 @@ impl ClientMsg {
                 client_time_us: r.u64()?,
             },
             ty::LEAVE => ClientMsg::Leave,
+            ty::RESUME => ClientMsg::Resume {
+                version: r.u16()?,
+                token: r.array()?,
+                last_seq: r.u32()?,
+            },
             other => return Err(DecodeError::UnknownType(other)),
         };
         r.finish()?;
@@ -263,6 +279,9 @@ impl ServerMsg {
                 buf.put_f32(w.arena_h);
                 buf.put_f32(w.speed);
                 buf.put_u32(w.tick);
+                buf.put_slice(&w.resume_token);
+                buf.put_u32(w.resume_window_ms);
+                buf.put_u32(w.reliable_seq);
             }
             ServerMsg::PlayerJoined { player_id, name } => {
                 buf.put_u8(ty::PLAYER_JOINED);
@@ -308,6 +327,9 @@ impl ServerMsg {
                 arena_h: r.f32()?,
                 speed: r.f32()?,
                 tick: r.u32()?,
+                resume_token: r.array()?,
+                resume_window_ms: r.u32()?,
+                reliable_seq: r.u32()?,
             }),
             ty::PLAYER_JOINED => ServerMsg::PlayerJoined {
                 player_id: r.u32()?,
@@ -356,6 +378,11 @@ mod tests {
                 client_time_us: u64::MAX - 7,
             },
             ClientMsg::Leave,
+            ClientMsg::Resume {
+                version: 1,
+                token: [0xab; 16],
+                last_seq: 9,
+            },
         ]
     }
 
@@ -370,6 +397,9 @@ mod tests {
                 arena_h: 540.0,
                 speed: 240.0,
                 tick: 12345,
+                resume_token: *b"0123456789abcdef",
+                resume_window_ms: 10_000,
+                reliable_seq: 3,
             }),
             ServerMsg::PlayerJoined {
                 player_id: 9,
@@ -524,6 +554,15 @@ mod tests {
             }),
             any::<u64>().prop_map(|client_time_us| ClientMsg::Ping { client_time_us }),
             Just(ClientMsg::Leave),
+            (any::<u16>(), any::<[u8; 16]>(), any::<u32>()).prop_map(
+                |(version, token, last_seq)| {
+                    ClientMsg::Resume {
+                        version,
+                        token,
+                        last_seq,
+                    }
+                }
+            ),
         ]
     }
 

@@ -32,6 +32,18 @@ pub enum ErrorCode {
     HelloTimeout = 11,
     /// A server-side fault; the peer did nothing wrong.
     Internal = 12,
+    /// The peer sent messages faster than its rate limit allows, for long
+    /// enough that dropping the excess was not enough.
+    RateLimited = 13,
+    /// The join token does not allow this room.
+    Unauthorized = 14,
+    /// The join token expired during the session.
+    TokenExpired = 15,
+    /// `Resume` named an unknown or expired player, or events it missed are
+    /// no longer kept. Not fatal: the session stays open for a `Hello`.
+    ResumeFailed = 16,
+    /// Another session resumed this player; this one is closed.
+    Replaced = 17,
 }
 
 impl ErrorCode {
@@ -55,9 +67,38 @@ impl ErrorCode {
             10 => ShuttingDown,
             11 => HelloTimeout,
             12 => Internal,
+            13 => RateLimited,
+            14 => Unauthorized,
+            15 => TokenExpired,
+            16 => ResumeFailed,
+            17 => Replaced,
             _ => return None,
         })
     }
+
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 17] = {
+        use ErrorCode::*;
+        [
+            BadMessage,
+            UnsupportedVersion,
+            UnknownMessage,
+            MessageTooLarge,
+            UnexpectedMessage,
+            InvalidName,
+            RoomFull,
+            ServerFull,
+            TooSlow,
+            ShuttingDown,
+            HelloTimeout,
+            Internal,
+            RateLimited,
+            Unauthorized,
+            TokenExpired,
+            ResumeFailed,
+            Replaced,
+        ]
+    };
 
     pub fn as_u16(self) -> u16 {
         self as u16
@@ -91,6 +132,11 @@ impl ErrorCode {
             ShuttingDown => "shutting_down",
             HelloTimeout => "hello_timeout",
             Internal => "internal",
+            RateLimited => "rate_limited",
+            Unauthorized => "unauthorized",
+            TokenExpired => "token_expired",
+            ResumeFailed => "resume_failed",
+            Replaced => "replaced",
         }
     }
 }
@@ -107,7 +153,7 @@ mod tests {
 
     #[test]
     fn close_codes_round_trip_and_stay_in_the_application_range() {
-        for v in 1..=12 {
+        for v in 1..=17 {
             let code = ErrorCode::from_u16(v).unwrap();
             assert_eq!(code.as_u16(), v);
             let close = code.close_code();
@@ -115,7 +161,10 @@ mod tests {
             assert_eq!(ErrorCode::from_close_code(close as u64), Some(code));
         }
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(13), None);
+        assert_eq!(ErrorCode::from_u16(18), None);
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(c.as_u16() as usize, i + 1);
+        }
         assert_eq!(ErrorCode::from_close_code(1000), None);
     }
 }

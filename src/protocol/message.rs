@@ -8,6 +8,8 @@ pub const MAX_NAME_LEN: usize = 24;
 pub const MAX_INPUTS_PER_MSG: usize = 8;
 /// Longest reason string in `Error`.
 pub const MAX_REASON_LEN: usize = 200;
+/// Length of a resume token.
+pub const RESUME_TOKEN_LEN: usize = 16;
 
 /// Held movement keys for one client frame. Bits outside the four below are
 /// a decode error, so future meanings cannot be silently misread.
@@ -49,6 +51,14 @@ pub enum ClientMsg {
     Ping { client_time_us: u64 },
     /// The player leaves; the server closes the session normally.
     Leave,
+    /// First message instead of `Hello`: take back the player of a dropped
+    /// session. `last_seq` is the sequence number of the last reliable event
+    /// the client received (see `Welcome::reliable_seq`).
+    Resume {
+        version: u16,
+        token: [u8; RESUME_TOKEN_LEN],
+        last_seq: u32,
+    },
 }
 
 /// One player's state in a snapshot.
@@ -83,6 +93,13 @@ pub struct Welcome {
     /// by `speed / tick_hz` along its direction.
     pub speed: f32,
     pub tick: u32,
+    /// Present this in `Resume` to get this player back after a drop.
+    pub resume_token: [u8; RESUME_TOKEN_LEN],
+    /// How long the server keeps the player after the session drops.
+    pub resume_window_ms: u32,
+    /// Sequence number of the last reliable event before this `Welcome`
+    /// (0 on a fresh join). Each later `PlayerJoined`/`PlayerLeft` is the next.
+    pub reliable_seq: u32,
 }
 
 /// Server → client.

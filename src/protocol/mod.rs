@@ -13,7 +13,7 @@ pub use error::ErrorCode;
 pub use frame::{encode_frame, FrameDecoder, FrameError, FRAME_HEADER_LEN};
 pub use message::{
     valid_player_name, valid_room_name, Buttons, ClientMsg, PlayerState, ServerMsg, SnapshotBody,
-    Welcome, MAX_INPUTS_PER_MSG, MAX_NAME_LEN, MAX_REASON_LEN, MAX_ROOM_LEN,
+    Welcome, MAX_INPUTS_PER_MSG, MAX_NAME_LEN, MAX_REASON_LEN, MAX_ROOM_LEN, RESUME_TOKEN_LEN,
 };
 
 /// Version carried in `Hello` and `Welcome`. A client with another version is

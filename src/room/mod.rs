@@ -5,10 +5,14 @@
 //! through bounded channels: a command queue in, and per player a bounded
 //! reliable queue and a newest-wins snapshot slot out. It never knows which
 //! transport a player uses.
+//!
+//! Reliable events (`PlayerJoined`, `PlayerLeft`) are numbered per player and
+//! the last [`RoomConfig::replay`] are kept, so a player whose session drops
+//! can resume within the resume window and receive exactly what it missed.
 
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,7 +23,7 @@ use tracing::Instrument;
 
 use crate::metrics::Metrics;
 use crate::protocol::{
-    Buttons, ErrorCode, ServerMsg, Welcome, MAX_INPUTS_PER_MSG, PROTOCOL_VERSION,
+    Buttons, ErrorCode, ServerMsg, Welcome, MAX_INPUTS_PER_MSG, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
 use state::{GameParams, RoomState};
 
@@ -28,10 +32,22 @@ const EMPTY_ROOM_LINGER: Duration = Duration::from_secs(10);
 /// Room command queue: joins and inputs of every player in the room.
 const COMMAND_QUEUE: usize = 4096;
 
+pub type ResumeToken = [u8; RESUME_TOKEN_LEN];
+
 #[derive(Debug, Clone, Copy)]
 pub struct RoomConfig {
     pub game: GameParams,
     pub snapshot_every: u16,
+    /// How long a dropped player is kept for resume.
+    pub resume_window: Duration,
+}
+
+impl RoomConfig {
+    /// Reliable events kept per player for replay, and the size of its
+    /// reliable queue: the whole roster of a full room plus headroom.
+    pub fn replay(&self) -> usize {
+        self.game.max_players + 64
+    }
 }
 
 /// One tick's snapshot as one recipient will get it: the shared encoded body
@@ -50,6 +66,10 @@ pub enum JoinError {
     RoomFull(usize),
     #[error("room is shutting down")]
     Closed,
+    #[error("unknown or expired resume token")]
+    UnknownToken,
+    #[error("the events after {0} are no longer kept")]
+    Gap(u32),
 }
 
 impl JoinError {
@@ -57,6 +77,7 @@ impl JoinError {
         match self {
             JoinError::RoomFull(_) => ErrorCode::RoomFull,
             JoinError::Closed => ErrorCode::Internal,
+            JoinError::UnknownToken | JoinError::Gap(_) => ErrorCode::ResumeFailed,
         }
     }
 }
@@ -64,6 +85,12 @@ impl JoinError {
 enum Command {
     Join {
         name: String,
+        reply: oneshot::Sender<Result<Membership, JoinError>>,
+    },
+    Resume {
+        player: u32,
+        token: ResumeToken,
+        last_seq: u32,
         reply: oneshot::Sender<Result<Membership, JoinError>>,
     },
     Input {
@@ -74,14 +101,24 @@ enum Command {
     },
 }
 
+/// How a session let go of its player.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Departure {
+    /// `Leave`, or an error that ends the player: removed now.
+    Leave,
+    /// The connection dropped: kept for resume until the window ends.
+    Detach,
+}
+
 #[derive(Clone)]
 struct RoomHandle {
     id: u64,
     cmd: mpsc::Sender<Command>,
-    leave: mpsc::Sender<u32>,
+    leave: mpsc::Sender<(u32, u64, Departure)>,
 }
 
-/// A player's place in a room, held by its session. Dropping it leaves.
+/// A player's place in a room, held by its session. Dropping it detaches
+/// the player (kept for resume); [`Membership::leave`] removes it.
 pub struct Membership {
     pub player_id: u32,
     pub welcome: Welcome,
@@ -92,6 +129,9 @@ pub struct Membership {
     /// Set by the room before it drops this player's queue on purpose.
     pub kicked: Arc<OnceLock<ErrorCode>>,
     room: RoomHandle,
+    /// Which attachment of the player this is (resume makes a new one).
+    attachment: u64,
+    departure: Departure,
 }
 
 impl Membership {
@@ -112,21 +152,32 @@ impl Membership {
             })
             .is_ok()
     }
+
+    /// Marks the player as gone for good when this membership is dropped
+    /// (no resume).
+    pub fn leave_on_drop(&mut self) {
+        self.departure = Departure::Leave;
+    }
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        // The leave queue has room for every member (see `Room::spawn`); if
-        // it were ever full the room still notices the closed snapshot slot
-        // on its next tick.
-        let _ = self.room.leave.try_send(self.player_id);
+        // The departure queue has room for every member (see `Room::spawn`);
+        // if it were ever full the room still notices the closed snapshot
+        // slot on its next tick.
+        let _ = self
+            .room
+            .leave
+            .try_send((self.player_id, self.attachment, self.departure));
     }
 }
 
-/// Directory of live rooms.
+/// Directory of live rooms and of resumable players.
 pub struct Rooms {
     // std Mutex: held only for map lookups and inserts, never across .await.
     map: Mutex<HashMap<String, RoomHandle>>,
+    /// Resume token → room name and player.
+    tokens: Mutex<HashMap<ResumeToken, (String, u32)>>,
     next_room_id: std::sync::atomic::AtomicU64,
     cfg: RoomConfig,
     metrics: Arc<Metrics>,
@@ -136,6 +187,7 @@ impl Rooms {
     pub fn new(cfg: RoomConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Rooms {
             map: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
             next_room_id: 1.into(),
             cfg,
             metrics,
@@ -150,19 +202,22 @@ impl Rooms {
         self.len() == 0
     }
 
-    fn handle(self: &Arc<Self>, name: &str) -> RoomHandle {
+    fn handle(self: &Arc<Self>, name: &str, create: bool) -> Option<RoomHandle> {
         // A poisoned lock means a panic while holding it; the map itself is
         // still consistent (every operation is a single insert/remove).
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = map.get(name) {
             if !h.cmd.is_closed() {
-                return h.clone();
+                return Some(h.clone());
             }
+        }
+        if !create {
+            return None;
         }
         let id = self.next_room_id.fetch_add(1, Relaxed);
         let h = Room::spawn(id, name.to_string(), self.clone());
         map.insert(name.to_string(), h.clone());
-        h
+        Some(h)
     }
 
     fn remove_if(&self, name: &str, id: u64) {
@@ -172,13 +227,19 @@ impl Rooms {
         }
     }
 
+    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<ResumeToken, (String, u32)>> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Joins `room` (creating it if needed) as `name`. The caller has
     /// validated both names.
     pub async fn join(self: &Arc<Self>, room: &str, name: &str) -> Result<Membership, JoinError> {
         // A room that is just removing itself drops our join; the second
         // attempt finds or creates a live one.
         for _ in 0..3 {
-            let h = self.handle(room);
+            let Some(h) = self.handle(room, true) else {
+                continue;
+            };
             let (tx, rx) = oneshot::channel();
             let cmd = Command::Join {
                 name: name.to_string(),
@@ -187,19 +248,51 @@ impl Rooms {
             if h.cmd.send(cmd).await.is_err() {
                 continue;
             }
-            match rx.await {
-                Ok(result) => return result,
-                Err(_) => continue,
+            if let Ok(result) = rx.await {
+                return result;
             }
         }
         Err(JoinError::Closed)
     }
+
+    /// Takes back the player holding `token`, replaying the reliable events
+    /// after `last_seq`.
+    pub async fn resume(
+        self: &Arc<Self>,
+        token: ResumeToken,
+        last_seq: u32,
+    ) -> Result<(String, Membership), JoinError> {
+        let (room, player) = self
+            .tokens()
+            .get(&token)
+            .cloned()
+            .ok_or(JoinError::UnknownToken)?;
+        let h = self.handle(&room, false).ok_or(JoinError::UnknownToken)?;
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Resume {
+            player,
+            token,
+            last_seq,
+            reply: tx,
+        };
+        h.cmd.send(cmd).await.map_err(|_| JoinError::UnknownToken)?;
+        let m = rx.await.map_err(|_| JoinError::UnknownToken)??;
+        Ok((room, m))
+    }
 }
 
 struct Outlet {
-    events: mpsc::Sender<Bytes>,
-    snapshots: watch::Sender<SnapshotRef>,
+    /// `None` while detached.
+    events: Option<mpsc::Sender<Bytes>>,
+    snapshots: Option<watch::Sender<SnapshotRef>>,
     kicked: Arc<OnceLock<ErrorCode>>,
+    /// The last reliable events, numbered.
+    replay: VecDeque<(u32, Bytes)>,
+    /// Number of the last reliable event queued (0: none).
+    seq: u32,
+    attachment: u64,
+    detached_since: Option<Instant>,
+    token: ResumeToken,
 }
 
 struct Room {
@@ -209,7 +302,8 @@ struct Room {
     outlets: HashMap<u32, Outlet>,
     rooms: Arc<Rooms>,
     handle: RoomHandle,
-    event_queue: usize,
+    cfg: RoomConfig,
+    next_attachment: u64,
 }
 
 fn unix_micros() -> u64 {
@@ -223,7 +317,8 @@ impl Room {
     fn spawn(id: u64, name: String, rooms: Arc<Rooms>) -> RoomHandle {
         let cfg = rooms.cfg;
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
-        // Every member sends at most one leave, and members are capped.
+        // Each attachment sends one departure, and attachments per player are
+        // serialised by resume; twice the room size is ample.
         let (leave_tx, leave_rx) = mpsc::channel(cfg.game.max_players * 2 + 16);
         let handle = RoomHandle {
             id,
@@ -237,23 +332,19 @@ impl Room {
             outlets: HashMap::new(),
             rooms,
             handle: handle.clone(),
-            // The roster after Welcome must fit, plus headroom for events.
-            event_queue: cfg.game.max_players + 256,
+            cfg,
+            next_attachment: 1,
         };
         // A root span: the room outlives the session that happened to create it.
         let span = tracing::info_span!(parent: None, "room", room = %name, id);
-        tokio::spawn(
-            room.run(cmd_rx, leave_rx, cfg.snapshot_every)
-                .instrument(span),
-        );
+        tokio::spawn(room.run(cmd_rx, leave_rx).instrument(span));
         handle
     }
 
     async fn run(
         mut self,
         mut cmds: mpsc::Receiver<Command>,
-        mut leaves: mpsc::Receiver<u32>,
-        snapshot_every: u16,
+        mut leaves: mpsc::Receiver<(u32, u64, Departure)>,
     ) {
         tracing::info!("room created");
         let period = Duration::from_secs_f64(1.0 / self.state.params().tick_hz as f64);
@@ -263,9 +354,9 @@ impl Room {
         loop {
             tokio::select! {
                 biased;
-                Some(id) = leaves.recv() => self.remove(id, None),
+                Some((id, attachment, how)) = leaves.recv() => self.depart(id, attachment, how),
                 _ = ticker.tick() => {
-                    self.tick(snapshot_every);
+                    self.tick();
                     match (self.state.is_empty(), empty_since) {
                         (false, _) => empty_since = None,
                         (true, None) => empty_since = Some(Instant::now()),
@@ -286,8 +377,20 @@ impl Room {
                 let result = self.join(name);
                 if let Err(Ok(m)) = reply.send(result) {
                     // The session gave up waiting; undo the join.
-                    self.remove(m.player_id, None);
+                    let mut m = m;
+                    m.leave_on_drop();
                 }
+            }
+            Command::Resume {
+                player,
+                token,
+                last_seq,
+                reply,
+            } => {
+                let result = self.resume(player, token, last_seq);
+                // If the session gave up, dropping the membership detaches
+                // the player again: nothing is lost.
+                let _ = reply.send(result);
             }
             Command::Input {
                 player,
@@ -295,10 +398,53 @@ impl Room {
                 len,
                 buttons,
             } => {
+                // A detached player's late inputs are still its inputs.
                 self.state
                     .apply_input(player, newest_seq, &buttons[..len as usize]);
             }
         }
+    }
+
+    fn welcome(&self, player_id: u32, token: ResumeToken, reliable_seq: u32) -> Welcome {
+        let p = self.state.params();
+        Welcome {
+            version: PROTOCOL_VERSION,
+            player_id,
+            tick_hz: p.tick_hz,
+            snapshot_every: self.cfg.snapshot_every,
+            arena_w: p.arena_w,
+            arena_h: p.arena_h,
+            speed: p.speed,
+            tick: self.state.tick(),
+            resume_token: token,
+            resume_window_ms: self.cfg.resume_window.as_millis().min(u32::MAX as u128) as u32,
+            reliable_seq,
+        }
+    }
+
+    /// New channels for a (re)attached player; the first message queued is
+    /// its `Welcome`, which is not numbered.
+    fn attach(
+        &mut self,
+        welcome: &Welcome,
+    ) -> (Membership, mpsc::Sender<Bytes>, watch::Sender<SnapshotRef>) {
+        let (ev_tx, ev_rx) = mpsc::channel(self.cfg.replay() + 1);
+        let (snap_tx, snap_rx) = watch::channel(SnapshotRef::default());
+        // Cannot fail: a fresh queue.
+        let _ = ev_tx.try_send(ServerMsg::Welcome(welcome.clone()).to_bytes());
+        let attachment = self.next_attachment;
+        self.next_attachment += 1;
+        let m = Membership {
+            player_id: welcome.player_id,
+            welcome: welcome.clone(),
+            events: ev_rx,
+            snapshots: snap_rx,
+            kicked: Arc::new(OnceLock::new()),
+            room: self.handle.clone(),
+            attachment,
+            departure: Departure::Detach,
+        };
+        (m, ev_tx, snap_tx)
     }
 
     fn join(&mut self, name: String) -> Result<Membership, JoinError> {
@@ -306,53 +452,105 @@ impl Room {
             .state
             .join(name.clone())
             .map_err(|state::JoinError::RoomFull(n)| JoinError::RoomFull(n))?;
-        let (ev_tx, ev_rx) = mpsc::channel(self.event_queue);
-        let (snap_tx, snap_rx) = watch::channel(SnapshotRef::default());
-        let kicked = Arc::new(OnceLock::new());
-        let p = self.state.params();
-        let welcome = Welcome {
-            version: PROTOCOL_VERSION,
-            player_id,
-            tick_hz: p.tick_hz,
-            snapshot_every: self.rooms.cfg.snapshot_every,
-            arena_w: p.arena_w,
-            arena_h: p.arena_h,
-            speed: p.speed,
-            tick: self.state.tick(),
-        };
-        // Welcome, then the roster (self included), then live events: all
-        // through the one ordered queue. The queue is sized for the roster.
-        let mut first = vec![ServerMsg::Welcome(welcome.clone()).to_bytes()];
-        first.extend(self.state.players().map(|(id, pl)| {
-            ServerMsg::PlayerJoined {
-                player_id: id,
-                name: pl.name.clone(),
-            }
-            .to_bytes()
-        }));
-        for msg in first {
-            // Cannot fail: fresh queue with room for the whole roster.
-            let _ = ev_tx.try_send(msg);
-        }
+        let token: ResumeToken = rand::random();
+        let welcome = self.welcome(player_id, token, 0);
+        let (m, ev_tx, snap_tx) = self.attach(&welcome);
+        // Everyone else learns of the newcomer; then the newcomer gets the
+        // roster, itself included.
         let joined = ServerMsg::PlayerJoined { player_id, name }.to_bytes();
         self.broadcast(joined);
-        self.outlets.insert(
-            player_id,
-            Outlet {
-                events: ev_tx,
-                snapshots: snap_tx,
-                kicked: kicked.clone(),
-            },
-        );
+        let mut outlet = Outlet {
+            events: Some(ev_tx),
+            snapshots: Some(snap_tx),
+            kicked: m.kicked.clone(),
+            replay: VecDeque::new(),
+            seq: 0,
+            attachment: m.attachment,
+            detached_since: None,
+            token,
+        };
+        let roster: Vec<Bytes> = self
+            .state
+            .players()
+            .map(|(id, pl)| {
+                ServerMsg::PlayerJoined {
+                    player_id: id,
+                    name: pl.name.clone(),
+                }
+                .to_bytes()
+            })
+            .collect();
+        for msg in roster {
+            // Sized for the roster: cannot overflow on a fresh queue.
+            let _ = push_event(&mut outlet, msg, self.cfg.replay());
+        }
+        self.outlets.insert(player_id, outlet);
+        self.rooms
+            .tokens()
+            .insert(token, (self.name.clone(), player_id));
         tracing::debug!(player_id, "player joined");
-        Ok(Membership {
-            player_id,
-            welcome,
-            events: ev_rx,
-            snapshots: snap_rx,
-            kicked,
-            room: self.handle.clone(),
-        })
+        Ok(m)
+    }
+
+    fn resume(
+        &mut self,
+        player: u32,
+        token: ResumeToken,
+        last_seq: u32,
+    ) -> Result<Membership, JoinError> {
+        let cap = self.cfg.replay();
+        let Some(outlet) = self.outlets.get(&player) else {
+            return Err(JoinError::UnknownToken);
+        };
+        if outlet.token != token || last_seq > outlet.seq {
+            return Err(JoinError::UnknownToken);
+        }
+        let oldest = outlet.replay.front().map_or(outlet.seq + 1, |(s, _)| *s);
+        if last_seq + 1 < oldest {
+            return Err(JoinError::Gap(last_seq));
+        }
+        let welcome = self.welcome(player, token, last_seq);
+        let (m, ev_tx, snap_tx) = self.attach(&welcome);
+        // Unwrap-free re-lookup: `attach` borrowed self mutably.
+        let Some(outlet) = self.outlets.get_mut(&player) else {
+            return Err(JoinError::UnknownToken);
+        };
+        if outlet.events.is_some() {
+            // The old session has not noticed its connection died, or the
+            // client resumed from elsewhere: the newest session wins.
+            let _ = outlet.kicked.set(ErrorCode::Replaced);
+        }
+        for (_, msg) in outlet.replay.iter().filter(|(s, _)| *s > last_seq) {
+            // The queue holds `cap + 1` and replay at most `cap`.
+            let _ = ev_tx.try_send(msg.clone());
+        }
+        debug_assert!(outlet.replay.len() <= cap);
+        outlet.events = Some(ev_tx);
+        outlet.snapshots = Some(snap_tx);
+        outlet.kicked = m.kicked.clone();
+        outlet.attachment = m.attachment;
+        outlet.detached_since = None;
+        tracing::debug!(player_id = player, last_seq, "player resumed");
+        Ok(m)
+    }
+
+    fn depart(&mut self, id: u32, attachment: u64, how: Departure) {
+        let Some(outlet) = self.outlets.get_mut(&id) else {
+            return;
+        };
+        if outlet.attachment != attachment {
+            // A stale departure from a session that was replaced by resume.
+            return;
+        }
+        match how {
+            Departure::Leave => self.remove(id, None),
+            Departure::Detach => {
+                tracing::debug!(player_id = id, "player detached; kept for resume");
+                outlet.events = None;
+                outlet.snapshots = None;
+                outlet.detached_since = Some(Instant::now());
+            }
+        }
     }
 
     /// Removes a player; `kick` records why the room dropped it.
@@ -361,6 +559,7 @@ impl Room {
             if let Some(code) = kick {
                 let _ = outlet.kicked.set(code);
             }
+            self.rooms.tokens().remove(&outlet.token);
         }
         if self.state.leave(id) {
             tracing::debug!(player_id = id, ?kick, "player left");
@@ -368,12 +567,14 @@ impl Room {
         }
     }
 
-    /// Queues a reliable message for every player. A player whose queue is
-    /// full is too slow to keep up and is removed with `too_slow`.
+    /// Queues a reliable event for every player (kept for replay while
+    /// detached). A player whose queue is full is too slow to keep up and is
+    /// removed with `too_slow`.
     fn broadcast(&mut self, msg: Bytes) {
+        let cap = self.cfg.replay();
         let mut slow = Vec::new();
-        for (&id, o) in &self.outlets {
-            if let Err(mpsc::error::TrySendError::Full(_)) = o.events.try_send(msg.clone()) {
+        for (&id, o) in self.outlets.iter_mut() {
+            if !push_event(o, msg.clone(), cap) {
                 slow.push(id);
             }
         }
@@ -387,31 +588,55 @@ impl Room {
         }
     }
 
-    fn tick(&mut self, snapshot_every: u16) {
+    fn tick(&mut self) {
         self.state.step();
-        // Sessions that vanished without their leave being queued.
-        let gone: Vec<u32> = self
-            .outlets
-            .iter()
-            .filter(|(_, o)| o.snapshots.is_closed())
-            .map(|(&id, _)| id)
-            .collect();
-        for id in gone {
+        let now = Instant::now();
+        let window = self.cfg.resume_window;
+        let mut expired = Vec::new();
+        for (&id, o) in self.outlets.iter_mut() {
+            // A session that vanished without its departure being queued.
+            if o.snapshots.as_ref().is_some_and(|s| s.is_closed()) {
+                o.events = None;
+                o.snapshots = None;
+                o.detached_since = Some(now);
+            }
+            if o.detached_since.is_some_and(|t| now - t >= window) {
+                expired.push(id);
+            }
+        }
+        for id in expired {
+            tracing::debug!(player_id = id, "resume window over");
             self.remove(id, None);
         }
-        if !self.state.tick().is_multiple_of(snapshot_every as u32) || self.outlets.is_empty() {
+        let every = self.cfg.snapshot_every as u32;
+        if !self.state.tick().is_multiple_of(every) || self.outlets.is_empty() {
             return;
         }
         let tick = self.state.tick();
         // Encoded once per tick; each recipient gets a cheap clone.
         let body = self.state.snapshot(unix_micros()).encode();
         for (&id, o) in &self.outlets {
+            let Some(slot) = &o.snapshots else { continue };
             let ack_seq = self.state.player(id).map_or(0, |p| p.last_seq);
-            o.snapshots.send_replace(SnapshotRef {
+            slot.send_replace(SnapshotRef {
                 tick,
                 ack_seq,
                 body: body.clone(),
             });
         }
+    }
+}
+
+/// Numbers and keeps one reliable event for a player and queues it if the
+/// player is attached. `false` when the attached player's queue is full.
+fn push_event(o: &mut Outlet, msg: Bytes, cap: usize) -> bool {
+    o.seq = o.seq.wrapping_add(1);
+    if o.replay.len() == cap {
+        o.replay.pop_front();
+    }
+    o.replay.push_back((o.seq, msg.clone()));
+    match &o.events {
+        Some(tx) => !matches!(tx.try_send(msg), Err(mpsc::error::TrySendError::Full(_))),
+        None => true,
     }
 }

@@ -7,20 +7,26 @@
 //! order, snapshots newest-wins, inputs to the room. It does no socket I/O
 //! itself; adapters in `transport/` do.
 
+pub mod rate;
+
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::HELLO_TIMEOUT;
+use crate::auth::Claims;
+use crate::config::{Limits, HELLO_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::protocol::{
     encode_snapshot, valid_player_name, valid_room_name, ClientMsg, ErrorCode, ServerMsg,
     MAX_CLIENT_MSG, PROTOCOL_VERSION,
 };
-use crate::room::{Membership, Rooms};
+use crate::room::{JoinError, Membership, Rooms};
+use rate::{TokenBucket, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,6 +103,10 @@ pub trait TransportTx: Send {
         msg: Bytes,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
+    /// Keeps an idle connection alive through proxies and NATs (a WebSocket
+    /// ping); transports with their own keep-alive do nothing.
+    fn keepalive(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
+
     /// Closes the session with a close code and reason (PROTOCOL.md §6),
     /// after flushing what was already sent where the transport allows.
     fn close(&mut self, code: u16, reason: &str) -> impl Future<Output = ()> + Send;
@@ -106,6 +116,11 @@ pub trait TransportTx: Send {
 pub struct SessionCtx {
     pub rooms: Arc<Rooms>,
     pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// The verified join token of this session, when tokens are required.
+    pub claims: Option<Claims>,
 }
 
 /// Why a session ended.
@@ -113,10 +128,12 @@ pub struct SessionCtx {
 enum End {
     /// The client sent `Leave`.
     Left,
-    /// The peer went away.
+    /// The peer went away; its player is kept for resume.
     Gone(String),
     /// We end it with an error the peer is told about.
     Error(ErrorCode, String),
+    /// The server is stopping.
+    Shutdown,
 }
 
 fn now_us() -> u64 {
@@ -124,6 +141,10 @@ fn now_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+fn now_unix() -> u64 {
+    now_us() / 1_000_000
 }
 
 fn decode(msg: &[u8]) -> Result<ClientMsg, End> {
@@ -153,36 +174,44 @@ pub async fn run<R: TransportRx, T: TransportTx>(
     let counters = ctx.metrics.transport(kind);
     counters.sessions_opened.fetch_add(1, Relaxed);
     counters.sessions_active.fetch_add(1, Relaxed);
-    let end = match tokio::time::timeout(HELLO_TIMEOUT, hello(&mut rx)).await {
-        Err(_) => End::Error(ErrorCode::HelloTimeout, "no Hello within 5 s".into()),
-        Ok(Err(end)) => end,
-        Ok(Ok((room, name))) => match ctx.rooms.join(&room, &name).await {
-            Err(e) => End::Error(e.code(), e.to_string()),
-            Ok(member) => {
-                let span = tracing::info_span!("player", id = member.player_id, %room);
-                let _enter = span.enter();
-                tracing::debug!(%name, "joined");
-                drop(_enter);
-                play(kind, &mut rx, &mut tx, member, ctx).await
-            }
-        },
+    let end = tokio::select! {
+        end = session(kind, &mut rx, &mut tx, ctx) => end,
+        _ = ctx.shutdown.cancelled() => End::Shutdown,
     };
-    match end {
-        End::Left => tx.close(close_normal(kind), "bye").await,
-        End::Gone(why) => tracing::debug!(%why, "session ended by peer"),
-        End::Error(code, reason) => {
-            ctx.metrics.count_error(code);
-            tracing::info!(code = code.name(), %reason, transport = kind.label(), "closing session with error");
-            let err = ServerMsg::Error {
-                code: code.as_u16(),
-                reason,
-            };
-            // Best effort: the peer may already be gone.
-            let _ = tx.send_reliable(err.to_bytes()).await;
-            tx.close(code.close_code(), code.name()).await;
-        }
-    }
+    finish(kind, &mut tx, ctx, end).await;
     counters.sessions_active.fetch_sub(1, Relaxed);
+}
+
+async fn finish<T: TransportTx>(kind: TransportKind, tx: &mut T, ctx: &SessionCtx, end: End) {
+    let (code, reason, close_code) = match end {
+        End::Left => return tx.close(close_normal(kind), "bye").await,
+        End::Gone(why) => return tracing::debug!(%why, "session ended by peer"),
+        End::Shutdown => {
+            let code = ErrorCode::ShuttingDown;
+            // RFC 6455 §7.4.1: 1001 "going away" is what a WebSocket client
+            // expects from a server that is stopping.
+            let close = match kind {
+                TransportKind::WebSocket => 1001,
+                TransportKind::WebTransport => code.close_code(),
+            };
+            (code, "server shutting down".to_string(), close)
+        }
+        End::Error(code, reason) => (code, reason, code.close_code()),
+    };
+    ctx.metrics.count_error(code);
+    tracing::info!(code = code.name(), %reason, transport = kind.label(), "closing session with error");
+    let err = ServerMsg::Error {
+        code: code.as_u16(),
+        reason,
+    };
+    // Best effort and bounded: the peer may be gone or not reading.
+    let grace = ctx.limits.slow_peer_timeout.min(Duration::from_secs(2));
+    let _ = tokio::time::timeout(grace, tx.send_reliable(err.to_bytes())).await;
+    let reason = match close_code {
+        1001 => "server shutting down",
+        _ => code.name(),
+    };
+    tx.close(close_code, reason).await;
 }
 
 fn close_normal(kind: TransportKind) -> u16 {
@@ -192,48 +221,150 @@ fn close_normal(kind: TransportKind) -> u16 {
     }
 }
 
-/// Waits for a valid `Hello` on the reliable channel. Datagrams before it
-/// are ignored (they may overtake the stream).
-async fn hello<R: TransportRx>(rx: &mut R) -> Result<(String, String), End> {
-    loop {
-        let (msg, channel) = match rx.recv().await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err(End::Gone("closed before Hello".into())),
-            Err(e) => return Err(transport_end(e)),
+/// Handshake then play; owns the membership so it can choose between
+/// leaving and detaching (resume) when the session ends.
+async fn session<R: TransportRx, T: TransportTx>(
+    kind: TransportKind,
+    rx: &mut R,
+    tx: &mut T,
+    ctx: &SessionCtx,
+) -> End {
+    let deadline = Instant::now() + HELLO_TIMEOUT;
+    let mut member = loop {
+        let first = match tokio::time::timeout_at(deadline, first_message(rx)).await {
+            Err(_) => return End::Error(ErrorCode::HelloTimeout, "no Hello within 5 s".into()),
+            Ok(Err(end)) => return end,
+            Ok(Ok(m)) => m,
         };
-        if channel == Channel::Unreliable {
-            continue;
-        }
-        return match decode(&msg)? {
-            ClientMsg::Hello {
-                version,
-                room,
-                name,
-            } => {
-                if version != PROTOCOL_VERSION {
-                    Err(End::Error(
-                        ErrorCode::UnsupportedVersion,
-                        format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"),
-                    ))
-                } else if !valid_room_name(&room) {
-                    Err(End::Error(
-                        ErrorCode::InvalidName,
-                        "invalid room name".into(),
-                    ))
-                } else if !valid_player_name(&name) {
-                    Err(End::Error(
-                        ErrorCode::InvalidName,
-                        "invalid player name".into(),
-                    ))
-                } else {
-                    Ok((room, name))
+        match admit(first, ctx).await {
+            Ok(m) => break m,
+            Err(End::Error(ErrorCode::ResumeFailed, reason)) => {
+                // Not fatal: tell the client, and let it join afresh.
+                ctx.metrics.count_error(ErrorCode::ResumeFailed);
+                tracing::debug!(%reason, "resume refused");
+                let err = ServerMsg::Error {
+                    code: ErrorCode::ResumeFailed.as_u16(),
+                    reason,
+                };
+                if let Err(e) = write(tx, ctx, tx_reliable(err.to_bytes())).await {
+                    return e;
                 }
             }
-            other => Err(End::Error(
-                ErrorCode::UnexpectedMessage,
-                format!("expected Hello, got {}", msg_name(&other)),
-            )),
-        };
+            Err(end) => return end,
+        }
+    };
+    let span = tracing::debug_span!("player", id = member.player_id);
+    let end = tokio::select! {
+        end = play(kind, rx, tx, &mut member, ctx) => end,
+        // Token expiry ends the session mid-game.
+        _ = expiry(ctx.claims.as_ref()) => End::Error(ErrorCode::TokenExpired, "join token expired".into()),
+    };
+    span.in_scope(|| tracing::debug!(?end, "session over"));
+    match &end {
+        // A dropped connection keeps the player for resume.
+        End::Gone(_) | End::Shutdown => {}
+        _ => member.leave_on_drop(),
+    }
+    end
+}
+
+async fn expiry(claims: Option<&Claims>) {
+    match claims {
+        Some(c) => {
+            let left = c.exp.saturating_sub(now_unix());
+            tokio::time::sleep(Duration::from_secs(left)).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the first reliable message. Datagrams before it are ignored
+/// (they may overtake the stream).
+async fn first_message<R: TransportRx>(rx: &mut R) -> Result<ClientMsg, End> {
+    loop {
+        match rx.recv().await {
+            Ok(Some((_, Channel::Unreliable))) => continue,
+            Ok(Some((msg, Channel::Reliable))) => return decode(&msg),
+            Ok(None) => return Err(End::Gone("closed before Hello".into())),
+            Err(e) => return Err(transport_end(e)),
+        }
+    }
+}
+
+fn check_version(version: u16) -> Result<(), End> {
+    if version == PROTOCOL_VERSION {
+        return Ok(());
+    }
+    Err(End::Error(
+        ErrorCode::UnsupportedVersion,
+        format!(
+            "protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"
+        ),
+    ))
+}
+
+fn check_room(room: &str, ctx: &SessionCtx) -> Result<(), End> {
+    match ctx.claims.as_ref().and_then(|c| c.room.as_deref()) {
+        Some(allowed) if allowed != room => Err(End::Error(
+            ErrorCode::Unauthorized,
+            format!("the join token does not allow room '{room}'"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Turns the first message into a place in a room: a fresh join for
+/// `Hello`, the old player back for `Resume`.
+async fn admit(first: ClientMsg, ctx: &SessionCtx) -> Result<Membership, End> {
+    match first {
+        ClientMsg::Hello {
+            version,
+            room,
+            name,
+        } => {
+            check_version(version)?;
+            if !valid_room_name(&room) {
+                return Err(End::Error(
+                    ErrorCode::InvalidName,
+                    "invalid room name".into(),
+                ));
+            }
+            if !valid_player_name(&name) {
+                return Err(End::Error(
+                    ErrorCode::InvalidName,
+                    "invalid player name".into(),
+                ));
+            }
+            check_room(&room, ctx)?;
+            ctx.rooms
+                .join(&room, &name)
+                .await
+                .map_err(|e| End::Error(e.code(), e.to_string()))
+        }
+        ClientMsg::Resume {
+            version,
+            token,
+            last_seq,
+        } => {
+            check_version(version)?;
+            let (room, m) = ctx
+                .rooms
+                .resume(token, last_seq)
+                .await
+                .map_err(|e| match e {
+                    JoinError::UnknownToken | JoinError::Gap(_) => End::Error(
+                        ErrorCode::ResumeFailed,
+                        format!("{e}; send Hello to join afresh"),
+                    ),
+                    other => End::Error(other.code(), other.to_string()),
+                })?;
+            check_room(&room, ctx)?;
+            Ok(m)
+        }
+        other => Err(End::Error(
+            ErrorCode::UnexpectedMessage,
+            format!("expected Hello or Resume, got {}", msg_name(&other)),
+        )),
     }
 }
 
@@ -243,19 +374,73 @@ fn msg_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Input { .. } => "Input",
         ClientMsg::Ping { .. } => "Ping",
         ClientMsg::Leave => "Leave",
+        ClientMsg::Resume { .. } => "Resume",
     }
+}
+
+/// What to write, so one deadline wraps every kind of send.
+enum Out {
+    Reliable(Bytes),
+    Latest(Bytes),
+    On(Channel, Bytes),
+    Keepalive,
+}
+
+fn tx_reliable(msg: Bytes) -> Out {
+    Out::Reliable(msg)
+}
+
+/// Writes with the slow-peer deadline: a connection that accepts nothing
+/// for that long is closed with `too_slow`.
+async fn write<T: TransportTx>(tx: &mut T, ctx: &SessionCtx, out: Out) -> Result<Carriage, End> {
+    let fut = async {
+        match out {
+            Out::Reliable(m) => tx.send_reliable(m).await.map(|_| Carriage::Stream),
+            Out::Latest(m) => tx.send_latest(m).await,
+            Out::On(ch, m) => tx.send_on(ch, m).await.map(|_| Carriage::Stream),
+            Out::Keepalive => tx.keepalive().await.map(|_| Carriage::Stream),
+        }
+    };
+    match tokio::time::timeout(ctx.limits.slow_peer_timeout, fut).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(transport_end(e)),
+        Err(_) => Err(End::Error(
+            ErrorCode::TooSlow,
+            format!(
+                "the connection accepted nothing for {:?}",
+                ctx.limits.slow_peer_timeout
+            ),
+        )),
+    }
+}
+
+fn kicked_end(member: &Membership) -> End {
+    let code = member.kicked.get().copied().unwrap_or(ErrorCode::Internal);
+    let reason = match code {
+        ErrorCode::TooSlow => "reliable queue overflowed: the client is not reading",
+        ErrorCode::Replaced => "another session resumed this player",
+        _ => "removed from the room",
+    };
+    End::Error(code, reason.into())
 }
 
 async fn play<R: TransportRx, T: TransportTx>(
     kind: TransportKind,
     rx: &mut R,
     tx: &mut T,
-    mut member: Membership,
+    member: &mut Membership,
     ctx: &SessionCtx,
 ) -> End {
     let counters = ctx.metrics.transport(kind);
     let mut last_tick_sent: Option<u32> = None;
     let mut snap_buf = BytesMut::new();
+    let mut bucket = TokenBucket::new(
+        ctx.limits.max_msgs_per_sec,
+        ctx.limits.msg_burst,
+        std::time::Instant::now(),
+    );
+    let mut keepalive =
+        tokio::time::interval_at(Instant::now() + ctx.limits.keepalive, ctx.limits.keepalive);
     loop {
         tokio::select! {
             // Reliable events first: a join must not be overtaken by the
@@ -263,26 +448,20 @@ async fn play<R: TransportRx, T: TransportTx>(
             biased;
             ev = member.events.recv() => match ev {
                 Some(msg) => {
-                    if let Err(e) = tx.send_reliable(msg).await {
-                        return transport_end(e);
+                    if let Err(end) = write(tx, ctx, Out::Reliable(msg)).await {
+                        return end;
                     }
                 }
-                None => {
-                    let code = member.kicked.get().copied().unwrap_or(ErrorCode::Internal);
-                    return End::Error(code, match code {
-                        ErrorCode::TooSlow => "reliable queue overflowed: the client is not reading".into(),
-                        _ => "removed from the room".into(),
-                    });
-                }
+                None => return kicked_end(member),
             },
             changed = member.snapshots.changed() => {
                 if changed.is_err() {
-                    let code = member.kicked.get().copied().unwrap_or(ErrorCode::Internal);
-                    return End::Error(code, "removed from the room".into());
+                    return kicked_end(member);
                 }
                 let snap = member.snapshots.borrow_and_update().clone();
                 if let Some(last) = last_tick_sent {
-                    let skipped = snap.tick.wrapping_sub(last) as u64 / member.welcome.snapshot_every.max(1) as u64;
+                    let every = member.welcome.snapshot_every.max(1) as u64;
+                    let skipped = snap.tick.wrapping_sub(last) as u64 / every;
                     if skipped > 1 {
                         counters.snapshots_skipped.fetch_add(skipped - 1, Relaxed);
                     }
@@ -292,16 +471,21 @@ async fn play<R: TransportRx, T: TransportTx>(
                 // was encoded once by the room.
                 encode_snapshot(&mut snap_buf, snap.ack_seq, &snap.body);
                 let msg = snap_buf.split().freeze();
-                match tx.send_latest(msg).await {
+                match write(tx, ctx, Out::Latest(msg)).await {
                     Ok(carriage) => {
                         counters.snapshots_sent.fetch_add(1, Relaxed);
                         if carriage == Carriage::Stream && kind == TransportKind::WebTransport {
                             counters.snapshots_on_stream.fetch_add(1, Relaxed);
                         }
                     }
-                    Err(e) => return transport_end(e),
+                    Err(end) => return end,
                 }
             },
+            _ = keepalive.tick() => {
+                if let Err(end) = write(tx, ctx, Out::Keepalive).await {
+                    return end;
+                }
+            }
             inbound = rx.recv() => {
                 let (msg, channel) = match inbound {
                     Ok(Some(m)) => m,
@@ -309,6 +493,19 @@ async fn play<R: TransportRx, T: TransportTx>(
                     Err(e) => return transport_end(e),
                 };
                 counters.messages_in.fetch_add(1, Relaxed);
+                match bucket.take(std::time::Instant::now()) {
+                    Verdict::Allow => {}
+                    Verdict::Drop => {
+                        ctx.metrics.messages_rate_dropped.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    Verdict::Close => {
+                        return End::Error(
+                            ErrorCode::RateLimited,
+                            format!("more than {} messages per second", ctx.limits.max_msgs_per_sec),
+                        )
+                    }
+                }
                 match decode(&msg) {
                     Err(end) => return end,
                     Ok(ClientMsg::Input { newest_seq, buttons }) => {
@@ -318,8 +515,8 @@ async fn play<R: TransportRx, T: TransportTx>(
                     }
                     Ok(ClientMsg::Ping { client_time_us }) => {
                         let pong = ServerMsg::Pong { client_time_us, server_time_us: now_us() };
-                        if let Err(e) = tx.send_on(channel, pong.to_bytes()).await {
-                            return transport_end(e);
+                        if let Err(end) = write(tx, ctx, Out::On(channel, pong.to_bytes())).await {
+                            return end;
                         }
                     }
                     Ok(ClientMsg::Leave) if channel == Channel::Reliable => return End::Left,

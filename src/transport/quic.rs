@@ -23,8 +23,21 @@ type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
 pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
-        let span = tracing::debug_span!("quic", peer = %incoming.remote_address());
-        tokio::spawn(connection(incoming, shared.clone()).instrument(span));
+        let peer = incoming.remote_address();
+        let Some(guard) = shared.admit(peer.ip()) else {
+            tracing::debug!(%peer, "QUIC connection refused: connection limit");
+            incoming.refuse();
+            continue;
+        };
+        let span = tracing::debug_span!("quic", %peer);
+        let shared2 = shared.clone();
+        shared.tasks.spawn(
+            async move {
+                let _guard = guard;
+                connection(incoming, shared2).await
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -48,7 +61,15 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         Err(e) => return tracing::debug!("HTTP/3 setup failed: {e}"),
     };
     loop {
-        let resolver = match h3conn.accept().await {
+        let accepted = tokio::select! {
+            a = h3conn.accept() => a,
+            _ = shared.shutdown.cancelled() => {
+                // RFC 9114 §5.2: GOAWAY, then let requests in flight finish.
+                let _ = tokio::time::timeout(Duration::from_secs(1), h3conn.shutdown(0)).await;
+                return;
+            }
+        };
+        let resolver = match accepted {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => return tracing::debug!("HTTP/3 connection ended: {e}"),
@@ -68,11 +89,22 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         if req.method() == Method::CONNECT {
             let is_wt = req.extensions().get::<Protocol>() == Some(&Protocol::WEB_TRANSPORT);
             if is_wt && req.uri().path() == RALLY_PATH {
+                let origin = req
+                    .headers()
+                    .get(http::header::ORIGIN)
+                    .and_then(|v| v.to_str().ok());
+                let claims = match shared.authorize(origin, req.uri().query()) {
+                    Ok(c) => c,
+                    Err(refusal) => {
+                        tokio::spawn(respond(stream, plain(refusal.status())));
+                        continue;
+                    }
+                };
                 let stream_id = stream.id().into_inner();
                 match webtransport::Session::accept(req, stream, h3conn).await {
                     Ok(session) => {
                         let span = tracing::info_span!("wt", peer = %quic.remote_address());
-                        webtransport::run(session, stream_id, quic, shared)
+                        webtransport::run(session, stream_id, quic, shared, claims)
                             .instrument(span)
                             .await;
                     }

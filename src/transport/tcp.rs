@@ -23,9 +23,6 @@ use crate::server::Shared;
 use crate::session::{self, TransportKind};
 use crate::transport::websocket;
 
-/// Time a client has to send its request headers (slowloris bound).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Accepts TCP connections until `listener` errors fatally or the task is
 /// dropped.
 pub async fn serve(
@@ -43,19 +40,25 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(guard) = shared.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: connection limit");
+            drop(stream);
+            continue;
+        };
         let shared = shared.clone();
         let tls = tls.clone();
         let span = tracing::debug_span!("tcp", %peer);
-        tokio::spawn(
+        let handshake_timeout = shared.cfg.limits.handshake_timeout;
+        shared.tasks.clone().spawn(
             async move {
+                let _guard = guard;
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!("set_nodelay: {e}");
                 }
                 match tls {
                     None => connection(stream, peer, shared).await,
                     Some(acceptor) => {
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
-                            .await
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
                             Ok(Ok(tls)) => connection(tls, peer, shared).await,
                             Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
@@ -73,17 +76,29 @@ async fn connection<S>(io: S, peer: SocketAddr, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let timeout = shared.cfg.limits.handshake_timeout;
+    let stop = shared.shutdown.clone();
     let svc = service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, std::convert::Infallible>(request(req, peer, shared)) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(timeout)
         .max_buf_size(16 * 1024)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            // Finish the request in flight, then close (an upgraded
+            // WebSocket runs in its own task and closes itself).
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!("HTTP/1.1 connection ended: {e}");
     }
 }
@@ -153,10 +168,24 @@ fn upgrade(
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    let claims = match shared.authorize(origin, req.uri().query()) {
+        Ok(c) => c,
+        Err(refusal) => {
+            let body = match refusal {
+                crate::server::Refusal::Origin => "origin not allowed\n",
+                crate::server::Refusal::Token(_) => "missing, invalid or expired join token\n",
+            };
+            return plain(refusal.status(), body);
+        }
+    };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(req);
     let span = tracing::info_span!("ws", %peer);
-    tokio::spawn(
+    shared.tasks.clone().spawn(
         async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
@@ -168,7 +197,7 @@ fn upgrade(
                 Some(websocket::config()),
             )
             .await;
-            run_ws(ws, shared).await;
+            run_ws(ws, shared, claims).await;
         }
         .instrument(span),
     );
@@ -185,14 +214,20 @@ fn upgrade(
     r
 }
 
-async fn run_ws<S>(ws: WebSocketStream<S>, shared: Arc<Shared>)
+async fn run_ws<S>(ws: WebSocketStream<S>, shared: Arc<Shared>, claims: Option<crate::auth::Claims>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (rx, mut tx) = websocket::split(ws);
+    let (rx, mut tx) = websocket::split(ws, shared.cfg.limits.idle_timeout);
     let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
         shared.refuse_full(TransportKind::WebSocket, &mut tx).await;
         return;
     };
-    session::run(TransportKind::WebSocket, rx, tx, &shared.session_ctx()).await;
+    session::run(
+        TransportKind::WebSocket,
+        rx,
+        tx,
+        &shared.session_ctx(claims),
+    )
+    .await;
 }

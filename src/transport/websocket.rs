@@ -3,10 +3,13 @@
 //! the session only reads the newest snapshot when the socket has taken the
 //! previous one.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -28,18 +31,29 @@ pub fn config() -> WebSocketConfig {
 
 pub struct WsRx<S> {
     stream: SplitStream<WebSocketStream<S>>,
+    idle_timeout: Duration,
+    /// Any frame from the peer (pongs included) pushes this back.
+    idle_deadline: Instant,
 }
 
 pub struct WsTx<S> {
     sink: SplitSink<WebSocketStream<S>, Message>,
 }
 
-pub fn split<S>(ws: WebSocketStream<S>) -> (WsRx<S>, WsTx<S>)
+/// Splits a WebSocket into the session's halves. A peer that sends nothing
+/// (not even the pongs our keep-alive pings ask for) for `idle_timeout` is
+/// considered gone.
+pub fn split<S>(ws: WebSocketStream<S>, idle_timeout: Duration) -> (WsRx<S>, WsTx<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (sink, stream) = ws.split();
-    (WsRx { stream }, WsTx { sink })
+    let rx = WsRx {
+        stream,
+        idle_timeout,
+        idle_deadline: Instant::now() + idle_timeout,
+    };
+    (rx, WsTx { sink })
 }
 
 fn ws_error(e: WsError) -> TransportError {
@@ -63,8 +77,18 @@ where
     async fn recv(&mut self) -> Result<Option<(Bytes, Channel)>, TransportError> {
         loop {
             // StreamExt::next is cancel-safe: a message is only taken out
-            // when the future completes.
-            match self.stream.next().await {
+            // when the future completes. The deadline is stored, so being
+            // cancelled does not reset it.
+            let next = tokio::select! {
+                next = self.stream.next() => next,
+                _ = tokio::time::sleep_until(self.idle_deadline) => {
+                    return Err(TransportError::Closed(format!(
+                        "idle for {:?}", self.idle_timeout
+                    )));
+                }
+            };
+            self.idle_deadline = Instant::now() + self.idle_timeout;
+            match next {
                 None | Some(Ok(Message::Close(_))) => return Ok(None),
                 Some(Err(e)) => return Err(ws_error(e)),
                 Some(Ok(Message::Binary(b))) => return Ok(Some((b, Channel::Reliable))),
@@ -98,6 +122,13 @@ where
 
     async fn send_on(&mut self, _channel: Channel, msg: Bytes) -> Result<(), TransportError> {
         self.send_reliable(msg).await
+    }
+
+    async fn keepalive(&mut self) -> Result<(), TransportError> {
+        self.sink
+            .send(Message::Ping(Bytes::new()))
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))
     }
 
     async fn close(&mut self, code: u16, reason: &str) {

@@ -159,6 +159,11 @@ impl TransportTx for WtTx {
         }
     }
 
+    async fn keepalive(&mut self) -> Result<(), TransportError> {
+        // QUIC keep-alive (transport config) already does this.
+        Ok(())
+    }
+
     async fn close(&mut self, code: u16, reason: &str) {
         // Finish the stream, then give the peer a few round trips to read
         // what is in flight (closing the connection discards unsent stream
@@ -200,6 +205,7 @@ pub async fn run(
     connect_stream_id: u64,
     quic: quinn::Connection,
     shared: Arc<Shared>,
+    claims: Option<crate::auth::Claims>,
 ) {
     let session = Arc::new(session);
     let Ok(Some(stream)) = tokio::time::timeout(HELLO_TIMEOUT, first_bidi(&session)).await else {
@@ -225,7 +231,7 @@ pub async fn run(
         quic: quic.clone(),
         prefix_len: datagram_prefix_len(connect_stream_id),
         frame: BytesMut::new(),
-        force_stream: shared.wt_snapshots == SnapshotCarriage::Stream,
+        force_stream: shared.cfg.wt_snapshots == SnapshotCarriage::Stream,
     };
     let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
         shared
@@ -233,7 +239,13 @@ pub async fn run(
             .await;
         return;
     };
-    session::run(TransportKind::WebTransport, rx, tx, &shared.session_ctx()).await;
+    session::run(
+        TransportKind::WebTransport,
+        rx,
+        tx,
+        &shared.session_ctx(claims),
+    )
+    .await;
 }
 
 #[cfg(test)]
