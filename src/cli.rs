@@ -25,7 +25,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the game server (the default): HTTP/3 + WebTransport on UDP,
     /// HTTP/1.1 + WebSocket on TCP, both on the same port number.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Create or renew the development certificate and print its SHA-256.
     Cert(CertArgs),
     /// Run N native bots in a room and print what they saw as JSON.

@@ -167,6 +167,13 @@ pub struct Limits {
     #[arg(long, env = "RALLY_SLOW_PEER_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub slow_peer_timeout: Duration,
 
+    /// Kernel send buffer of each TCP connection (SO_SNDBUF). Small on
+    /// purpose: a WebSocket peer that stops reading then blocks our writes
+    /// after about a second of snapshots instead of minutes, so stale state
+    /// never queues and the slow-peer timeout can act.
+    #[arg(long, env = "RALLY_TCP_SEND_BUFFER", default_value_t = 64 * 1024)]
+    pub tcp_send_buffer: usize,
+
     /// Time given to sessions to close cleanly on shutdown.
     #[arg(long, env = "RALLY_SHUTDOWN_GRACE", default_value = "3s", value_parser = duration)]
     pub shutdown_grace: Duration,
@@ -183,6 +190,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(10),
             slow_peer_timeout: Duration::from_secs(5),
+            tcp_send_buffer: 64 * 1024,
             shutdown_grace: Duration::from_secs(3),
         }
     }

@@ -20,11 +20,15 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    match cli
-        .command
-        .unwrap_or(Command::Serve(ServeConfig::default()))
-    {
-        Command::Serve(cfg) => runtime.block_on(serve(cfg)),
+    // No subcommand means `rally serve` with its defaults and RALLY_* env.
+    let command = match cli.command {
+        Some(c) => c,
+        None => Cli::parse_from(["rally", "serve"])
+            .command
+            .context("parsing the default serve command")?,
+    };
+    match command {
+        Command::Serve(cfg) => runtime.block_on(serve(*cfg)),
         Command::Cert(args) => {
             let policy = rally::cert::DevCertPolicy {
                 validity: time::Duration::try_from(args.validity)?,

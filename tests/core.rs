@@ -206,7 +206,12 @@ async fn ping_is_answered_on_the_channel_it_came_on() {
 async fn oversized_snapshots_fall_back_to_the_stream_and_are_counted() {
     // 120 players make a 1459-byte snapshot: larger than any QUIC datagram
     // on a 1500-byte path.
-    let server = Server::start(&["--max-players-per-room", "200"]);
+    let server = Server::start(&[
+        "--max-players-per-room",
+        "200",
+        "--max-connections-per-ip",
+        "200",
+    ]);
     let mut crowd = Vec::new();
     for i in 0..119 {
         crowd.push(

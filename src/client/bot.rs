@@ -39,6 +39,8 @@ pub struct BotReport {
     pub distinct_players_seen: usize,
     pub rtt_ms: RttSummary,
     pub errors: u64,
+    /// Dropped sessions that the bots resumed (PROTOCOL.md §7.1).
+    pub resumes: u64,
 }
 
 #[derive(Default)]
@@ -47,6 +49,7 @@ struct BotOutcome {
     seen: HashSet<u32>,
     rtts_us: Vec<u64>,
     errors: u64,
+    resumes: u64,
 }
 
 /// Nearest-rank percentile of sorted samples.
@@ -80,6 +83,7 @@ pub async fn run(plan: BotPlan) -> BotReport {
                 total.seen.extend(o.seen);
                 total.rtts_us.extend(o.rtts_us);
                 total.errors += o.errors;
+                total.resumes += o.resumes;
             }
             Err(e) => {
                 tracing::error!("bot task failed: {e}");
@@ -100,6 +104,7 @@ pub async fn run(plan: BotPlan) -> BotReport {
             samples: total.rtts_us.len(),
         },
         errors: total.errors,
+        resumes: total.resumes,
     }
 }
 
@@ -107,7 +112,7 @@ async fn one_bot(plan: &BotPlan, index: usize) -> BotOutcome {
     let mut out = BotOutcome::default();
     let name = format!("{}{index}", plan.name_prefix);
     let opts = ConnectOptions::new(plan.url.clone(), plan.transport, &plan.room, &name);
-    let mut client = match Client::connect(opts).await {
+    let mut client = match Client::connect(opts.clone()).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(bot = index, "connect failed: {e}");
@@ -142,9 +147,17 @@ async fn one_bot(plan: &BotPlan, index: usize) -> BotOutcome {
                     _ => {}
                 },
                 Err(e) => {
-                    tracing::warn!(bot = index, "connection lost: {e}");
-                    out.errors += 1;
-                    return out;
+                    tracing::info!(bot = index, "connection lost: {e}; resuming");
+                    match reconnect(&opts, &client).await {
+                        Some(c) => {
+                            client = c;
+                            out.resumes += 1;
+                        }
+                        None => {
+                            out.errors += 1;
+                            return out;
+                        }
+                    }
                 }
             },
             _ = input_tick.tick() => {
@@ -175,6 +188,24 @@ async fn one_bot(plan: &BotPlan, index: usize) -> BotOutcome {
         out.errors += 1;
     }
     out
+}
+
+/// Reconnects after a drop with the player's resume state, a few times with
+/// exponential backoff. The client falls back to a fresh join by itself when
+/// the server no longer has the player.
+async fn reconnect(opts: &ConnectOptions, old: &Client) -> Option<Client> {
+    let mut opts = opts.clone();
+    opts.resume = Some(old.resume_state());
+    let mut backoff = Duration::from_millis(100);
+    for _ in 0..5 {
+        match Client::connect(opts.clone()).await {
+            Ok(c) => return Some(c),
+            Err(e) => tracing::warn!("reconnect failed: {e}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
+    None
 }
 
 #[cfg(test)]

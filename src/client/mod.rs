@@ -19,8 +19,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::protocol::{
-    encode_frame, Buttons, ClientMsg, FrameDecoder, ServerMsg, Welcome, MAX_SERVER_MSG,
-    PROTOCOL_VERSION,
+    encode_frame, Buttons, ClientMsg, ErrorCode, FrameDecoder, ServerMsg, Welcome, MAX_SERVER_MSG,
+    PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
 pub use crate::session::{Channel, TransportKind};
 pub use http_get::{fetch_cert_hash, http_get};
@@ -58,6 +58,21 @@ pub struct ConnectOptions {
     pub timeout: Duration,
     /// Sent in `Hello`; only tests set anything but [`PROTOCOL_VERSION`].
     pub protocol_version: u16,
+    /// Take back a dropped player instead of joining afresh; when the server
+    /// refuses (`resume_failed`), the client joins with `Hello` instead.
+    pub resume: Option<ResumeState>,
+    /// `Origin` header to send (browsers always do; native clients need not).
+    pub origin: Option<String>,
+    /// Join token, sent as `?token=` on the session URL.
+    pub token: Option<String>,
+}
+
+/// What a client needs to resume its player after a drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeState {
+    pub token: [u8; RESUME_TOKEN_LEN],
+    /// Number of the last reliable event received.
+    pub last_seq: u32,
 }
 
 impl ConnectOptions {
@@ -70,6 +85,9 @@ impl ConnectOptions {
             cert_hash: None,
             timeout: Duration::from_secs(10),
             protocol_version: PROTOCOL_VERSION,
+            resume: None,
+            origin: None,
+            token: None,
         }
     }
 }
@@ -100,6 +118,10 @@ pub struct Client {
     welcome: Welcome,
     next_seq: u32,
     recent: VecDeque<Buttons>,
+    /// Number of the last reliable event received (PROTOCOL.md §7.1).
+    reliable_seq: u32,
+    /// Whether the last connect resumed a player (rather than joining).
+    resumed: bool,
 }
 
 pub fn now_us() -> u64 {
@@ -155,7 +177,10 @@ impl Client {
     }
 
     async fn connect_inner(opts: ConnectOptions) -> Result<Client, ClientError> {
-        let url = endpoint_url(&opts.url, opts.transport)?;
+        let mut url = endpoint_url(&opts.url, opts.transport)?;
+        if let Some(t) = &opts.token {
+            url.query_pairs_mut().append_pair("token", t);
+        }
         let conn = match opts.transport {
             TransportKind::WebTransport => {
                 let hash = match opts.cert_hash {
@@ -172,8 +197,12 @@ impl Client {
                 };
                 let endpoint = wtransport::Endpoint::client(config)
                     .map_err(|e| ClientError::Connect(e.to_string()))?;
+                let mut req = wtransport::endpoint::ConnectOptions::builder(url.as_str());
+                if let Some(o) = &opts.origin {
+                    req = req.add_header("origin", o);
+                }
                 let conn = endpoint
-                    .connect(url.as_str())
+                    .connect(req)
                     .await
                     .map_err(|e| ClientError::Connect(e.to_string()))?;
                 let opening = conn.open_bi().await.map_err(closed_from_wt)?;
@@ -189,7 +218,18 @@ impl Client {
                 }
             }
             TransportKind::WebSocket => {
-                let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+                let mut req = url
+                    .as_str()
+                    .into_client_request()
+                    .map_err(|e| ClientError::Url(e.to_string()))?;
+                if let Some(o) = &opts.origin {
+                    let v = o
+                        .parse()
+                        .map_err(|_| ClientError::Url(format!("bad origin {o}")))?;
+                    req.headers_mut().insert(http::header::ORIGIN, v);
+                }
+                let (ws, _) = tokio_tungstenite::connect_async(req)
                     .await
                     .map_err(|e| ClientError::Connect(e.to_string()))?;
                 if let MaybeTlsStream::Plain(s) = ws.get_ref() {
@@ -215,19 +255,40 @@ impl Client {
             },
             next_seq: 0,
             recent: VecDeque::with_capacity(INPUT_REDUNDANCY),
+            reliable_seq: 0,
+            resumed: false,
         };
         let hello = ClientMsg::Hello {
             version: opts.protocol_version,
             room: opts.room.clone(),
             name: opts.name.clone(),
         };
-        client.send_raw(hello.to_bytes(), Channel::Reliable).await?;
+        let first = match opts.resume {
+            Some(r) => ClientMsg::Resume {
+                version: opts.protocol_version,
+                token: r.token,
+                last_seq: r.last_seq,
+            },
+            None => hello.clone(),
+        };
+        client.send_raw(first.to_bytes(), Channel::Reliable).await?;
         loop {
             let r = client.recv().await?;
             match r.msg {
                 ServerMsg::Welcome(w) => {
+                    client.reliable_seq = w.reliable_seq;
+                    client.resumed = opts.resume.is_some();
                     client.welcome = w;
                     return Ok(client);
+                }
+                ServerMsg::Error { code, .. }
+                    if code == ErrorCode::ResumeFailed.as_u16() && opts.resume.is_some() =>
+                {
+                    // Not fatal: join afresh on the same session.
+                    client.send_raw(hello.to_bytes(), Channel::Reliable).await?;
+                    let mut fresh = opts.clone();
+                    fresh.resume = None;
+                    return client.await_welcome(&fresh).await;
                 }
                 ServerMsg::Error { code, reason } => {
                     return Err(ClientError::Refused { code, reason })
@@ -242,6 +303,42 @@ impl Client {
                 }
             }
         }
+    }
+
+    async fn await_welcome(mut self, opts: &ConnectOptions) -> Result<Client, ClientError> {
+        loop {
+            let r = self.recv().await?;
+            match r.msg {
+                ServerMsg::Welcome(w) => {
+                    self.reliable_seq = w.reliable_seq;
+                    self.resumed = opts.resume.is_some();
+                    self.welcome = w;
+                    return Ok(self);
+                }
+                ServerMsg::Error { code, reason } => {
+                    return Err(ClientError::Refused { code, reason })
+                }
+                _ if r.channel == Channel::Unreliable => continue,
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected Welcome, got {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// What to pass as [`ConnectOptions::resume`] after this session drops.
+    pub fn resume_state(&self) -> ResumeState {
+        ResumeState {
+            token: self.welcome.resume_token,
+            last_seq: self.reliable_seq,
+        }
+    }
+
+    /// True when this session took back a player with `Resume`.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     pub fn welcome(&self) -> &Welcome {
@@ -269,6 +366,17 @@ impl Client {
 
     /// The next message from the server. Cancel-safe.
     pub async fn recv(&mut self) -> Result<Received, ClientError> {
+        let r = self.recv_inner().await?;
+        if matches!(
+            r.msg,
+            ServerMsg::PlayerJoined { .. } | ServerMsg::PlayerLeft { .. }
+        ) {
+            self.reliable_seq = self.reliable_seq.wrapping_add(1);
+        }
+        Ok(r)
+    }
+
+    async fn recv_inner(&mut self) -> Result<Received, ClientError> {
         match &mut self.conn {
             Conn::Wt {
                 conn,

@@ -19,7 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::http::{route, RALLY_PATH};
-use crate::server::Shared;
+use crate::server::{ConnGuard, Shared};
 use crate::session::{self, TransportKind};
 use crate::transport::websocket;
 
@@ -49,18 +49,23 @@ pub async fn serve(
         let tls = tls.clone();
         let span = tracing::debug_span!("tcp", %peer);
         let handshake_timeout = shared.cfg.limits.handshake_timeout;
+        let send_buffer = shared.cfg.limits.tcp_send_buffer;
         shared.tasks.clone().spawn(
             async move {
-                let _guard = guard;
+                // Shared with an upgraded WebSocket, which outlives this task.
+                let guard = Arc::new(guard);
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!("set_nodelay: {e}");
                 }
+                if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer) {
+                    tracing::debug!("SO_SNDBUF: {e}");
+                }
                 match tls {
-                    None => connection(stream, peer, shared).await,
+                    None => connection(stream, peer, shared, guard).await,
                     Some(acceptor) => {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
-                            Ok(Ok(tls)) => connection(tls, peer, shared).await,
+                            Ok(Ok(tls)) => connection(tls, peer, shared, guard).await,
                             Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
@@ -72,7 +77,7 @@ pub async fn serve(
     }
 }
 
-async fn connection<S>(io: S, peer: SocketAddr, shared: Arc<Shared>)
+async fn connection<S>(io: S, peer: SocketAddr, shared: Arc<Shared>, guard: Arc<ConnGuard>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -80,7 +85,8 @@ where
     let stop = shared.shutdown.clone();
     let svc = service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, std::convert::Infallible>(request(req, peer, shared)) }
+        let guard = guard.clone();
+        async move { Ok::<_, std::convert::Infallible>(request(req, peer, shared, guard)) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -107,13 +113,14 @@ fn request(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    guard: Arc<ConnGuard>,
 ) -> Response<Full<Bytes>> {
     shared
         .metrics
         .http_requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if req.uri().path() == RALLY_PATH {
-        return upgrade(&mut req, peer, shared);
+        return upgrade(&mut req, peer, shared, guard);
     }
     let mut resp = route(req.method(), req.uri().path(), &shared).map(Full::new);
     if let Some(alt) = &shared.alt_svc {
@@ -145,6 +152,7 @@ fn upgrade(
     req: &mut Request<Incoming>,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    guard: Arc<ConnGuard>,
 ) -> Response<Full<Bytes>> {
     let is_upgrade = req.method() == http::Method::GET
         && header_has_token(req, header::CONNECTION, "upgrade")
@@ -187,6 +195,7 @@ fn upgrade(
     let span = tracing::info_span!("ws", %peer);
     shared.tasks.clone().spawn(
         async move {
+            let _guard = guard;
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
                 Err(e) => return tracing::debug!("upgrade failed: {e}"),

@@ -10,6 +10,7 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -62,6 +63,11 @@ fn ws_error(e: WsError) -> TransportError {
             code: ErrorCode::MessageTooLarge,
             reason: c.to_string(),
         },
+        // A dropped connection, not a misbehaving peer: keep the player
+        // for resume.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            TransportError::Closed("connection reset without a closing handshake".into())
+        }
         WsError::Protocol(p) => TransportError::Peer {
             code: ErrorCode::BadMessage,
             reason: format!("WebSocket protocol error: {p}"),
