@@ -1,4 +1,4 @@
-//! Command line: `rally [serve]`, `rally cert`, `rally bot`.
+//! Command line: `rally [serve]`, `rally cert`, `rally bot`, `rally compare`.
 
 use std::path::PathBuf;
 
@@ -30,6 +30,13 @@ pub enum Command {
     Cert(CertArgs),
     /// Run N native bots in a room and print what they saw as JSON.
     Bot(BotArgs),
+    /// Compare transports (WebTransport datagrams, WebTransport stream,
+    /// WebSocket) on one scenario through an impaired network; see
+    /// docs/LAB.md.
+    Compare(crate::lab::CompareArgs),
+    /// Measuring clients of `rally compare` (internal).
+    #[command(hide = true)]
+    LabClient(crate::lab::ProbeArgs),
 }
 
 #[derive(Debug, clap::Args)]
