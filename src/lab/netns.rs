@@ -157,6 +157,12 @@ impl LabNet {
                 "dev",
                 &tun.name,
             ])?;
+            // No IPv6 on the link: its router solicitations and MLD reports
+            // would cross the forwarder and blur the byte counts.
+            let knob = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", tun.name);
+            if let Ok(Err(e)) = ns.run(|| std::fs::write(&knob, "1")) {
+                tracing::debug!("could not disable IPv6 on {}: {e}", tun.name);
+            }
             ip(&["-n", ns.name(), "link", "set", &tun.name, "up"])?;
         }
         Ok(LabNet {
