@@ -501,8 +501,8 @@ async fn await_connected(p: &mut Proc) -> anyhow::Result<(Vec<u64>, usize)> {
             }
             if let Some(e) = error {
                 eprintln!(
-                    "rally compare: {} of {} failed to connect: {e}",
-                    failed, p.what
+                    "rally compare: {}: {failed} connect attempts failed (retried), first: {e}",
+                    p.what
                 );
             }
             Ok((connect_us, failed))

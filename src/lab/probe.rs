@@ -23,6 +23,8 @@ use crate::session::Channel;
 /// Clients connecting at once: enough to be quick, few enough that the
 /// handshakes do not queue behind each other on a small machine.
 const CONNECT_PARALLELISM: usize = 4;
+/// Attempts per client before it counts as not connected.
+const CONNECT_ATTEMPTS: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 pub enum ProbeTransport {
@@ -60,7 +62,9 @@ pub struct ProbeArgs {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ProbeEvent {
     Connected {
+        /// Per connected client, from the first attempt to Welcome.
         connect_us: Vec<u64>,
+        /// Failed attempts (retried up to three times per client).
         failed: usize,
         /// First connect error, if any.
         error: Option<String>,
@@ -147,10 +151,17 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
             );
             opts.cert_hash = cert_hash;
             async move {
+                // Retry as a game client would; the time counts every
+                // attempt, the failures are reported.
                 let t0 = Instant::now();
-                Client::connect(opts)
-                    .await
-                    .map(|c| (c, t0.elapsed().as_micros() as u64))
+                let mut failures = Vec::new();
+                for _ in 0..CONNECT_ATTEMPTS {
+                    match Client::connect(opts.clone()).await {
+                        Ok(c) => return (Some((c, t0.elapsed().as_micros() as u64)), failures),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                (None, failures)
             }
         })
         .buffer_unordered(CONNECT_PARALLELISM)
@@ -160,16 +171,14 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let mut connect_us = Vec::new();
     let mut failed = 0;
     let mut error = None;
-    for c in connects {
-        match c {
-            Ok((client, us)) => {
-                clients.push(client);
-                connect_us.push(us);
-            }
-            Err(e) => {
-                failed += 1;
-                error.get_or_insert(e.to_string());
-            }
+    for (c, failures) in connects {
+        failed += failures.len();
+        if let Some(e) = failures.into_iter().next() {
+            error.get_or_insert(e);
+        }
+        if let Some((client, us)) = c {
+            clients.push(client);
+            connect_us.push(us);
         }
     }
     emit(&ProbeEvent::Connected {
@@ -196,6 +205,9 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let _ = stdin.next_line().await;
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
     let start = Instant::now();
+    // Snapshots the server made before this moment waited in socket
+    // buffers while the other clients connected: they are not samples.
+    let start_us = now_us();
     let deadline = tokio::time::Instant::now() + duration;
     let snapshots = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = clients
@@ -203,7 +215,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, c)| {
             let snapshots = snapshots.clone();
-            tokio::spawn(measure(c, i, deadline, snapshots))
+            tokio::spawn(measure(c, i, start_us, deadline, snapshots))
         })
         .collect();
     let progress = {
@@ -236,11 +248,12 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
 }
 
 /// Plays one client until `deadline`, sending an input every tick and
-/// sampling every snapshot.
+/// sampling every snapshot the server made from `start_us` on.
 #[tracing::instrument(skip_all, fields(client = index))]
 async fn measure(
     mut client: Client,
     index: usize,
+    start_us: u64,
     deadline: tokio::time::Instant,
     snapshots: Arc<AtomicU64>,
 ) -> ProbeResult {
@@ -266,6 +279,7 @@ async fn measure(
                 Ok(r) => {
                     let now = now_us();
                     match r.msg {
+                        ServerMsg::Snapshot { body, .. } if body.server_time_us < start_us => {}
                         ServerMsg::Snapshot { ack_seq, body } => {
                             snapshots.fetch_add(1, Ordering::Relaxed);
                             out.snapshots += 1;

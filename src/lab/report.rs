@@ -101,6 +101,7 @@ pub struct TransportResult {
     pub bytes_per_snapshot: Option<f64>,
     pub wire: Option<Wire>,
     pub connect_ms: Dist,
+    /// Failed connect attempts; each client retries up to three times.
     pub connect_failures: usize,
     /// Server CPU (user + system) during the measurement / snapshots
     /// received by the measured clients. `null` without a local server.
@@ -275,7 +276,7 @@ pub fn reading(r: &Report) -> Vec<String> {
         }
         if t.connect_failures > 0 || t.errors > 0 {
             out.push(format!(
-                "Note: {} had {} failed connects and {} errors.",
+                "Note: {} had {} failed connect attempts (retried) and {} errors.",
                 t.transport, t.connect_failures, t.errors
             ));
         }
@@ -311,14 +312,16 @@ pub fn cdf_svg(
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
             .build_cartesian_2d(0f64..x_max, 0f64..1.0f64)?;
         chart
             .configure_mesh()
             .x_desc("milliseconds")
             .y_desc("fraction of samples ≤ x")
             .light_line_style(RGBColor(235, 235, 235))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
             .draw()?;
         for (i, t) in results.iter().enumerate() {
             let c = color(i, &t.transport);
@@ -342,6 +345,7 @@ pub fn cdf_svg(
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
+            .label_font(("sans-serif", 15))
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK)
             .draw()?;
