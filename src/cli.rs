@@ -1,4 +1,4 @@
-//! Command line: `rally [serve]`, `rally cert`, `rally bot`.
+//! Command line: `rally [serve]`, `rally cert`, `rally bot`, `rally compare`.
 
 use std::path::PathBuf;
 
@@ -32,6 +32,13 @@ pub enum Command {
     Bot(BotArgs),
     /// Mint a signed join token for a server started with --token-secret.
     Token(TokenArgs),
+    /// Compare transports (WebTransport datagrams, WebTransport stream,
+    /// WebSocket) on one scenario through an impaired network; see
+    /// docs/LAB.md.
+    Compare(crate::lab::CompareArgs),
+    /// Measuring clients of `rally compare` (internal).
+    #[command(hide = true)]
+    LabClient(crate::lab::ProbeArgs),
 }
 
 #[derive(Debug, clap::Args)]

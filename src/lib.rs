@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod lab;
 pub mod metrics;
 pub mod protocol;
 pub mod room;

@@ -56,6 +56,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bot(args) => runtime.block_on(run_bots(args)),
+        Command::Compare(args) => runtime.block_on(rally::lab::compare::run(args)),
+        Command::LabClient(args) => runtime.block_on(rally::lab::probe::run(args)),
         Command::Token(args) => {
             let exp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?

@@ -1,0 +1,786 @@
+//! `rally compare`: runs one scenario over each transport and reports.
+//!
+//! Per transport: a fresh namespace pair and forwarder (same seed, so the
+//! k-th packet of every run meets the same fate), a fresh `rally serve` in
+//! the server namespace, idle WebSocket fillers beside it when the snapshot
+//! must be bigger than the measured clients make it, and `rally lab-client`
+//! in the client namespace. Without root or namespaces it runs the same
+//! children over loopback, unimpaired, and says so. Runtime glue only: the
+//! arithmetic is in `stats.rs`, the decisions in `impair.rs`, the output in
+//! `report.rs`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use url::Url;
+
+use super::forward::Forwarder;
+use super::impair::{ImpairConfig, DEFAULT_QUEUE_LIMIT};
+use super::netns::{self, LabNet, SERVER_ADDR};
+use super::probe::{ProbeEvent, ProbeResult};
+use super::report::{self, Host, Impairment, Report, Scenario, TransportResult, Wire};
+use super::stats::{cdf_points, Dist};
+use crate::config::MAX_PLAYERS_PER_ROOM_CEILING;
+
+/// Points per CDF curve in the HTML plots.
+const CDF_POINTS: usize = 400;
+/// Port the server uses inside its namespace (it is alone there).
+const LAB_PORT: u16 = 4433;
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabTransport {
+    /// WebTransport, snapshots in datagrams (the server default).
+    WtDatagram,
+    /// WebTransport, snapshots on the reliable stream (`--wt-snapshots stream`).
+    WtStream,
+    /// WebSocket over TCP.
+    Ws,
+}
+
+impl LabTransport {
+    pub fn label(self) -> &'static str {
+        match self {
+            LabTransport::WtDatagram => "wt-datagram",
+            LabTransport::WtStream => "wt-stream",
+            LabTransport::Ws => "ws",
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// Transports to compare, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "wt-datagram,wt-stream,ws"
+    )]
+    pub transports: Vec<LabTransport>,
+    /// Measured clients per transport.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Seconds of measurement per transport.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Server tick rate (one snapshot per tick).
+    #[arg(long, default_value_t = 60,
+          value_parser = clap::value_parser!(u16).range(1..=240))]
+    pub tick_hz: u16,
+    /// Target snapshot size in bytes. Snapshots are 19 + 12 × players
+    /// bytes: the lab adds idle WebSocket players beside the server (outside
+    /// the impaired path) until the snapshot is at least this big. Without
+    /// it the snapshot has its natural size for --clients players.
+    #[arg(long)]
+    pub snapshot_bytes: Option<usize>,
+    /// Packet loss in percent, each direction.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Added one-way delay in milliseconds, each direction.
+    #[arg(long, default_value_t = 0.0)]
+    pub delay: f64,
+    /// Delay variation in milliseconds: each packet gets delay ± U(0, jitter);
+    /// reorders packets closer together than that.
+    #[arg(long, default_value_t = 0.0)]
+    pub jitter: f64,
+    /// Percent of packets that skip the delay (explicit reordering).
+    #[arg(long, default_value_t = 0.0)]
+    pub reorder: f64,
+    /// Link rate in kbit/s, each direction (serialization delay by size,
+    /// drop-tail beyond 200 ms of queue).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Seed of the impairment RNGs.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the HTML report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Measure an already running server at this origin instead of starting
+    /// one (unimpaired; no server CPU or byte counts). Its --wt-snapshots
+    /// setting decides the WebTransport carriage for both wt-* rows.
+    #[arg(long)]
+    pub url: Option<Url>,
+}
+
+impl CompareArgs {
+    fn impair_config(&self) -> anyhow::Result<ImpairConfig> {
+        let pct = |name: &str, v: f64| {
+            if (0.0..=100.0).contains(&v) {
+                Ok(v / 100.0)
+            } else {
+                Err(anyhow!("--{name} must be between 0 and 100"))
+            }
+        };
+        let ms = |name: &str, v: f64| {
+            if v >= 0.0 && v.is_finite() {
+                Ok(Duration::from_secs_f64(v / 1000.0))
+            } else {
+                Err(anyhow!("--{name} must be a non-negative number of ms"))
+            }
+        };
+        Ok(ImpairConfig {
+            loss: pct("loss", self.loss)?,
+            delay: ms("delay", self.delay)?,
+            jitter: ms("jitter", self.jitter)?,
+            reorder: pct("reorder", self.reorder)?,
+            rate_bps: self.rate.map(|k| k * 1000),
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+        })
+    }
+}
+
+/// Players needed for a snapshot of at least `bytes` bytes.
+pub fn players_for(bytes: Option<usize>, clients: usize) -> usize {
+    let wanted = bytes.map_or(0, |b| b.saturating_sub(19).div_ceil(12));
+    wanted.max(clients).min(MAX_PLAYERS_PER_ROOM_CEILING)
+}
+
+enum Network {
+    Namespaces,
+    Loopback(String),
+    External(Url),
+}
+
+/// Runs the comparison; Ctrl-C or SIGTERM stops it and cleans up (the
+/// run's future is dropped: children are killed, namespaces deleted).
+pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = run_inner(args) => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\nrally compare: interrupted, cleaning up");
+            bail!("interrupted")
+        }
+        _ = term.recv() => {
+            eprintln!("\nrally compare: terminated, cleaning up");
+            bail!("terminated")
+        }
+    }
+}
+
+async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
+    if args.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    if args.transports.is_empty() {
+        bail!("--transports is empty");
+    }
+    let impair = args.impair_config()?;
+    let network = match &args.url {
+        Some(u) => Network::External(u.clone()),
+        None => match netns::check_support() {
+            Ok(()) => Network::Namespaces,
+            Err(why) => Network::Loopback(why),
+        },
+    };
+    let impaired = matches!(network, Network::Namespaces);
+    let (net_name, net_note) = match &network {
+        Network::Namespaces => (
+            "namespaces",
+            format!(
+                "server at {SERVER_ADDR} and clients at {} in two network namespaces joined by TUN devices through the lab's user-space forwarder",
+                netns::CLIENT_ADDR
+            ),
+        ),
+        Network::Loopback(why) => ("loopback", format!("{why}; ran unimpaired over loopback")),
+        Network::External(u) => (
+            "external",
+            format!("server at {u} (not started by the lab); unimpaired"),
+        ),
+    };
+    match &network {
+        Network::Loopback(why) => {
+            eprintln!("rally compare: cannot build the impaired lab network: {why}.");
+            eprintln!("rally compare: running UNIMPAIRED over loopback instead.");
+        }
+        Network::External(u) => {
+            eprintln!("rally compare: measuring {u} as it is (no impairment, no server CPU or byte counts).");
+        }
+        Network::Namespaces => {}
+    }
+    let players = players_for(args.snapshot_bytes, args.clients);
+    let fillers = players - args.clients;
+    let exe = std::env::current_exe().context("locating the rally binary")?;
+    let work = TempDir::new()?;
+
+    let mut results = Vec::new();
+    let mut snapshot_every = 1;
+    let mut snapshot_bytes = 19 + 12 * players;
+    for (i, &t) in args.transports.iter().enumerate() {
+        eprintln!(
+            "rally compare: [{}/{}] {} — {} clients, {} s",
+            i + 1,
+            args.transports.len(),
+            t.label(),
+            args.clients,
+            args.duration
+        );
+        let run = RunPlan {
+            exe: &exe,
+            args: &args,
+            transport: t,
+            impair,
+            players,
+            fillers,
+            cert_dir: work.path.join("certs"),
+            work: work.path.clone(),
+            room: format!("lab-{}-{}", std::process::id(), t.label()),
+        };
+        let (r, probe) = match &network {
+            Network::Namespaces => run_namespaced(&run).await?,
+            Network::Loopback(_) => run_local(&run, None).await?,
+            Network::External(u) => run_local(&run, Some(u.clone())).await?,
+        };
+        if probe.snapshot_every != 0 {
+            snapshot_every = probe.snapshot_every;
+        }
+        if probe.snapshot_bytes != 0 {
+            snapshot_bytes = probe.snapshot_bytes;
+        }
+        results.push(r);
+    }
+
+    let scenario = Scenario {
+        transports: args.transports.iter().map(|t| t.label().into()).collect(),
+        clients: args.clients,
+        filler_clients: fillers,
+        players,
+        duration_s: args.duration,
+        tick_hz: args.tick_hz,
+        snapshot_every,
+        snapshot_bytes_requested: args.snapshot_bytes,
+        snapshot_bytes,
+        impairment: Impairment {
+            loss_pct: args.loss,
+            delay_ms: args.delay,
+            jitter_ms: args.jitter,
+            reorder_pct: args.reorder,
+            rate_kbit: args.rate,
+            queue_limit_ms: DEFAULT_QUEUE_LIMIT.as_secs_f64() * 1000.0,
+            seed: args.seed,
+            applied: impaired,
+        },
+        network: net_name.into(),
+        network_note: net_note,
+        server: match &args.url {
+            Some(u) => u.to_string(),
+            None => format!(
+                "rally serve (this binary), fresh per transport, --tick-hz {} --max-players-per-room {}",
+                args.tick_hz,
+                players.max(64)
+            ),
+        },
+        clock: "server and clients run on one host and share its clock: staleness is arrival time minus the snapshot's server_time_us".into(),
+        started_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        host: host_info(),
+    };
+    let report = Report {
+        schema: report::SCHEMA,
+        scenario,
+        results,
+    };
+    println!("{}", report::table(&report));
+    for line in report::reading(&report) {
+        println!("  {line}");
+    }
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("rally compare: JSON report in {}", p.display());
+    }
+    if let Some(p) = &args.report {
+        std::fs::write(p, report::html(&report))
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("rally compare: HTML report in {}", p.display());
+    }
+    Ok(())
+}
+
+struct RunPlan<'a> {
+    exe: &'a Path,
+    args: &'a CompareArgs,
+    transport: LabTransport,
+    impair: ImpairConfig,
+    players: usize,
+    fillers: usize,
+    cert_dir: PathBuf,
+    work: PathBuf,
+    room: String,
+}
+
+impl RunPlan<'_> {
+    fn server_log(&self) -> PathBuf {
+        self.work
+            .join(format!("serve-{}.log", self.transport.label()))
+    }
+
+    fn serve_args(&self, listen: &str) -> Vec<String> {
+        let carriage = match self.transport {
+            LabTransport::WtStream => "stream",
+            _ => "datagram",
+        };
+        vec![
+            "serve".into(),
+            "--listen".into(),
+            listen.into(),
+            "--tcp-listen".into(),
+            listen.into(),
+            "--cert-dir".into(),
+            self.cert_dir.display().to_string(),
+            "--tick-hz".into(),
+            self.args.tick_hz.to_string(),
+            "--max-players-per-room".into(),
+            self.players.max(64).to_string(),
+            "--wt-snapshots".into(),
+            carriage.into(),
+        ]
+    }
+
+    fn probe_args(&self, url: &Url, cert_hash: Option<&str>) -> Vec<String> {
+        let mut a = vec![
+            "lab-client".into(),
+            "--url".into(),
+            url.to_string(),
+            "--transport".into(),
+            match self.transport {
+                LabTransport::Ws => "ws".into(),
+                _ => "wt".into(),
+            },
+            "--clients".into(),
+            self.args.clients.to_string(),
+            "--duration".into(),
+            self.args.duration.to_string(),
+            "--room".into(),
+            self.room.clone(),
+        ];
+        if let Some(h) = cert_hash {
+            a.extend(["--cert-hash".into(), h.into()]);
+        }
+        a
+    }
+
+    fn filler_args(&self, url: &Url) -> Vec<String> {
+        vec![
+            "lab-client".into(),
+            "--filler".into(),
+            "--url".into(),
+            url.to_string(),
+            "--transport".into(),
+            "ws".into(),
+            "--clients".into(),
+            self.fillers.to_string(),
+            "--room".into(),
+            self.room.clone(),
+            "--name-prefix".into(),
+            "filler-".into(),
+        ]
+    }
+}
+
+/// A child with piped stdin/stdout, killed when dropped.
+struct Proc {
+    child: Child,
+    /// Where its stderr goes, when not inherited.
+    log: Option<PathBuf>,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    what: &'static str,
+}
+
+impl Proc {
+    /// Spawns `cmd`; its stderr goes to `log` when given (the server's
+    /// banner would break the progress display), else to ours.
+    fn spawn(mut cmd: Command, what: &'static str, log: Option<PathBuf>) -> anyhow::Result<Proc> {
+        let stderr = match &log {
+            Some(p) => Stdio::from(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            ),
+            None => Stdio::inherit(),
+        };
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        if std::env::var_os("RALLY_LOG").is_none() {
+            cmd.env("RALLY_LOG", "warn");
+        }
+        let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+        let stdout = child.stdout.take().context("piped stdout")?;
+        Ok(Proc {
+            stdin: child.stdin.take(),
+            lines: BufReader::new(stdout).lines(),
+            child,
+            log,
+            what,
+        })
+    }
+
+    async fn line(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        match tokio::time::timeout(timeout, self.lines.next_line()).await {
+            Ok(Ok(Some(l))) => Ok(l),
+            Ok(Ok(None)) => {
+                let status = self.child.wait().await.ok();
+                let log = self
+                    .log
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default();
+                bail!("{} exited early ({status:?}) {log}", self.what)
+            }
+            Ok(Err(e)) => Err(anyhow!("reading {}: {e}", self.what)),
+            Err(_) => bail!("{} said nothing for {timeout:?}", self.what),
+        }
+    }
+
+    async fn event(&mut self, timeout: Duration) -> anyhow::Result<ProbeEvent> {
+        let l = self.line(timeout).await?;
+        serde_json::from_str(&l).with_context(|| format!("{}: bad line {l:?}", self.what))
+    }
+
+    async fn send(&mut self, line: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin closed")?;
+        stdin.write_all(line.as_bytes()).await?;
+        stdin.flush().await?;
+        Ok(())
+    }
+
+    async fn stop(mut self) {
+        self.stdin.take();
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+struct Listening {
+    url_host: String,
+    port: u16,
+    cert_sha256: String,
+}
+
+async fn wait_listening(p: &mut Proc) -> anyhow::Result<Listening> {
+    let l = p.line(READY_TIMEOUT).await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&l).with_context(|| format!("bad listening line {l:?}"))?;
+    let udp: std::net::SocketAddr = v["udp"]
+        .as_str()
+        .context("no udp address")?
+        .parse()
+        .context("udp address")?;
+    Ok(Listening {
+        url_host: udp.ip().to_string(),
+        port: udp.port(),
+        cert_sha256: v["cert_sha256"].as_str().unwrap_or_default().to_string(),
+    })
+}
+
+async fn await_connected(p: &mut Proc) -> anyhow::Result<(Vec<u64>, usize)> {
+    match p.event(READY_TIMEOUT).await? {
+        ProbeEvent::Connected {
+            connect_us,
+            failed,
+            error,
+        } => {
+            if connect_us.is_empty() {
+                bail!(
+                    "{}: no client could connect: {}",
+                    p.what,
+                    error.unwrap_or_default()
+                );
+            }
+            if let Some(e) = error {
+                eprintln!(
+                    "rally compare: {}: {failed} connect attempts failed (retried), first: {e}",
+                    p.what
+                );
+            }
+            Ok((connect_us, failed))
+        }
+        other => bail!("{}: expected connected, got {other:?}", p.what),
+    }
+}
+
+/// Reads progress until the result, echoing progress to stderr.
+async fn await_result(p: &mut Proc, label: &str, duration: f64) -> anyhow::Result<ProbeResult> {
+    let tty = std::io::stderr().is_terminal();
+    let timeout = Duration::from_secs_f64(duration + 30.0);
+    loop {
+        match p.event(timeout).await? {
+            ProbeEvent::Progress {
+                elapsed_s,
+                snapshots,
+            } => {
+                let msg = format!(
+                    "  {label}: {elapsed_s:>4.1}/{duration} s, {snapshots} snapshots received"
+                );
+                if tty {
+                    eprint!("\r{msg}");
+                } else {
+                    eprintln!("{msg}");
+                }
+            }
+            ProbeEvent::Result(r) => {
+                if tty {
+                    eprintln!();
+                }
+                return Ok(r);
+            }
+            other => bail!("{}: unexpected {other:?}", p.what),
+        }
+    }
+}
+
+/// user + system CPU time of a process, in microseconds.
+fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall (proc(5)).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some((utime + stime) * 1_000_000 / hz)
+}
+
+/// Server-side figures of a run, when the lab owns the server.
+struct ServerSide {
+    cpu_us: Option<u64>,
+    wire: Option<Wire>,
+}
+
+async fn run_namespaced(run: &RunPlan<'_>) -> anyhow::Result<(TransportResult, ProbeResult)> {
+    let net = LabNet::create().context("creating the lab network")?;
+    let fwd = Forwarder::start(
+        &net.client_tun,
+        &net.server_tun,
+        run.impair,
+        run.impair,
+        run.args.seed,
+    )
+    .context("starting the forwarder")?;
+    let listen = format!("{SERVER_ADDR}:{LAB_PORT}");
+    let mut cmd = net.server_ns.command(run.exe);
+    cmd.args(run.serve_args(&listen));
+    let mut server = Proc::spawn(cmd, "rally serve", Some(run.server_log()))?;
+    let server_pid = server.child.id();
+    let l = wait_listening(&mut server).await?;
+    let url: Url = format!("http://{}:{}", l.url_host, l.port).parse()?;
+    let mut fillers = None;
+    if run.fillers > 0 {
+        // Beside the server, over its namespace's loopback: outside the
+        // impaired path and outside the byte counts.
+        let mut cmd = net.server_ns.command(run.exe);
+        cmd.args(run.filler_args(&url));
+        let mut f = Proc::spawn(cmd, "filler clients", None)?;
+        await_connected(&mut f).await?;
+        fillers = Some(f);
+    }
+    let mut cmd = net.client_ns.command(run.exe);
+    cmd.args(run.probe_args(&url, Some(&l.cert_sha256)));
+    let mut probe = Proc::spawn(cmd, "rally lab-client", None)?;
+    let (connect_us, failed) = await_connected(&mut probe).await?;
+    let cpu0 = server_pid.and_then(cpu_us);
+    let (s2c0, c2s0) = (fwd.server_to_client.read(), fwd.client_to_server.read());
+    probe.send("go\n").await?;
+    let result = await_result(&mut probe, run.transport.label(), run.args.duration).await?;
+    let cpu1 = server_pid.and_then(cpu_us);
+    let wire = Wire {
+        server_to_client: fwd.server_to_client.read().since(&s2c0),
+        client_to_server: fwd.client_to_server.read().since(&c2s0),
+    };
+    probe.stop().await;
+    if let Some(f) = fillers {
+        f.stop().await;
+    }
+    server.stop().await;
+    drop(fwd);
+    drop(net);
+    let side = ServerSide {
+        cpu_us: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a)),
+        wire: Some(wire),
+    };
+    Ok(summarise(run.transport, result, connect_us, failed, side))
+}
+
+async fn run_local(
+    run: &RunPlan<'_>,
+    external: Option<Url>,
+) -> anyhow::Result<(TransportResult, ProbeResult)> {
+    let mut server = None;
+    let (url, cert_hash) = match external {
+        Some(u) => {
+            let hash = if u.scheme() == "http" {
+                crate::client::fetch_cert_hash(&u)
+                    .await
+                    .ok()
+                    .map(hex::encode)
+            } else {
+                None
+            };
+            (u, hash)
+        }
+        None => {
+            let mut cmd = Command::new(run.exe);
+            cmd.args(run.serve_args("127.0.0.1:0"));
+            let mut s = Proc::spawn(cmd, "rally serve", Some(run.server_log()))?;
+            let l = wait_listening(&mut s).await?;
+            server = Some(s);
+            (
+                format!("http://{}:{}", l.url_host, l.port).parse()?,
+                Some(l.cert_sha256),
+            )
+        }
+    };
+    let server_pid = server.as_ref().and_then(|s| s.child.id());
+    let mut fillers = None;
+    if run.fillers > 0 {
+        let mut cmd = Command::new(run.exe);
+        cmd.args(run.filler_args(&url));
+        let mut f = Proc::spawn(cmd, "filler clients", None)?;
+        await_connected(&mut f).await?;
+        fillers = Some(f);
+    }
+    let mut cmd = Command::new(run.exe);
+    cmd.args(run.probe_args(&url, cert_hash.as_deref()));
+    let mut probe = Proc::spawn(cmd, "rally lab-client", None)?;
+    let (connect_us, failed) = await_connected(&mut probe).await?;
+    let cpu0 = server_pid.and_then(cpu_us);
+    probe.send("go\n").await?;
+    let result = await_result(&mut probe, run.transport.label(), run.args.duration).await?;
+    let cpu1 = server_pid.and_then(cpu_us);
+    probe.stop().await;
+    if let Some(f) = fillers {
+        f.stop().await;
+    }
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    let side = ServerSide {
+        cpu_us: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a)),
+        wire: None,
+    };
+    Ok(summarise(run.transport, result, connect_us, failed, side))
+}
+
+fn summarise(
+    transport: LabTransport,
+    mut p: ProbeResult,
+    mut connect_us: Vec<u64>,
+    connect_failures: usize,
+    side: ServerSide,
+) -> (TransportResult, ProbeResult) {
+    let rtt_ms = Dist::from_us(&mut p.rtt_us);
+    let staleness_ms = Dist::from_us(&mut p.staleness_us);
+    let jitter_ms = Dist::from_us(&mut p.jitter_us);
+    let connect_ms = Dist::from_us(&mut connect_us);
+    let received = p.snapshots;
+    let per_snapshot = |v: f64| (received > 0).then(|| v / received as f64);
+    let r = TransportResult {
+        transport: transport.label().into(),
+        rtt_cdf: cdf_points(&p.rtt_us, CDF_POINTS),
+        staleness_cdf: cdf_points(&p.staleness_us, CDF_POINTS),
+        rtt_ms,
+        staleness_ms,
+        jitter_ms,
+        rfc3550_jitter_ms: if p.rfc3550_us.is_empty() {
+            0.0
+        } else {
+            p.rfc3550_us.iter().sum::<f64>() / p.rfc3550_us.len() as f64 / 1000.0
+        },
+        delivered_ratio: if p.expected_ticks == 0 {
+            0.0
+        } else {
+            p.distinct_ticks as f64 / p.expected_ticks as f64
+        },
+        snapshots_received: received,
+        snapshots_distinct: p.distinct_ticks,
+        snapshots_expected: p.expected_ticks,
+        snapshots_on_datagram: p.on_datagram,
+        snapshots_on_stream: p.on_stream,
+        out_of_order: p.out_of_order,
+        inputs_sent: p.inputs_sent,
+        bytes_per_snapshot: side
+            .wire
+            .as_ref()
+            .and_then(|w| per_snapshot(w.server_to_client.bytes_in as f64)),
+        wire: side.wire,
+        connect_ms,
+        connect_failures,
+        cpu_us_per_msg: side.cpu_us.and_then(|c| per_snapshot(c as f64)),
+        server_cpu_ms: side.cpu_us.map(|c| c as f64 / 1000.0),
+        errors: p.errors,
+    };
+    (r, p)
+}
+
+fn host_info() -> Host {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    Host {
+        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu,
+        kernel,
+        rally_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// A scratch directory removed on drop.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn new() -> anyhow::Result<TempDir> {
+        let path = std::env::temp_dir().join(format!(
+            "rally-compare-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TempDir { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::players_for;
+
+    #[test]
+    fn fillers_make_the_snapshot_at_least_the_requested_size() {
+        assert_eq!(players_for(None, 4), 4);
+        assert_eq!(players_for(Some(20), 4), 4);
+        // 19 + 12 × 40 = 499 < 500 ≤ 511 = 19 + 12 × 41.
+        assert_eq!(players_for(Some(500), 4), 41);
+        assert_eq!(players_for(Some(499), 4), 40);
+        assert_eq!(players_for(Some(10_000_000), 1), 4000);
+    }
+}

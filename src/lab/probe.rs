@@ -1,0 +1,337 @@
+//! `rally lab-client` (hidden): the measuring side of `rally compare`. It
+//! runs where the compare process puts it (inside the client namespace),
+//! connects N native clients, waits for `go` on stdin, plays for the
+//! duration while sampling, and prints JSON lines on stdout:
+//! `connected`, `progress` (about once a second), then `result` with the
+//! raw samples. In `--filler` mode it only holds idle players in the room
+//! (to give snapshots their size) until stdin closes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+use url::Url;
+
+use super::stats::{AckTracker, TickCoverage, TransitJitter};
+use crate::client::{now_us, Client, ConnectOptions, TransportKind};
+use crate::protocol::{Buttons, ServerMsg};
+use crate::session::Channel;
+
+/// Clients connecting at once: enough to be quick, few enough that the
+/// handshakes do not queue behind each other on a small machine.
+const CONNECT_PARALLELISM: usize = 4;
+/// Attempts per client before it counts as not connected.
+const CONNECT_ATTEMPTS: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum ProbeTransport {
+    Wt,
+    Ws,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// Server origin.
+    #[arg(long)]
+    pub url: Url,
+    #[arg(long, value_enum)]
+    pub transport: ProbeTransport,
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Seconds to measure after `go`.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    #[arg(long, default_value = "lab")]
+    pub room: String,
+    #[arg(long, default_value = "lab-")]
+    pub name_prefix: String,
+    /// SHA-256 of the server certificate (hex), so connect times do not
+    /// include fetching it.
+    #[arg(long)]
+    pub cert_hash: Option<String>,
+    /// Idle players only: connect, report, then read until stdin closes.
+    #[arg(long)]
+    pub filler: bool,
+}
+
+/// One line of the probe's stdout.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ProbeEvent {
+    Connected {
+        /// Per connected client, from the first attempt to Welcome.
+        connect_us: Vec<u64>,
+        /// Failed attempts (retried up to three times per client).
+        failed: usize,
+        /// First connect error, if any.
+        error: Option<String>,
+    },
+    Progress {
+        elapsed_s: f64,
+        snapshots: u64,
+    },
+    Result(ProbeResult),
+}
+
+/// Raw samples of all measured clients together.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub rtt_us: Vec<u64>,
+    pub staleness_us: Vec<u64>,
+    pub jitter_us: Vec<u64>,
+    /// RFC 3550 smoothed jitter at the end, one per client.
+    pub rfc3550_us: Vec<f64>,
+    pub snapshots: u64,
+    pub distinct_ticks: u64,
+    pub expected_ticks: u64,
+    pub out_of_order: u64,
+    pub on_datagram: u64,
+    pub on_stream: u64,
+    pub inputs_sent: u64,
+    /// Size of the last snapshot message seen (19 + 12 × players).
+    pub snapshot_bytes: usize,
+    pub tick_hz: u16,
+    pub snapshot_every: u16,
+    pub errors: u64,
+}
+
+impl ProbeResult {
+    fn merge(&mut self, o: ProbeResult) {
+        self.rtt_us.extend(o.rtt_us);
+        self.staleness_us.extend(o.staleness_us);
+        self.jitter_us.extend(o.jitter_us);
+        self.rfc3550_us.extend(o.rfc3550_us);
+        self.snapshots += o.snapshots;
+        self.distinct_ticks += o.distinct_ticks;
+        self.expected_ticks += o.expected_ticks;
+        self.out_of_order += o.out_of_order;
+        self.on_datagram += o.on_datagram;
+        self.on_stream += o.on_stream;
+        self.inputs_sent += o.inputs_sent;
+        self.snapshot_bytes = self.snapshot_bytes.max(o.snapshot_bytes);
+        if o.tick_hz != 0 {
+            self.tick_hz = o.tick_hz;
+            self.snapshot_every = o.snapshot_every;
+        }
+        self.errors += o.errors;
+    }
+}
+
+fn emit(ev: &ProbeEvent) {
+    // One line per event; the parent reads them in order.
+    match serde_json::to_string(ev) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("rally lab-client: cannot encode event: {e}"),
+    }
+}
+
+pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
+    let transport = match args.transport {
+        ProbeTransport::Wt => TransportKind::WebTransport,
+        ProbeTransport::Ws => TransportKind::WebSocket,
+    };
+    let cert_hash = match &args.cert_hash {
+        Some(h) => {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(h, &mut out).map_err(|e| anyhow::anyhow!("--cert-hash: {e}"))?;
+            Some(out)
+        }
+        None => None,
+    };
+    let connects = futures::stream::iter(0..args.clients)
+        .map(|i| {
+            let mut opts = ConnectOptions::new(
+                args.url.clone(),
+                transport,
+                &args.room,
+                &format!("{}{i}", args.name_prefix),
+            );
+            opts.cert_hash = cert_hash;
+            async move {
+                // Retry as a game client would; the time counts every
+                // attempt, the failures are reported.
+                let t0 = Instant::now();
+                let mut failures = Vec::new();
+                for _ in 0..CONNECT_ATTEMPTS {
+                    match Client::connect(opts.clone()).await {
+                        Ok(c) => return (Some((c, t0.elapsed().as_micros() as u64)), failures),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                (None, failures)
+            }
+        })
+        .buffer_unordered(CONNECT_PARALLELISM)
+        .collect::<Vec<_>>()
+        .await;
+    let mut clients = Vec::new();
+    let mut connect_us = Vec::new();
+    let mut failed = 0;
+    let mut error = None;
+    for (c, failures) in connects {
+        failed += failures.len();
+        if let Some(e) = failures.into_iter().next() {
+            error.get_or_insert(e);
+        }
+        if let Some((client, us)) = c {
+            clients.push(client);
+            connect_us.push(us);
+        }
+    }
+    emit(&ProbeEvent::Connected {
+        connect_us,
+        failed,
+        error,
+    });
+
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    if args.filler {
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|mut c| tokio::spawn(async move { while c.recv().await.is_ok() {} }))
+            .collect();
+        // Hold the players until the parent closes stdin (or kills us).
+        while let Ok(Some(_)) = stdin.next_line().await {}
+        for t in tasks {
+            t.abort();
+        }
+        return Ok(());
+    }
+
+    // Start together when told (or at once when stdin is not a pipe).
+    let _ = stdin.next_line().await;
+    let duration = Duration::from_secs_f64(args.duration.max(0.0));
+    let start = Instant::now();
+    // Snapshots the server made before this moment waited in socket
+    // buffers while the other clients connected: they are not samples.
+    let start_us = now_us();
+    let deadline = tokio::time::Instant::now() + duration;
+    let snapshots = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let snapshots = snapshots.clone();
+            tokio::spawn(measure(c, i, start_us, deadline, snapshots))
+        })
+        .collect();
+    let progress = {
+        let snapshots = snapshots.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                emit(&ProbeEvent::Progress {
+                    elapsed_s: start.elapsed().as_secs_f64(),
+                    snapshots: snapshots.load(Ordering::Relaxed),
+                });
+            }
+        })
+    };
+    let mut total = ProbeResult::default();
+    for t in tasks {
+        match t.await {
+            Ok(r) => total.merge(r),
+            Err(e) => {
+                tracing::error!("measuring task failed: {e}");
+                total.errors += 1;
+            }
+        }
+    }
+    progress.abort();
+    emit(&ProbeEvent::Result(total));
+    Ok(())
+}
+
+/// Plays one client until `deadline`, sending an input every tick and
+/// sampling every snapshot the server made from `start_us` on.
+#[tracing::instrument(skip_all, fields(client = index))]
+async fn measure(
+    mut client: Client,
+    index: usize,
+    start_us: u64,
+    deadline: tokio::time::Instant,
+    snapshots: Arc<AtomicU64>,
+) -> ProbeResult {
+    let welcome = client.welcome().clone();
+    let mut out = ProbeResult {
+        tick_hz: welcome.tick_hz,
+        snapshot_every: welcome.snapshot_every,
+        ..Default::default()
+    };
+    let hz = welcome.tick_hz.max(1) as f64;
+    let mut input_tick = tokio::time::interval(Duration::from_secs_f64(1.0 / hz));
+    input_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut acks = AckTracker::default();
+    let mut jitter = TransitJitter::default();
+    let mut ticks = TickCoverage::default();
+    // Walk back and forth across the arena: the state changes every tick.
+    let mut buttons = Buttons(Buttons::RIGHT);
+    let mut held = 0u32;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            r = client.recv() => match r {
+                Ok(r) => {
+                    let now = now_us();
+                    match r.msg {
+                        ServerMsg::Snapshot { body, .. } if body.server_time_us < start_us => {}
+                        ServerMsg::Snapshot { ack_seq, body } => {
+                            snapshots.fetch_add(1, Ordering::Relaxed);
+                            out.snapshots += 1;
+                            match r.channel {
+                                Channel::Unreliable => out.on_datagram += 1,
+                                Channel::Reliable => out.on_stream += 1,
+                            }
+                            out.snapshot_bytes = 19 + 12 * body.players.len();
+                            acks.acked(ack_seq, now, &mut out.rtt_us);
+                            out.staleness_us.push(now.saturating_sub(body.server_time_us));
+                            if let Some(d) = jitter.arrival(body.server_time_us, now) {
+                                out.jitter_us.push(d);
+                            }
+                            ticks.arrival(body.tick);
+                        }
+                        ServerMsg::Error { code, reason } => {
+                            tracing::warn!(code, %reason, "server error");
+                            out.errors += 1;
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("connection lost: {e}");
+                    out.errors += 1;
+                    break;
+                }
+            },
+            _ = input_tick.tick() => {
+                held += 1;
+                if held as f64 > hz {
+                    held = 0;
+                    buttons = Buttons(if buttons.0 == Buttons::RIGHT { Buttons::LEFT } else { Buttons::RIGHT });
+                }
+                let at = now_us();
+                match client.send_input(buttons).await {
+                    Ok(seq) => {
+                        acks.sent(seq, at);
+                        out.inputs_sent += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!("send failed: {e}");
+                        out.errors += 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out.rfc3550_us.push(jitter.smoothed_us());
+    out.distinct_ticks = ticks.received();
+    out.expected_ticks = ticks.expected(welcome.snapshot_every);
+    out.out_of_order = ticks.out_of_order();
+    out
+}

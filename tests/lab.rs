@@ -1,0 +1,363 @@
+//! The transport lab against real packets: the impairer measured through
+//! the namespaces, the direction of the transport comparison, the
+//! `rally compare` binary end to end, and cleanup after Ctrl-C.
+//!
+//! These need root, /dev/net/tun and iproute2 namespaces. Without them a
+//! test prints why and returns, except under CI (`CI=true`), where a
+//! missing prerequisite fails. The tests take one lock so their timing
+//! measurements do not compete for the CPU (namespace names are unique per
+//! process and call, so they could not collide anyway).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rally::lab::forward::Forwarder;
+use rally::lab::impair::ImpairConfig;
+use rally::lab::netns::{self, LabNet, CLIENT_ADDR, SERVER_ADDR};
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// True when the lab can run; panics under CI when it cannot.
+fn lab_available(test: &str) -> bool {
+    match netns::check_support() {
+        Ok(()) => true,
+        Err(why) => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            if ci {
+                panic!("{test}: lab prerequisites missing under CI: {why}");
+            }
+            eprintln!(
+                "SKIPPED {test}: the lab needs root, /dev/net/tun and network namespaces: {why}"
+            );
+            false
+        }
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "rally-lab-test-{}-{}-{name}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `rally compare ARGS`, returns the parsed JSON report.
+fn compare(args: &[&str], json: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_rally"))
+        .arg("compare")
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .output()
+        .expect("run rally compare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "rally compare failed: {}\n{stderr}",
+        out.status
+    );
+    let text = std::fs::read_to_string(json).expect("JSON report written");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON: {e}\n{text}"))
+}
+
+fn namespaces_of(pid: u32) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("rally-lab-{pid}-")))
+        .map(String::from)
+        .collect()
+}
+
+/// 2000 UDP datagrams from the client namespace to the server namespace
+/// through 10% loss and 30 ms delay each way; the server side echoes them.
+#[test]
+fn impairer_drops_and_delays_real_packets_at_the_configured_rates() {
+    if !lab_available("impairer_drops_and_delays_real_packets_at_the_configured_rates") {
+        return;
+    }
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    const N: u32 = 2000;
+    const LOSS: f64 = 0.1;
+    let delay = Duration::from_millis(30);
+    let net = LabNet::create().expect("lab network");
+    let rx = net
+        .server_ns
+        .run(|| std::net::UdpSocket::bind((SERVER_ADDR, 0)))
+        .unwrap()
+        .unwrap();
+    let tx = net
+        .client_ns
+        .run(|| std::net::UdpSocket::bind((CLIENT_ADDR, 0)))
+        .unwrap()
+        .unwrap();
+    let one_way = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let rtts = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (c2s, s2c) = rt.block_on(async {
+        let cfg = ImpairConfig {
+            loss: LOSS,
+            delay,
+            ..Default::default()
+        };
+        let fwd = Forwarder::start(&net.client_tun, &net.server_tun, cfg, cfg, 42).unwrap();
+        rx.set_nonblocking(true).unwrap();
+        tx.set_nonblocking(true).unwrap();
+        let rx = tokio::net::UdpSocket::from_std(rx).unwrap();
+        let tx = Arc::new(tokio::net::UdpSocket::from_std(tx).unwrap());
+        let server_addr = rx.local_addr().unwrap();
+        let t0 = Instant::now();
+        let stamp = move || t0.elapsed().as_micros() as u64;
+        // Server side: note the one-way delay, echo the datagram back.
+        let samples = one_way.clone();
+        let echo = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = rx.recv_from(&mut buf).await {
+                let sent = u64::from_be_bytes(buf[4..12].try_into().unwrap());
+                samples.lock().unwrap().push(stamp() - sent);
+                rx.send_to(&buf[..n], from).await.unwrap();
+            }
+        });
+        // Client side: collect the echoes.
+        let (tx2, samples) = (tx.clone(), rtts.clone());
+        let back = tokio::spawn(async move {
+            let mut seen = HashSet::new();
+            let mut buf = [0u8; 64];
+            while let Ok(n) = tx2.recv(&mut buf).await {
+                assert_eq!(n, 12);
+                let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
+                let sent = u64::from_be_bytes(buf[4..12].try_into().unwrap());
+                assert!(seen.insert(seq), "datagram {seq} duplicated");
+                samples.lock().unwrap().push(stamp() - sent);
+            }
+        });
+        tx.connect(server_addr).await.unwrap();
+        for seq in 0..N {
+            let mut msg = [0u8; 12];
+            msg[..4].copy_from_slice(&seq.to_be_bytes());
+            msg[4..].copy_from_slice(&stamp().to_be_bytes());
+            tx.send(&msg).await.unwrap();
+            // 10 datagrams per 5 ms: paced, so no queue is involved.
+            if seq % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        // Wait until nothing is in flight any more.
+        tokio::time::sleep(delay * 10).await;
+        echo.abort();
+        back.abort();
+        (fwd.client_to_server.read(), fwd.server_to_client.read())
+    });
+    let one_way = one_way.lock().unwrap().clone();
+    let rtts = rtts.lock().unwrap().clone();
+
+    // Binomial bands: 4σ.
+    let band = |trials: f64| {
+        (
+            trials * (1.0 - LOSS),
+            4.0 * (trials * LOSS * (1.0 - LOSS)).sqrt(),
+        )
+    };
+    let (mean, tol) = band(N as f64);
+    assert!(
+        (one_way.len() as f64 - mean).abs() <= tol,
+        "client→server delivered {} of {N}: outside {mean} ± {tol:.1}",
+        one_way.len()
+    );
+    let (mean, tol) = band(one_way.len() as f64);
+    assert!(
+        (rtts.len() as f64 - mean).abs() <= tol,
+        "echoes {} of {}: outside {mean} ± {tol:.1}",
+        rtts.len(),
+        one_way.len()
+    );
+    // The forwarder's books agree with what the sockets saw.
+    assert_eq!(c2s.packets_in, N as u64);
+    assert_eq!(c2s.packets_out, one_way.len() as u64);
+    assert_eq!(c2s.packets_in, c2s.dropped_loss + c2s.packets_out);
+    assert_eq!(s2c.packets_in, one_way.len() as u64);
+    assert_eq!(s2c.packets_out, rtts.len() as u64);
+    // Never faster than the configured delay.
+    let d = delay.as_micros() as u64;
+    let min_one_way = one_way.iter().min().copied().unwrap_or(0);
+    assert!(min_one_way >= d, "one-way {min_one_way} µs < {d} µs");
+    let min_rtt = rtts.iter().min().copied().unwrap_or(0);
+    assert!(min_rtt >= 2 * d, "round trip {min_rtt} µs < {} µs", 2 * d);
+}
+
+/// With 5% loss and 20 ms each way, WebSocket's head-of-line blocking shows
+/// in the tail: its p99 staleness is above the datagram path's, both
+/// measured in the same run.
+#[test]
+fn under_loss_websocket_staleness_tail_is_above_datagrams() {
+    if !lab_available("under_loss_websocket_staleness_tail_is_above_datagrams") {
+        return;
+    }
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("direction");
+    let v = compare(
+        &[
+            "--transports",
+            "wt-datagram,ws",
+            "--clients",
+            "3",
+            "--duration",
+            "4",
+            "--loss",
+            "5",
+            "--delay",
+            "20",
+            "--seed",
+            "7",
+        ],
+        &dir.join("r.json"),
+    );
+    assert_eq!(v["scenario"]["network"], "namespaces");
+    assert_eq!(v["scenario"]["impairment"]["applied"], true);
+    let p99 = |name: &str| {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["transport"] == name)
+            .unwrap_or_else(|| panic!("no {name} row"))["staleness_ms"]["p99"]
+            .as_f64()
+            .unwrap()
+    };
+    let (dgram, ws) = (p99("wt-datagram"), p99("ws"));
+    assert!(
+        ws > dgram,
+        "WebSocket p99 staleness {ws} ms is not above datagrams' {dgram} ms"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn check_dist(d: &serde_json::Value, what: &str) {
+    let keys = ["p50", "p90", "p99", "p999", "max"];
+    let vals: Vec<f64> = keys
+        .iter()
+        .map(|k| {
+            d[k].as_f64()
+                .unwrap_or_else(|| panic!("{what}.{k} missing in {d}"))
+        })
+        .collect();
+    assert!(
+        vals.windows(2).all(|w| w[0] <= w[1]),
+        "{what} not monotone: {vals:?}"
+    );
+    assert!(d["samples"].as_u64().unwrap() > 0, "{what} has no samples");
+}
+
+/// The real binary, all three transports, fillers for the snapshot size:
+/// valid JSON with the documented fields and an HTML page with the plots.
+#[test]
+fn compare_runs_end_to_end_and_writes_json_and_html() {
+    if !lab_available("compare_runs_end_to_end_and_writes_json_and_html") {
+        return;
+    }
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("e2e");
+    let html = dir.join("r.html");
+    let v = compare(
+        &[
+            "--clients",
+            "2",
+            "--duration",
+            "3",
+            "--tick-hz",
+            "30",
+            "--snapshot-bytes",
+            "200",
+            "--delay",
+            "5",
+            "--report",
+            html.to_str().unwrap(),
+        ],
+        &dir.join("r.json"),
+    );
+    assert_eq!(v["schema"], "rally-compare/1");
+    let s = &v["scenario"];
+    assert_eq!(s["clients"], 2);
+    // ceil((200 − 19) / 12) = 16 players: 2 measured + 14 fillers.
+    assert_eq!(s["players"], 16);
+    assert_eq!(s["filler_clients"], 14);
+    assert_eq!(s["snapshot_bytes"], 19 + 12 * 16);
+    assert_eq!(s["tick_hz"], 30);
+    assert_eq!(s["impairment"]["delay_ms"], 5.0);
+    let results = v["results"].as_array().unwrap();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["transport"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["wt-datagram", "wt-stream", "ws"]);
+    for r in results {
+        let t = r["transport"].as_str().unwrap();
+        for d in ["rtt_ms", "staleness_ms", "jitter_ms", "connect_ms"] {
+            check_dist(&r[d], &format!("{t}.{d}"));
+        }
+        let ratio = r["delivered_ratio"].as_f64().unwrap();
+        assert!(ratio > 0.5 && ratio <= 1.0, "{t} delivered {ratio}");
+        assert!(r["bytes_per_snapshot"].as_f64().unwrap() > 211.0, "{t}");
+        assert!(r["cpu_us_per_msg"].as_f64().unwrap() > 0.0, "{t}");
+        assert_eq!(r["errors"], 0, "{t}");
+        // Staleness cannot be below the added one-way delay.
+        assert!(r["staleness_ms"]["p50"].as_f64().unwrap() >= 5.0, "{t}");
+    }
+    // The carriage differs as configured.
+    assert_eq!(results[0]["snapshots_on_stream"], 0);
+    assert_eq!(results[1]["snapshots_on_datagram"], 0);
+    let page = std::fs::read_to_string(&html).expect("HTML report written");
+    assert_eq!(page.matches("<svg").count(), 2, "two CDF plots");
+    assert!(page.contains("Reading") && page.contains("<table>"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Ctrl-C in the middle of a run removes the namespaces and children.
+#[test]
+fn interrupted_compare_cleans_up_its_namespaces() {
+    if !lab_available("interrupted_compare_cleans_up_its_namespaces") {
+        return;
+    }
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rally"))
+        .args([
+            "compare",
+            "--transports",
+            "ws",
+            "--clients",
+            "1",
+            "--duration",
+            "60",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait (bounded) until the run has built its network.
+    let t0 = Instant::now();
+    while namespaces_of(pid).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no namespaces appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "an interrupted run reports failure");
+    assert!(
+        namespaces_of(pid).is_empty(),
+        "namespaces left behind: {:?}",
+        namespaces_of(pid)
+    );
+}
