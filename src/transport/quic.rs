@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use h3::ext::Protocol;
 use h3::server::RequestStream;
+use h3::ConnectionState as _;
 use http::{Method, Request, Response, StatusCode};
 use tracing::Instrument;
 
@@ -20,6 +21,10 @@ const REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_FIELD_SECTION: u64 = 16 * 1024;
 
 type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+type H3Conn = h3::server::Connection<h3_quinn::Connection, Bytes>;
+
+/// Longest wait for a client's SETTINGS after its CONNECT arrived.
+const SETTINGS_WAIT: Duration = Duration::from_secs(3);
 
 pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
@@ -101,6 +106,13 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
                     }
                 };
                 let stream_id = stream.id().into_inner();
+                if !await_peer_settings(&mut h3conn, &shared).await {
+                    tracing::info!(
+                        "CONNECT refused: the client's SETTINGS do not enable WebTransport"
+                    );
+                    respond(stream, plain(StatusCode::BAD_REQUEST)).await;
+                    return;
+                }
                 match webtransport::Session::accept(req, stream, h3conn).await {
                     Ok(session) => {
                         let span = tracing::info_span!("wt", peer = %quic.remote_address());
@@ -128,6 +140,41 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         }
         tokio::spawn(request(req, stream, shared.clone()));
     }
+}
+
+/// Waits (bounded) until the client's SETTINGS enabling WebTransport have
+/// arrived. RFC 9114 §7.2.4.2: "packets carrying the settings can be lost
+/// or delayed", so a CONNECT can overtake them; h3-webtransport would refuse
+/// such a session outright (seen under packet loss in the lab). Polling
+/// `accept` drives the control stream; a request that arrives meanwhile is
+/// served.
+async fn await_peer_settings(h3conn: &mut H3Conn, shared: &Arc<Shared>) -> bool {
+    let deadline = tokio::time::Instant::now() + SETTINGS_WAIT;
+    while !h3conn.settings().enable_webtransport() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::select! {
+            accepted = h3conn.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        match resolver.resolve_request().await {
+                            // One session per connection: a second CONNECT is refused.
+                            Ok((req, stream)) if req.method() == Method::CONNECT => {
+                                respond(stream, plain(StatusCode::TOO_MANY_REQUESTS)).await
+                            }
+                            Ok((req, stream)) => request(req, stream, shared).await,
+                            Err(e) => tracing::debug!("bad HTTP/3 request: {e}"),
+                        }
+                    });
+                }
+                Ok(None) | Err(_) => return false,
+            },
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+    true
 }
 
 fn plain(status: StatusCode) -> Response<Bytes> {
