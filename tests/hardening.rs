@@ -55,6 +55,9 @@ async fn resume_switching_transports_replays_missed_events_exactly_once() {
         let mut a = server.connect(first, &room, "alice").await;
         let a_id = a.player_id();
         // Roster (observer, alice) → reliable_seq 2 once both are read.
+        for _ in 0..3 {
+            a.send_input(Buttons(Buttons::UP)).await.unwrap();
+        }
         let mut got = Vec::new();
         within(5, "roster", async {
             while got.len() < 2 {
@@ -115,12 +118,14 @@ async fn resume_switching_transports_replays_missed_events_exactly_once() {
                 player_id: carol_id
             }
         );
-        // A full snapshot with alice in it arrives, and she can move again.
-        a.send_input(Buttons(Buttons::DOWN)).await.unwrap();
+        // A full snapshot with alice in it arrives, and she can move again:
+        // her input numbering carries on, so the server applies the new one.
+        let seq = a.send_input(Buttons(Buttons::DOWN)).await.unwrap();
+        assert_eq!(seq, state.input_seq + 1);
         within(5, "snapshot after resume", async {
             loop {
                 if let ServerMsg::Snapshot { body, ack_seq } = a.recv().await.unwrap().msg {
-                    if ack_seq >= 1 {
+                    if ack_seq == seq {
                         assert!(body.players.iter().any(|p| p.id == a_id));
                         break;
                     }
@@ -145,6 +150,7 @@ async fn unknown_or_expired_resume_tokens_get_an_error_and_a_fresh_join() {
         opts.resume = Some(rally::client::ResumeState {
             token: [7; 16],
             last_seq: 0,
+            input_seq: 0,
         });
         let c = Client::connect(opts).await.unwrap();
         assert!(!c.resumed());

@@ -73,6 +73,9 @@ pub struct ResumeState {
     pub token: [u8; RESUME_TOKEN_LEN],
     /// Number of the last reliable event received.
     pub last_seq: u32,
+    /// Sequence number of the last input sent (client-side only): a resumed
+    /// player carries on from it, as the server's ack for it does.
+    pub input_seq: u32,
 }
 
 impl ConnectOptions {
@@ -278,6 +281,7 @@ impl Client {
                 ServerMsg::Welcome(w) => {
                     client.reliable_seq = w.reliable_seq;
                     client.resumed = opts.resume.is_some();
+                    client.next_seq = opts.resume.map_or(0, |r| r.input_seq);
                     client.welcome = w;
                     return Ok(client);
                 }
@@ -333,6 +337,7 @@ impl Client {
         ResumeState {
             token: self.welcome.resume_token,
             last_seq: self.reliable_seq,
+            input_seq: self.next_seq,
         }
     }
 

@@ -1,0 +1,196 @@
+// Helpers for the browser tests: the real Rally server and native bots as
+// child processes, and headless Debian Chromium driven by playwright-core.
+
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { existsSync, mkdirSync, mkdtempSync, createWriteStream, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname, extname, basename } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import dgram from 'node:dgram';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = resolve(here, '../..');
+export const artifactsDir = join(here, 'artifacts');
+export const clientDir = join(repoRoot, 'client');
+export const rallyBin = process.env.RALLY_BIN || join(repoRoot, 'target/release/rally');
+export const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+
+mkdirSync(artifactsDir, { recursive: true });
+
+/** Throws (so tests fail, never skip) when something the tests need is missing. */
+export function checkPrerequisites() {
+  const missing = [];
+  if (!existsSync(rallyBin)) missing.push(`server binary ${rallyBin} (build it: cargo build --release, or set RALLY_BIN)`);
+  if (!existsSync(chromiumPath)) missing.push(`${chromiumPath} (apt-get install -y chromium; run.sh does this)`);
+  if (missing.length) throw new Error(`missing prerequisites:\n  ${missing.join('\n  ')}`);
+}
+
+let serverCount = 0;
+
+/**
+ * Starts `rally serve` on ephemeral ports (or the given ones) and resolves
+ * once it printed its `listening` line.
+ */
+export function startServer({ port = 0, certDir = null, extraArgs = [] } = {}) {
+  const dir = certDir || mkdtempSync(join(tmpdir(), 'rally-certs-'));
+  const n = ++serverCount;
+  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--tcp-listen', `127.0.0.1:${port}`, '--cert-dir', dir, ...extraArgs];
+  const proc = spawn(rallyBin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
+  const log = createWriteStream(join(artifactsDir, `server-${n}.log`));
+  log.write(`$ ${rallyBin} ${args.join(' ')}\n`);
+  proc.stderr.pipe(log, { end: false });
+  let stderrTail = '';
+  proc.stderr.on('data', (d) => {
+    stderrTail = (stderrTail + d.toString()).slice(-4000);
+  });
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`server printed no listening line within 20 s; stderr:\n${stderrTail}`));
+    }, 20000);
+    proc.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited early (code ${code}, signal ${signal}); stderr:\n${stderrTail}`));
+    });
+    const lines = createInterface({ input: proc.stdout });
+    lines.on('line', (line) => {
+      log.write(`[stdout] ${line}\n`);
+      let ev;
+      try {
+        ev = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (ev.event !== 'listening') return;
+      clearTimeout(timer);
+      proc.removeAllListeners('exit');
+      const udpPort = Number(String(ev.udp).split(':').pop());
+      const tcpPort = Number(String(ev.tcp).split(':').pop());
+      const server = {
+        proc,
+        certDir: dir,
+        udp: ev.udp,
+        tcp: ev.tcp,
+        udpPort,
+        tcpPort,
+        certSha256: ev.cert_sha256,
+        origin: `http://127.0.0.1:${tcpPort}`,
+        exited: new Promise((r) => proc.on('exit', (code, signal) => r({ code, signal }))),
+        async stop(signal = 'SIGTERM') {
+          if (proc.exitCode !== null || proc.signalCode !== null) return;
+          proc.kill(signal);
+          const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+          await server.exited;
+          clearTimeout(t);
+        },
+      };
+      resolvePromise(server);
+    });
+  });
+}
+
+/** Runs `rally bot`; `result` resolves with its final JSON object (or rejects). */
+export function runBot(origin, { room, bots = 1, duration = 5, transport = 'ws' }) {
+  const args = ['bot', '--url', origin, '--transport', transport, '--room', room, '--bots', String(bots), '--duration', String(duration), '--json'];
+  const proc = spawn(rallyBin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stdout.on('data', (d) => (out += d));
+  proc.stderr.on('data', (d) => (err = (err + d).slice(-4000)));
+  const result = new Promise((resolvePromise, reject) => {
+    proc.on('exit', (code) => {
+      const text = out.trim();
+      // One JSON object, possibly pretty-printed: take from the last line that starts one.
+      const lines = text.split('\n');
+      for (let i = lines.length - 1; i >= 0; i--) {
+        if (!lines[i].trimStart().startsWith('{')) continue;
+        try {
+          resolvePromise({ code, json: JSON.parse(lines.slice(i).join('\n')) });
+          return;
+        } catch {
+          // keep looking
+        }
+      }
+      reject(new Error(`bot printed no JSON (exit ${code}); stdout: ${text.slice(-500)} stderr: ${err}`));
+    });
+  });
+  result.catch(() => {});
+  return {
+    proc,
+    result,
+    kill() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    },
+  };
+}
+
+/** A UDP socket that swallows everything: an unreachable WebTransport endpoint. */
+export async function udpBlackHole() {
+  const sock = dgram.createSocket('udp4');
+  let packets = 0;
+  sock.on('message', () => packets++);
+  await new Promise((r) => sock.bind(0, '127.0.0.1', r));
+  return {
+    port: sock.address().port,
+    get packets() {
+      return packets;
+    },
+    close: () => new Promise((r) => sock.close(r)),
+  };
+}
+
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/**
+ * Debian Chromium, never a downloaded browser. playwright-core's launch()
+ * gives it a fresh temporary --user-data-dir each time.
+ */
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');
+  const args = [...CHROMIUM_ARGS];
+  // Responses fulfilled by the test (RALLY_CLIENT_FROM_DISK) carry no
+  // address space, so Local Network Access would block the page's own
+  // loopback connections; only that development mode turns the check off.
+  if (process.env.RALLY_CLIENT_FROM_DISK === '1') args.push('--disable-features=LocalNetworkAccessChecks');
+  return chromium.launch({ executablePath: chromiumPath, args, headless: true });
+}
+
+const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
+
+/**
+ * Development aid (RALLY_CLIENT_FROM_DISK=1): serve the page and /client/*
+ * from the working tree instead of the copy embedded in the server binary,
+ * so client edits can be tested without rebuilding. Off by default: the
+ * tests check what the binary really serves.
+ */
+export async function maybeServeClientFromDisk(context, origin) {
+  if (process.env.RALLY_CLIENT_FROM_DISK !== '1') return;
+  await context.route(`${origin}/**`, (route) => {
+    const path = new URL(route.request().url()).pathname;
+    let file = null;
+    if (path === '/' || path === '/index.html') file = 'index.html';
+    else if (path.startsWith('/client/')) file = basename(path);
+    if (!file || !existsSync(join(clientDir, file))) return route.continue();
+    return route.fulfill({
+      status: 200,
+      contentType: TYPES[extname(file)] || 'application/octet-stream',
+      body: readFileSync(join(clientDir, file)),
+    });
+  });
+}
+
+export function removeDir(dir) {
+  try {
+    rmSync(dir, { recursive: true, force: true });
+  } catch {
+    // best effort
+  }
+}
