@@ -93,6 +93,12 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub limits: Limits,
 
+    /// Also serve a WebSocket echo endpoint at `/echo` (same upgrade path,
+    /// limits and WebSocket configuration as `/rally`). For conformance
+    /// testing (Autobahn cases); off by default.
+    #[arg(long, env = "RALLY_WS_ECHO")]
+    pub ws_echo: bool,
+
     /// Origins allowed to open a session (WebSocket upgrade and WebTransport
     /// CONNECT), e.g. `https://game.example`; repeat the flag or separate
     /// with commas; `*` allows any. With the development certificate,
@@ -216,6 +222,7 @@ impl Default for ServeConfig {
             max_sessions: 10_000,
             wt_snapshots: SnapshotCarriage::Datagram,
             limits: Limits::default(),
+            ws_echo: false,
             allow_origin: Vec::new(),
             token_secret: None,
             resume_window: Duration::from_secs(10),

@@ -120,7 +120,10 @@ fn request(
         .http_requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if req.uri().path() == RALLY_PATH {
-        return upgrade(&mut req, peer, shared, guard);
+        return upgrade(&mut req, peer, shared, guard, Endpoint::Rally);
+    }
+    if req.uri().path() == ECHO_PATH && shared.cfg.ws_echo {
+        return upgrade(&mut req, peer, shared, guard, Endpoint::Echo);
     }
     let mut resp = route(req.method(), req.uri().path(), &shared).map(Full::new);
     if let Some(alt) = &shared.alt_svc {
@@ -148,11 +151,22 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 
 /// RFC 6455 §4.2: validate the opening handshake and answer 101, then run
 /// the session on the upgraded connection.
+/// What an upgraded WebSocket connection serves.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Rally,
+    Echo,
+}
+
+/// Conformance-testing echo endpoint (`--ws-echo`).
+const ECHO_PATH: &str = "/echo";
+
 fn upgrade(
     req: &mut Request<Incoming>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     guard: Arc<ConnGuard>,
+    endpoint: Endpoint,
 ) -> Response<Full<Bytes>> {
     let is_upgrade = req.method() == http::Method::GET
         && header_has_token(req, header::CONNECTION, "upgrade")
@@ -206,7 +220,10 @@ fn upgrade(
                 Some(websocket::config()),
             )
             .await;
-            run_ws(ws, shared, claims).await;
+            match endpoint {
+                Endpoint::Rally => run_ws(ws, shared, claims).await,
+                Endpoint::Echo => echo(ws).await,
+            }
         }
         .instrument(span),
     );
@@ -221,6 +238,26 @@ fn upgrade(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     r
+}
+
+/// Echoes data messages back; tungstenite handles control frames, UTF-8
+/// validation and the closing handshake, exactly as on `/rally`.
+async fn echo<S>(mut ws: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    while let Some(msg) = ws.next().await {
+        let reply = match msg {
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => m,
+            Ok(_) => continue,
+            Err(e) => return tracing::debug!("echo: {e}"),
+        };
+        if ws.send(reply).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn run_ws<S>(ws: WebSocketStream<S>, shared: Arc<Shared>, claims: Option<crate::auth::Claims>)
