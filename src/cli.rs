@@ -32,6 +32,9 @@ pub enum Command {
     Bot(BotArgs),
     /// Mint a signed join token for a server started with --token-secret.
     Token(TokenArgs),
+    /// Soak test: bots with join/leave churn and resumes on both transports
+    /// for a set time; reports server memory and file descriptors.
+    Soak(crate::client::soak::SoakArgs),
     /// Compare transports (WebTransport datagrams, WebTransport stream,
     /// WebSocket) on one scenario through an impaired network; see
     /// docs/LAB.md.

@@ -56,6 +56,17 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bot(args) => runtime.block_on(run_bots(args)),
+        Command::Soak(args) => {
+            let json = args.json.clone();
+            let report = runtime.block_on(rally::client::soak::run(args))?;
+            let text = serde_json::to_string_pretty(&report)?;
+            if let Some(path) = json {
+                std::fs::write(&path, &text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("{text}");
+            Ok(())
+        }
         Command::Compare(args) => runtime.block_on(rally::lab::compare::run(args)),
         Command::LabClient(args) => runtime.block_on(rally::lab::probe::run(args)),
         Command::Token(args) => {

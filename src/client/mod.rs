@@ -6,6 +6,7 @@
 
 pub mod bot;
 mod http_get;
+pub mod soak;
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
