@@ -5,7 +5,9 @@
 #
 # Steps: formatting and lints, the Rust unit and integration tests (real
 # server processes on ephemeral ports, real WebTransport and WebSocket
-# clients), then the browser tests in headless Debian Chromium. A missing
+# clients, the lab through network namespaces, which needs root), the
+# adversarial suite with third-party Python peers (pip, in a venv), then the
+# browser tests in headless Debian Chromium (apt, npm). A missing
 # prerequisite is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,9 @@ cargo clippy --all-targets --release -- -D warnings
 
 step "cargo test (unit, property and integration tests)"
 cargo test --release
+
+step "adversarial peers: aioquic (HTTP/3, WebTransport), websockets, kosoku (Autobahn)"
+RALLY_BIN="$PWD/target/release/rally" tests/adversarial/run.sh
 
 step "browser tests (headless Chromium)"
 RALLY_BIN="$PWD/target/release/rally" tests/browser/run.sh

@@ -273,17 +273,28 @@ pub async fn run(
         .context("TLS configuration unusable for QUIC")?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
     server_config.transport_config(Arc::new(transport_config(&cfg)?));
-    let endpoint = quinn::Endpoint::server(server_config, cfg.listen)
-        .with_context(|| format!("binding UDP {}", cfg.listen))?;
-    let udp = endpoint.local_addr()?;
-
-    let mut tcp_addr = cfg.tcp_listen;
-    if tcp_addr.port() == 0 {
-        tcp_addr.set_port(udp.port());
-    }
-    let listener = tokio::net::TcpListener::bind(tcp_addr)
-        .await
-        .with_context(|| format!("binding TCP {tcp_addr}"))?;
+    // With port 0 for both, TCP takes the UDP port's number; if another
+    // program holds that TCP port, pick another UDP port and try again.
+    let pick_both = cfg.listen.port() == 0 && cfg.tcp_listen.port() == 0;
+    let mut attempts = 0;
+    let (endpoint, udp, listener) = loop {
+        attempts += 1;
+        let endpoint = quinn::Endpoint::server(server_config.clone(), cfg.listen)
+            .with_context(|| format!("binding UDP {}", cfg.listen))?;
+        let udp = endpoint.local_addr()?;
+        let mut tcp_addr = cfg.tcp_listen;
+        if tcp_addr.port() == 0 {
+            tcp_addr.set_port(udp.port());
+        }
+        match tokio::net::TcpListener::bind(tcp_addr).await {
+            Ok(l) => break (endpoint, udp, l),
+            Err(e) if pick_both && attempts < 20 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                endpoint.close(0u32.into(), b"");
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("binding TCP {tcp_addr}")),
+        }
+    };
     let tcp_bound = listener.local_addr()?;
 
     // Dev certificates are served over plain HTTP: loopback pages are a

@@ -178,7 +178,19 @@ pub async fn run<R: TransportRx, T: TransportTx>(
         end = session(kind, &mut rx, &mut tx, ctx) => end,
         _ = ctx.shutdown.cancelled() => End::Shutdown,
     };
+    let closed_by_us = !matches!(end, End::Gone(_));
     finish(kind, &mut tx, ctx, end).await;
+    if closed_by_us {
+        // Read and discard what the peer still sends until it closes (or a
+        // short bound): closing a TCP socket with unread input makes the
+        // kernel send a reset, which can destroy the Error and close frame
+        // we just wrote before the peer reads them (seen with a flooding
+        // WebSocket client).
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(Some(_)) = rx.recv().await {}
+        })
+        .await;
+    }
     counters.sessions_active.fetch_sub(1, Relaxed);
 }
 

@@ -38,6 +38,8 @@ pub fn datagram_prefix_len(stream_id: u64) -> usize {
 
 pub struct WtRx {
     session: Arc<Session>,
+    /// Stream id of the CONNECT request: datagrams carry it (divided by 4).
+    session_stream: u64,
     recv: Recv,
     decoder: FrameDecoder,
     datagrams: Datagrams,
@@ -81,11 +83,20 @@ impl TransportRx for WtRx {
             // only by the poll that returns them.
             tokio::select! {
                 n = self.recv.read_buf(self.decoder.buffer()) => match n {
+                    Ok(0) if self.decoder.pending() > 0 => {
+                        return Err(TransportError::Peer {
+                            code: ErrorCode::BadMessage,
+                            reason: "the stream ended inside a frame".into(),
+                        })
+                    }
                     Ok(0) => return Ok(None),
                     Ok(_) => continue,
                     Err(e) => return Err(closed(e)),
                 },
                 d = self.datagrams.read_datagram() => match d {
+                    // RFC 9297 §2.1: a datagram for another (here: no)
+                    // stream is not this session's; drop it silently.
+                    Ok(d) if d.stream_id().into_inner() != self.session_stream => continue,
                     Ok(d) => return Ok(Some((d.into_payload(), Channel::Unreliable))),
                     Err(e) => return Err(closed(e)),
                 },
@@ -221,6 +232,7 @@ pub async fn run(
     let (send, recv) = stream.split();
     let rx = WtRx {
         session: session.clone(),
+        session_stream: connect_stream_id,
         recv,
         decoder: FrameDecoder::new(MAX_CLIENT_MSG),
         datagrams: session.datagram_reader(),
