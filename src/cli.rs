@@ -1,4 +1,4 @@
-//! Command line: `rally [serve]`, `rally cert`, `rally bot`.
+//! Command line: `rally [serve]`, `rally cert`, `rally bot`, `rally load`.
 
 use std::path::PathBuf;
 
@@ -30,6 +30,9 @@ pub enum Command {
     Cert(CertArgs),
     /// Run N native bots in a room and print what they saw as JSON.
     Bot(BotArgs),
+    /// Run a load scenario (s1, s2, s3) against a `rally serve` child
+    /// process on loopback and print its figures (BENCHMARKS.md).
+    Load(crate::load::LoadArgs),
 }
 
 #[derive(Debug, clap::Args)]

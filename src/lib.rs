@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod load;
 pub mod metrics;
 pub mod protocol;
 pub mod room;

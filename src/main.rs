@@ -45,6 +45,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bot(args) => runtime.block_on(run_bots(args)),
+        Command::Load(args) => runtime.block_on(rally::load::run(args)),
     }
 }
 
