@@ -19,6 +19,27 @@ use crate::config::ServeConfig;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Tokio runtime flavour for this process (BENCHMARKS.md, "Performance",
+    /// has the measurements behind the default).
+    #[arg(
+        long,
+        global = true,
+        env = "RALLY_RUNTIME",
+        value_enum,
+        default_value = "multi-thread"
+    )]
+    pub runtime: RuntimeArg,
+    /// Worker threads of the multi-thread runtime (default: one per core).
+    #[arg(long, global = true, env = "RALLY_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeArg {
+    /// Work-stealing scheduler, one worker per core (or --worker-threads).
+    MultiThread,
+    /// Everything on the main thread.
+    CurrentThread,
 }
 
 #[derive(Debug, Subcommand)]
