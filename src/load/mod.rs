@@ -6,11 +6,12 @@
 //! This is runtime glue at the edge (processes, sockets, clocks, /proc), not
 //! a server layer: nothing in the server depends on it.
 
+pub mod fleet;
 pub mod floor;
-// pub mod node_peer;
+pub mod node_peer;
 pub mod proc;
 pub mod s1;
-// pub mod s2;
+pub mod s2;
 // pub mod s3;
 
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ pub enum Scenario {
     /// so the floors cross processes as Rally's round trips do).
     #[command(hide = true)]
     EchoServer,
+    /// Broadcast fan-out: N clients in rooms at the tick rate, Rally over
+    /// WebSocket and WebTransport datagrams, and a Node.js `ws` peer.
+    S2(s2::S2Args),
 }
 
 /// Where the scenarios start the server from, and with what extra flags.
@@ -68,6 +72,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let report = match args.scenario {
         Scenario::S1(a) => serde_json::to_value(s1::run(&a, &launch).await?)?,
         Scenario::EchoServer => return floor::serve_forever(),
+        Scenario::S2(a) => serde_json::to_value(s2::run(&a, &launch).await?)?,
     };
     tracing::debug!(nofile, "RLIMIT_NOFILE");
     if let Some(path) = args.json {
