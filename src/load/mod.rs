@@ -12,7 +12,7 @@ pub mod node_peer;
 pub mod proc;
 pub mod s1;
 pub mod s2;
-// pub mod s3;
+pub mod s3;
 
 use std::path::PathBuf;
 
@@ -50,6 +50,9 @@ pub enum Scenario {
     /// Broadcast fan-out: N clients in rooms at the tick rate, Rally over
     /// WebSocket and WebTransport datagrams, and a Node.js `ws` peer.
     S2(s2::S2Args),
+    /// Connection scale: ramp idle sessions, measuring RSS per connection,
+    /// connect rate and tick jitter.
+    S3(s3::S3Args),
 }
 
 /// Where the scenarios start the server from, and with what extra flags.
@@ -73,6 +76,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         Scenario::S1(a) => serde_json::to_value(s1::run(&a, &launch).await?)?,
         Scenario::EchoServer => return floor::serve_forever(),
         Scenario::S2(a) => serde_json::to_value(s2::run(&a, &launch).await?)?,
+        Scenario::S3(a) => serde_json::to_value(s3::run(&a, &launch).await?)?,
     };
     tracing::debug!(nofile, "RLIMIT_NOFILE");
     if let Some(path) = args.json {
