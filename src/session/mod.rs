@@ -90,6 +90,21 @@ pub trait TransportTx: Send {
         msg: Bytes,
     ) -> impl Future<Output = Result<Carriage, TransportError>> + Send;
 
+    /// Sends one recipient's snapshot: its header (`ack_seq`) and the
+    /// room's shared, already encoded body, through `buf` (reused across
+    /// ticks). The default encodes the message and calls `send_latest`; a
+    /// transport that prefixes its own bytes overrides it to copy the body
+    /// only once.
+    fn send_snapshot(
+        &mut self,
+        buf: &mut BytesMut,
+        ack_seq: u32,
+        body: &[u8],
+    ) -> impl Future<Output = Result<Carriage, TransportError>> + Send {
+        encode_snapshot(buf, ack_seq, body);
+        self.send_latest(buf.split().freeze())
+    }
+
     /// Sends on the channel the reply belongs to (`Pong` answers a `Ping`).
     fn send_on(
         &mut self,
@@ -290,9 +305,7 @@ async fn play<R: TransportRx, T: TransportTx>(
                 last_tick_sent = Some(snap.tick);
                 // Only the 5-byte header is written per recipient; the body
                 // was encoded once by the room.
-                encode_snapshot(&mut snap_buf, snap.ack_seq, &snap.body);
-                let msg = snap_buf.split().freeze();
-                match tx.send_latest(msg).await {
+                match tx.send_snapshot(&mut snap_buf, snap.ack_seq, &snap.body).await {
                     Ok(carriage) => {
                         counters.snapshots_sent.fetch_add(1, Relaxed);
                         if carriage == Carriage::Stream && kind == TransportKind::WebTransport {
