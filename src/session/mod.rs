@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 
 use crate::config::HELLO_TIMEOUT;
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ use crate::protocol::{
     MAX_CLIENT_MSG, PROTOCOL_VERSION,
 };
 use crate::room::{Membership, Rooms};
+
+mod woken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -271,6 +274,10 @@ async fn play<R: TransportRx, T: TransportTx>(
     let counters = ctx.metrics.transport(kind);
     let mut last_tick_sent: Option<u32> = None;
     let mut snap_buf = BytesMut::new();
+    // One receive future for the whole session, polled only when it was
+    // woken: see `woken`.
+    let inbound = futures::stream::unfold(rx, |rx| async move { Some((rx.recv().await, rx)) });
+    let mut inbound = std::pin::pin!(woken::PollWhenWoken::new(inbound));
     loop {
         tokio::select! {
             // Reliable events first: a join must not be overtaken by the
@@ -315,11 +322,13 @@ async fn play<R: TransportRx, T: TransportTx>(
                     Err(e) => return transport_end(e),
                 }
             },
-            inbound = rx.recv() => {
+            inbound = inbound.next() => {
                 let (msg, channel) = match inbound {
-                    Ok(Some(m)) => m,
-                    Ok(None) => return End::Gone("peer closed".into()),
-                    Err(e) => return transport_end(e),
+                    // The unfold stream never ends; None would mean it did.
+                    None => return End::Gone("receive side ended".into()),
+                    Some(Ok(Some(m))) => m,
+                    Some(Ok(None)) => return End::Gone("peer closed".into()),
+                    Some(Err(e)) => return transport_end(e),
                 };
                 counters.messages_in.fetch_add(1, Relaxed);
                 match decode(&msg) {
