@@ -127,7 +127,26 @@ pub struct ServerProc {
 
 impl ServerProc {
     /// Starts `rally serve` on ephemeral loopback ports with `args` added.
+    ///
+    /// `--tcp-listen 127.0.0.1:0` means "the UDP port's number", which some
+    /// other socket may hold on TCP (thousands of client ports are in use
+    /// during a run): the server then exits before listening, and a new
+    /// attempt gets a new UDP port.
     pub async fn rally(bin: &Path, args: &[String]) -> anyhow::Result<ServerProc> {
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::rally_once(bin, args).await {
+                Ok(p) => return Ok(p),
+                Err(e) => {
+                    tracing::warn!("rally serve did not start, trying again: {e:#}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    async fn rally_once(bin: &Path, args: &[String]) -> anyhow::Result<ServerProc> {
         let cert_dir =
             std::env::temp_dir().join(format!("rally-load-certs-{}", std::process::id()));
         let mut cmd = Command::new(bin);
