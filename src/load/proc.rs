@@ -123,6 +123,9 @@ pub struct ServerProc {
     pub tcp: SocketAddr,
     pub udp: Option<SocketAddr>,
     pub cert_hash: Option<[u8; 32]>,
+    /// Development certificate directory of a `rally serve` child, removed
+    /// when it is stopped.
+    cert_dir: Option<std::path::PathBuf>,
 }
 
 impl ServerProc {
@@ -164,7 +167,9 @@ impl ServerProc {
             "RALLY_LOG",
             std::env::var("RALLY_LOAD_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
         );
-        Self::start(cmd, "rally serve").await
+        let mut p = Self::start(cmd, "rally serve").await?;
+        p.cert_dir = Some(cert_dir);
+        Ok(p)
     }
 
     /// Starts the raw echo floors (`rally load echo-server`).
@@ -217,6 +222,7 @@ impl ServerProc {
             tcp,
             udp,
             cert_hash,
+            cert_dir: None,
         })
     }
 
@@ -232,5 +238,8 @@ impl ServerProc {
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+        if let Some(dir) = self.cert_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
