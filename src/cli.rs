@@ -1,4 +1,5 @@
-//! Command line: `rally [serve]`, `rally cert`, `rally bot`, `rally compare`.
+//! Command line: `rally [serve]`, `rally cert`, `rally bot`, `rally token`, `rally soak`,
+//! `rally compare`, `rally load`.
 
 use std::path::PathBuf;
 
@@ -19,6 +20,27 @@ use crate::config::ServeConfig;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Tokio runtime flavour for this process (BENCHMARKS.md, "Performance",
+    /// has the measurements behind the default).
+    #[arg(
+        long,
+        global = true,
+        env = "RALLY_RUNTIME",
+        value_enum,
+        default_value = "multi-thread"
+    )]
+    pub runtime: RuntimeArg,
+    /// Worker threads of the multi-thread runtime (default: one per core).
+    #[arg(long, global = true, env = "RALLY_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeArg {
+    /// Work-stealing scheduler, one worker per core (or --worker-threads).
+    MultiThread,
+    /// Everything on the main thread.
+    CurrentThread,
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,6 +52,9 @@ pub enum Command {
     Cert(CertArgs),
     /// Run N native bots in a room and print what they saw as JSON.
     Bot(BotArgs),
+    /// Run a load scenario (s1, s2, s3) against a `rally serve` child
+    /// process on loopback and print its figures (BENCHMARKS.md).
+    Load(crate::load::LoadArgs),
     /// Mint a signed join token for a server started with --token-secret.
     Token(TokenArgs),
     /// Soak test: bots with join/leave churn and resumes on both transports

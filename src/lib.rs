@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod lab;
+pub mod load;
 pub mod metrics;
 pub mod protocol;
 pub mod room;

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use rally::cli::{BotArgs, Cli, Command, TransportArg};
+use rally::cli::{BotArgs, Cli, Command, RuntimeArg, TransportArg};
 use rally::client::bot::{self, BotPlan};
 use rally::client::TransportKind;
 use rally::config::ServeConfig;
@@ -16,7 +16,17 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match cli.runtime {
+        RuntimeArg::MultiThread => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = cli.worker_threads {
+                b.worker_threads(n.max(1));
+            }
+            b
+        }
+        RuntimeArg::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
@@ -67,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             println!("{text}");
             Ok(())
         }
+        Command::Load(args) => runtime.block_on(rally::load::run(args)),
         Command::Compare(args) => runtime.block_on(rally::lab::compare::run(args)),
         Command::LabClient(args) => runtime.block_on(rally::lab::probe::run(args)),
         Command::Token(args) => {

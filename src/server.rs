@@ -188,9 +188,11 @@ fn transport_config(cfg: &ServeConfig) -> anyhow::Result<quinn::TransportConfig>
     t.stream_receive_window((64u32 * 1024).into());
     t.receive_window((256u32 * 1024).into());
     t.send_window(1024 * 1024);
-    // Newest-wins for snapshots: a small send buffer means quinn drops the
-    // oldest datagrams instead of queueing stale state.
-    t.datagram_send_buffer_size(16 * 1024);
+    // Newest-wins for snapshots: quinn drops the oldest queued datagrams to
+    // make room, so the buffer is the staleness bound. 4 KiB holds about
+    // three full-size snapshots (~50 ms at 60 Hz) plus a pong; the old
+    // 16 KiB let ~250 ms of stale state queue behind a congested path.
+    t.datagram_send_buffer_size(4 * 1024);
     t.datagram_receive_buffer_size(Some(64 * 1024));
     t.max_idle_timeout(Some(
         cfg.limits

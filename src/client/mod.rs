@@ -233,9 +233,16 @@ impl Client {
                         .map_err(|_| ClientError::Url(format!("bad origin {o}")))?;
                     req.headers_mut().insert(http::header::ORIGIN, v);
                 }
-                let (ws, _) = tokio_tungstenite::connect_async(req)
-                    .await
-                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                // tungstenite zero-fills the free part of its read buffer on
+                // every read; its 128 KiB default made that the main cost of
+                // a client receiving 60 snapshots a second. Bigger messages
+                // still fit: the buffer grows to a frame's length.
+                let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(8 * 1024);
+                let (ws, _) =
+                    tokio_tungstenite::connect_async_with_config(req, Some(config), false)
+                        .await
+                        .map_err(|e| ClientError::Connect(e.to_string()))?;
                 if let MaybeTlsStream::Plain(s) = ws.get_ref() {
                     let _ = s.set_nodelay(true);
                 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,8 @@ use crate::protocol::{
 };
 use crate::room::{JoinError, Membership, Rooms};
 use rate::{TokenBucket, Verdict};
+
+mod woken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,6 +98,21 @@ pub trait TransportTx: Send {
         &mut self,
         msg: Bytes,
     ) -> impl Future<Output = Result<Carriage, TransportError>> + Send;
+
+    /// Sends one recipient's snapshot: its header (`ack_seq`) and the
+    /// room's shared, already encoded body, through `buf` (reused across
+    /// ticks). The default encodes the message and calls `send_latest`; a
+    /// transport that prefixes its own bytes overrides it to copy the body
+    /// only once.
+    fn send_snapshot(
+        &mut self,
+        buf: &mut BytesMut,
+        ack_seq: u32,
+        body: &[u8],
+    ) -> impl Future<Output = Result<Carriage, TransportError>> + Send {
+        encode_snapshot(buf, ack_seq, body);
+        self.send_latest(buf.split().freeze())
+    }
 
     /// Sends on the channel the reply belongs to (`Pong` answers a `Ping`).
     fn send_on(
@@ -393,7 +411,6 @@ fn msg_name(m: &ClientMsg) -> &'static str {
 /// What to write, so one deadline wraps every kind of send.
 enum Out {
     Reliable(Bytes),
-    Latest(Bytes),
     On(Channel, Bytes),
     Keepalive,
 }
@@ -402,19 +419,14 @@ fn tx_reliable(msg: Bytes) -> Out {
     Out::Reliable(msg)
 }
 
-/// Writes with the slow-peer deadline: a connection that accepts nothing
-/// for that long is closed with `too_slow`.
-async fn write<T: TransportTx>(tx: &mut T, ctx: &SessionCtx, out: Out) -> Result<Carriage, End> {
-    let fut = async {
-        match out {
-            Out::Reliable(m) => tx.send_reliable(m).await.map(|_| Carriage::Stream),
-            Out::Latest(m) => tx.send_latest(m).await,
-            Out::On(ch, m) => tx.send_on(ch, m).await.map(|_| Carriage::Stream),
-            Out::Keepalive => tx.keepalive().await.map(|_| Carriage::Stream),
-        }
-    };
-    match tokio::time::timeout(ctx.limits.slow_peer_timeout, fut).await {
-        Ok(Ok(c)) => Ok(c),
+/// Runs one send with the slow-peer deadline: a connection that accepts
+/// nothing for that long is closed with `too_slow`.
+async fn deadline<V>(
+    ctx: &SessionCtx,
+    send: impl Future<Output = Result<V, TransportError>>,
+) -> Result<V, End> {
+    match tokio::time::timeout(ctx.limits.slow_peer_timeout, send).await {
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(transport_end(e)),
         Err(_) => Err(End::Error(
             ErrorCode::TooSlow,
@@ -424,6 +436,18 @@ async fn write<T: TransportTx>(tx: &mut T, ctx: &SessionCtx, out: Out) -> Result
             ),
         )),
     }
+}
+
+/// Writes one message with the slow-peer deadline.
+async fn write<T: TransportTx>(tx: &mut T, ctx: &SessionCtx, out: Out) -> Result<Carriage, End> {
+    let fut = async {
+        match out {
+            Out::Reliable(m) => tx.send_reliable(m).await.map(|_| Carriage::Stream),
+            Out::On(ch, m) => tx.send_on(ch, m).await.map(|_| Carriage::Stream),
+            Out::Keepalive => tx.keepalive().await.map(|_| Carriage::Stream),
+        }
+    };
+    deadline(ctx, fut).await
 }
 
 fn kicked_end(member: &Membership) -> End {
@@ -453,6 +477,10 @@ async fn play<R: TransportRx, T: TransportTx>(
     );
     let mut keepalive =
         tokio::time::interval_at(Instant::now() + ctx.limits.keepalive, ctx.limits.keepalive);
+    // One receive future for the whole session, polled only when it was
+    // woken: see `woken`.
+    let inbound = futures::stream::unfold(rx, |rx| async move { Some((rx.recv().await, rx)) });
+    let mut inbound = std::pin::pin!(woken::PollWhenWoken::new(inbound));
     loop {
         tokio::select! {
             // Reliable events first: a join must not be overtaken by the
@@ -481,9 +509,7 @@ async fn play<R: TransportRx, T: TransportTx>(
                 last_tick_sent = Some(snap.tick);
                 // Only the 5-byte header is written per recipient; the body
                 // was encoded once by the room.
-                encode_snapshot(&mut snap_buf, snap.ack_seq, &snap.body);
-                let msg = snap_buf.split().freeze();
-                match write(tx, ctx, Out::Latest(msg)).await {
+                match deadline(ctx, tx.send_snapshot(&mut snap_buf, snap.ack_seq, &snap.body)).await {
                     Ok(carriage) => {
                         counters.snapshots_sent.fetch_add(1, Relaxed);
                         if carriage == Carriage::Stream && kind == TransportKind::WebTransport {
@@ -498,11 +524,13 @@ async fn play<R: TransportRx, T: TransportTx>(
                     return end;
                 }
             }
-            inbound = rx.recv() => {
+            inbound = inbound.next() => {
                 let (msg, channel) = match inbound {
-                    Ok(Some(m)) => m,
-                    Ok(None) => return End::Gone("peer closed".into()),
-                    Err(e) => return transport_end(e),
+                    // The unfold stream never ends; None would mean it did.
+                    None => return End::Gone("receive side ended".into()),
+                    Some(Ok(Some(m))) => m,
+                    Some(Ok(None)) => return End::Gone("peer closed".into()),
+                    Some(Err(e)) => return transport_end(e),
                 };
                 counters.messages_in.fetch_add(1, Relaxed);
                 match bucket.take(std::time::Instant::now()) {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use h3::quic::BidiStream as _;
 use h3_datagram::datagram_handler::{DatagramReader, DatagramSender, SendDatagramError};
 use h3_webtransport::server::{AcceptedBi, WebTransportSession};
@@ -12,7 +12,10 @@ use h3_webtransport::stream::{BidiStream, RecvStream, SendStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{SnapshotCarriage, HELLO_TIMEOUT};
-use crate::protocol::{encode_frame, ErrorCode, FrameDecoder, FrameError, MAX_CLIENT_MSG};
+use crate::protocol::{
+    encode_frame, encode_snapshot, ErrorCode, FrameDecoder, FrameError, MAX_CLIENT_MSG,
+    SNAPSHOT_HEADER_LEN,
+};
 use crate::server::Shared;
 use crate::session::{
     self, Carriage, Channel, TransportError, TransportKind, TransportRx, TransportTx,
@@ -23,6 +26,16 @@ type Send = SendStream<h3_quinn::SendStream<Bytes>, Bytes>;
 type Recv = RecvStream<h3_quinn::RecvStream, Bytes>;
 type Datagrams = DatagramReader<h3_quinn::datagram::RecvDatagramHandler>;
 type DatagramOut = DatagramSender<h3_quinn::datagram::SendDatagramHandler, Bytes>;
+
+/// Writes `v` as a QUIC variable-length integer (RFC 9000 §16).
+fn put_varint(buf: &mut BytesMut, v: u64) {
+    match datagram_prefix_len(v * 4) {
+        1 => buf.put_u8(v as u8),
+        2 => buf.put_u16(0x4000 | v as u16),
+        4 => buf.put_u32(0x8000_0000 | v as u32),
+        _ => buf.put_u64(0xc000_0000_0000_0000 | v),
+    }
+}
 
 /// Bytes of the quarter-stream-id prefix h3 puts before each datagram
 /// payload of the session whose CONNECT stream is `stream_id`
@@ -49,6 +62,8 @@ pub struct WtTx {
     send: Send,
     datagrams: DatagramOut,
     quic: quinn::Connection,
+    /// Stream id of the session's CONNECT request.
+    session_id: u64,
     prefix_len: usize,
     frame: BytesMut,
     /// Send snapshots on the stream even when they fit a datagram.
@@ -159,6 +174,37 @@ impl TransportTx for WtTx {
         self.send_reliable(msg).await.map(|_| Carriage::Stream)
     }
 
+    async fn send_snapshot(
+        &mut self,
+        buf: &mut BytesMut,
+        ack_seq: u32,
+        body: &[u8],
+    ) -> Result<Carriage, TransportError> {
+        // The datagram is written whole into `buf`: the session's prefix,
+        // then the message, and handed to quinn as is. h3-datagram's sender
+        // would chain the prefix before the message and copy both into a
+        // new buffer (h3-quinn `copy_to_bytes`), and h3-datagram 0.0.2 writes
+        // the prefix as zeros of the right length (right only for a session
+        // on stream 0).
+        if self.fits_datagram(SNAPSHOT_HEADER_LEN + body.len()) {
+            //= https://www.rfc-editor.org/rfc/rfc9297#section-2.1
+            //# Quarter Stream ID: A variable-length integer that contains the
+            //# value of the client-initiated bidirectional stream that this
+            //# datagram is associated with divided by four
+            put_varint(buf, self.session_id / 4);
+            encode_snapshot(buf, ack_seq, body);
+            match self.quic.send_datagram(buf.split().freeze()) {
+                Ok(()) => return Ok(Carriage::Datagram),
+                Err(quinn::SendDatagramError::TooLarge) => buf.clear(),
+                Err(e) => return Err(closed(e)),
+            }
+        }
+        encode_snapshot(buf, ack_seq, body);
+        self.send_reliable(buf.split().freeze())
+            .await
+            .map(|_| Carriage::Stream)
+    }
+
     async fn send_on(&mut self, channel: Channel, msg: Bytes) -> Result<(), TransportError> {
         match channel {
             Channel::Reliable => self.send_reliable(msg).await,
@@ -241,6 +287,7 @@ pub async fn run(
         send,
         datagrams: session.datagram_sender(),
         quic: quic.clone(),
+        session_id: connect_stream_id,
         prefix_len: datagram_prefix_len(connect_stream_id),
         frame: BytesMut::new(),
         force_stream: shared.cfg.wt_snapshots == SnapshotCarriage::Stream,
@@ -263,6 +310,22 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::datagram_prefix_len;
+
+    #[test]
+    fn prefix_is_the_quarter_stream_id_as_a_varint() {
+        let enc = |id: u64| {
+            let mut b = bytes::BytesMut::new();
+            super::put_varint(&mut b, id / 4);
+            assert_eq!(b.len(), datagram_prefix_len(id));
+            b.to_vec()
+        };
+        assert_eq!(enc(0), [0x00]);
+        assert_eq!(enc(4), [0x01]);
+        assert_eq!(enc(4 * 63), [0x3f]);
+        // RFC 9000 §A.1 examples: 494878333 and 15293.
+        assert_eq!(enc(4 * 15_293), [0x7b, 0xbd]);
+        assert_eq!(enc(4 * 494_878_333), [0x9d, 0x7f, 0x3e, 0x7d]);
+    }
 
     #[test]
     fn prefix_length_follows_quic_varint_sizes() {

@@ -1,0 +1,326 @@
+//! S2, broadcast fan-out: N clients in rooms of ~84 players (a ~1 KB
+//! snapshot: 19 + 12 × 84 bytes) at the tick rate, over Rally's WebSocket,
+//! Rally's WebTransport datagrams and the Node.js `ws` peer, one fresh server
+//! process per row. Per row: tick-to-receive latency (arrival wall clock −
+//! `server_time_us`; same host, same clock), missed snapshots, and the
+//! server's CPU time per delivered message and RSS from /proc.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::fleet;
+use super::proc::{proc_stat, ProcStat};
+use super::{f1, f2, node_peer, print_table, Percentiles, RunInfo, ServerLaunch, ServerProc};
+use crate::client::{now_us, Client, ConnectOptions, TransportKind};
+use crate::protocol::ServerMsg;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum S2Target {
+    /// Rally over WebSocket.
+    Ws,
+    /// Rally over WebTransport (snapshots as datagrams).
+    Wt,
+    /// The Node.js `ws` peer (bench/node-peer).
+    Peer,
+}
+
+impl S2Target {
+    fn label(self) -> &'static str {
+        match self {
+            S2Target::Ws => "rally-ws",
+            S2Target::Wt => "rally-wt",
+            S2Target::Peer => "node-ws",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct S2Args {
+    /// Client counts, one row per count and target.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000,2000")]
+    pub clients: Vec<usize>,
+    /// Servers to measure, in this order for each client count.
+    #[arg(long, value_delimiter = ',', default_value = "ws,wt,peer")]
+    pub targets: Vec<S2Target>,
+    /// Players per room: 84 makes a 1 027-byte snapshot.
+    #[arg(long, default_value_t = 84)]
+    pub room_size: usize,
+    #[arg(long, default_value_t = 60)]
+    pub tick_hz: u16,
+    /// Measured seconds per row.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Seconds after the last client connected before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Handshakes in flight at once while connecting.
+    #[arg(long, default_value_t = 32)]
+    pub connect_concurrency: usize,
+    /// Directory of the Node.js peer (npm ci is run there if needed).
+    #[arg(long)]
+    pub peer_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct S2Row {
+    pub target: &'static str,
+    pub clients: usize,
+    pub connected: usize,
+    pub connect_failures: u64,
+    pub connect_retries: u64,
+    pub rooms: usize,
+    pub snapshot_bytes: usize,
+    /// Tick-to-receive, over every snapshot every client got in the window.
+    pub latency: Percentiles,
+    pub delivered: u64,
+    /// connected × seconds × tick rate.
+    pub expected: u64,
+    /// Gaps in the tick numbers each client saw (latest-only skips).
+    pub missed: u64,
+    pub window_s: f64,
+    /// Server CPU (user + system, all threads) as % of one core.
+    pub server_cpu_pct: f64,
+    /// Server CPU time ÷ snapshots delivered, in microseconds.
+    pub cpu_us_per_msg: f64,
+    pub server_rss_kb: u64,
+    /// This load process's CPU in the window, % of one core: the clients
+    /// share the machine with the server.
+    pub loadgen_cpu_pct: f64,
+    /// cpu_us_per_msg ÷ the Node peer's at the same client count.
+    pub cpu_ratio_to_peer: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct S2Report {
+    #[serde(flatten)]
+    pub info: RunInfo,
+    pub tick_hz: u16,
+    pub room_size: usize,
+    pub server_args: Vec<String>,
+    pub rows: Vec<S2Row>,
+}
+
+#[derive(Default)]
+struct Tally {
+    lat_ns: Vec<u64>,
+    delivered: u64,
+    missed: u64,
+    last_tick: Option<u32>,
+}
+
+async fn receive(
+    mut client: Client,
+    measuring: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) -> Tally {
+    let mut t = Tally::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = client.recv() => match r {
+                Ok(r) => {
+                    let ServerMsg::Snapshot { body, .. } = r.msg else { continue };
+                    if !measuring.load(Relaxed) {
+                        continue;
+                    }
+                    let lat_us = now_us().saturating_sub(body.server_time_us);
+                    t.lat_ns.push(lat_us * 1000);
+                    t.delivered += 1;
+                    match t.last_tick {
+                        Some(last) if body.tick > last => t.missed += (body.tick - last - 1) as u64,
+                        _ => {}
+                    }
+                    t.last_tick = Some(t.last_tick.map_or(body.tick, |l| l.max(body.tick)));
+                }
+                Err(e) => {
+                    tracing::debug!("client ended: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    t
+}
+
+async fn one_row(
+    target: S2Target,
+    n: usize,
+    args: &S2Args,
+    launch: &ServerLaunch,
+) -> anyhow::Result<S2Row> {
+    let room_size = args.room_size.max(1);
+    let server = match target {
+        S2Target::Peer => {
+            let dir = args.peer_dir.clone().unwrap_or_else(node_peer::default_dir);
+            let script = node_peer::prepare(&dir).await?;
+            ServerProc::node(&script, args.tick_hz).await?
+        }
+        _ => {
+            let mut a = vec![
+                format!("--max-players-per-room={room_size}"),
+                format!("--max-sessions={}", n + 16),
+                format!("--tick-hz={}", args.tick_hz),
+            ];
+            a.extend(launch.extra.iter().cloned());
+            ServerProc::rally(&launch.bin, &a).await?
+        }
+    };
+    let transport = match target {
+        S2Target::Wt => TransportKind::WebTransport,
+        _ => TransportKind::WebSocket,
+    };
+    let measuring = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let url = server.url();
+    let hash = server.cert_hash;
+    let fleet = fleet::ramp(
+        n,
+        args.connect_concurrency,
+        |i| {
+            let room = format!("s2-{}", i / room_size);
+            let mut o = ConnectOptions::new(url.clone(), transport, &room, &format!("c{i}"));
+            o.cert_hash = hash;
+            o.timeout = Duration::from_secs(30);
+            o
+        },
+        |_, client| receive(client, measuring.clone(), stop_rx.clone()),
+    )
+    .await;
+    eprintln!(
+        "s2 {} n={n}: {} connected in {:.1} s ({} retried, {} failed{})",
+        target.label(),
+        fleet.tasks.len(),
+        fleet.elapsed.as_secs_f64(),
+        fleet.retries,
+        fleet.failures,
+        fleet
+            .first_error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+
+    let (s0, me0, t0) = (server.stat(), proc_stat("self"), Instant::now());
+    measuring.store(true, Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    measuring.store(false, Relaxed);
+    let (s1, me1, window) = (server.stat(), proc_stat("self"), t0.elapsed());
+    let _ = stop_tx.send(true);
+    let connected = fleet.tasks.len();
+    let tallies = fleet::join_all(fleet.tasks).await;
+    server.stop().await;
+
+    let mut lat: Vec<u64> = Vec::new();
+    let (mut delivered, mut missed) = (0, 0);
+    for t in tallies {
+        lat.extend(t.lat_ns);
+        delivered += t.delivered;
+        missed += t.missed;
+    }
+    let w = window.as_secs_f64();
+    let cpu = |a: ProcStat, b: ProcStat| b.cpu_us.saturating_sub(a.cpu_us) as f64;
+    Ok(S2Row {
+        target: target.label(),
+        clients: n,
+        connected,
+        connect_failures: fleet.failures,
+        connect_retries: fleet.retries,
+        rooms: n.div_ceil(room_size),
+        snapshot_bytes: 19 + 12 * room_size.min(n),
+        latency: Percentiles::from_ns(&mut lat),
+        delivered,
+        expected: (connected as f64 * w * args.tick_hz as f64).round() as u64,
+        missed,
+        window_s: w,
+        server_cpu_pct: cpu(s0, s1) / (w * 1e6) * 100.0,
+        cpu_us_per_msg: cpu(s0, s1) / delivered.max(1) as f64,
+        server_rss_kb: s1.rss_kb,
+        loadgen_cpu_pct: cpu(me0, me1) / (w * 1e6) * 100.0,
+        cpu_ratio_to_peer: None,
+    })
+}
+
+pub async fn run(args: &S2Args, launch: &ServerLaunch) -> anyhow::Result<S2Report> {
+    let mut info = RunInfo::start("s2");
+    let mut rows = Vec::new();
+    for &n in &args.clients {
+        let first = rows.len();
+        for &target in &args.targets {
+            rows.push(one_row(target, n, args, launch).await?);
+        }
+        let peer = rows[first..]
+            .iter()
+            .find(|r| r.target == S2Target::Peer.label())
+            .map(|r| r.cpu_us_per_msg);
+        if let Some(p) = peer {
+            for r in &mut rows[first..] {
+                r.cpu_ratio_to_peer = Some(r.cpu_us_per_msg / p.max(f64::MIN_POSITIVE));
+            }
+        }
+    }
+    info.finish();
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.target.to_string(),
+                r.clients.to_string(),
+                r.connected.to_string(),
+                f2(r.latency.p50_us / 1000.0),
+                f2(r.latency.p99_us / 1000.0),
+                f2(r.latency.max_us / 1000.0),
+                r.delivered.to_string(),
+                r.expected.to_string(),
+                r.missed.to_string(),
+                f1(r.server_cpu_pct),
+                f2(r.cpu_us_per_msg),
+                r.cpu_ratio_to_peer
+                    .map_or("-".into(), |v| format!("{v:.2}x")),
+                f1(r.server_rss_kb as f64 / 1024.0),
+                f1(r.loadgen_cpu_pct),
+            ]
+        })
+        .collect();
+    print_table(
+        &format!(
+            "S2 broadcast fan-out, {} Hz, rooms of {} ({} B snapshots), load {} → {}",
+            args.tick_hz,
+            args.room_size,
+            19 + 12 * args.room_size,
+            f2(info.load_before[0]),
+            f2(info.load_after[0])
+        ),
+        &[
+            "target",
+            "N",
+            "conn",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "delivered",
+            "expected",
+            "missed",
+            "srv cpu%",
+            "µs/msg",
+            "÷peer",
+            "rss MB",
+            "loadgen%",
+        ],
+        &table,
+    );
+    Ok(S2Report {
+        info,
+        tick_hz: args.tick_hz,
+        room_size: args.room_size,
+        server_args: launch.extra.clone(),
+        rows,
+    })
+}

@@ -1,0 +1,63 @@
+//! `rally load s1` end to end against the real binary, with tiny counts:
+//! checks the JSON it writes has the documented fields (BENCHMARKS.md,
+//! "Performance"). Benchmarks measure; this test asserts no timings.
+
+use std::process::Command;
+
+#[test]
+fn load_s1_writes_the_documented_json() {
+    let out = std::env::temp_dir().join(format!("rally-load-s1-{}.json", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_rally"))
+        .args([
+            "load",
+            "s1",
+            "--round-trips",
+            "40",
+            "--rounds",
+            "2",
+            "--warmup",
+            "5",
+        ])
+        .arg("--json")
+        .arg(&out)
+        .env("RALLY_LOG", "warn")
+        .status()
+        .expect("run rally load s1");
+    assert!(status.success(), "rally load s1 failed: {status}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("JSON file written")).unwrap();
+    let _ = std::fs::remove_file(&out);
+
+    assert_eq!(v["scenario"], "s1");
+    assert!(v["machine"]["nproc"].as_u64().unwrap() >= 1);
+    for k in ["cpu_model", "mem_total", "kernel"] {
+        assert!(v["machine"][k].is_string(), "machine.{k}");
+    }
+    assert_eq!(v["load_before"].as_array().unwrap().len(), 3);
+    assert_eq!(v["load_after"].as_array().unwrap().len(), 3);
+    assert_eq!(v["round_trips"], 40);
+
+    let paths = v["paths"].as_array().unwrap();
+    let names: Vec<&str> = paths.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["udp_floor", "tcp_floor", "wt_datagram", "wt_stream", "ws"]
+    );
+    for p in paths {
+        let name = p["name"].as_str().unwrap();
+        for k in ["p50_us", "p99_us", "p999_us", "max_us"] {
+            let x = p[k].as_f64().unwrap_or_else(|| panic!("{name}.{k}"));
+            assert!(x > 0.0, "{name}.{k} = {x}");
+        }
+        assert!(p["p50_us"].as_f64() <= p["p99_us"].as_f64());
+        assert!(p["p99_us"].as_f64() <= p["p999_us"].as_f64());
+        // Samples plus losses account for every round trip.
+        let n = p["samples"].as_u64().unwrap() + p["lost"].as_u64().unwrap();
+        assert_eq!(n, 40, "{name}");
+        let rally_path = !name.ends_with("_floor");
+        assert_eq!(p["floor"].is_string(), rally_path, "{name}.floor");
+        for k in ["ratio_p50", "ratio_p99", "ratio_p999"] {
+            assert_eq!(p[k].as_f64().is_some(), rally_path, "{name}.{k}");
+        }
+    }
+}
