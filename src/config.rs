@@ -180,6 +180,50 @@ pub struct Limits {
     #[arg(long, env = "RALLY_TCP_SEND_BUFFER", default_value_t = 64 * 1024)]
     pub tcp_send_buffer: usize,
 
+    /// Largest client message on any channel (PROTOCOL.md §8). The largest
+    /// message a well-behaved client sends is under 64 bytes.
+    #[arg(long, env = "RALLY_MAX_CLIENT_MESSAGE", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(64..=4096))]
+    pub max_client_message: u64,
+
+    /// WebSocket: largest frame and message the WebSocket layer accepts;
+    /// above it the peer gets `message_too_large` from the WebSocket layer.
+    #[arg(long, env = "RALLY_WS_MAX_MESSAGE", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
+    pub ws_max_message: u64,
+
+    /// WebSocket: most bytes buffered for one slow connection before writes
+    /// wait (and the slow-peer timeout can act).
+    #[arg(long, env = "RALLY_WS_WRITE_BUFFER", default_value_t = 256 * 1024)]
+    pub ws_write_buffer: usize,
+
+    /// HTTP/3: largest request header section (SETTINGS_MAX_FIELD_SECTION_SIZE).
+    #[arg(long, env = "RALLY_H3_MAX_HEADER", default_value_t = 16 * 1024)]
+    pub h3_max_header: u64,
+
+    /// QUIC: concurrent streams the client may open, each direction
+    /// (HTTP/3 needs 3 unidirectional; a session uses 1 bidirectional).
+    #[arg(long, env = "RALLY_QUIC_MAX_STREAMS", default_value_t = 8)]
+    pub quic_max_streams: u32,
+
+    /// QUIC: receive window per stream, bytes.
+    #[arg(long, env = "RALLY_QUIC_STREAM_WINDOW", default_value_t = 64 * 1024)]
+    pub quic_stream_window: u32,
+
+    /// QUIC: receive window per connection, bytes.
+    #[arg(long, env = "RALLY_QUIC_CONNECTION_WINDOW", default_value_t = 256 * 1024)]
+    pub quic_connection_window: u32,
+
+    /// QUIC: datagram send buffer per connection, bytes. When full, quinn
+    /// drops the oldest datagram, so this bounds snapshot staleness: 4 KiB
+    /// is about three ~1 KB snapshots (~50 ms at 60 Hz).
+    #[arg(long, env = "RALLY_DATAGRAM_SEND_BUFFER", default_value_t = 4 * 1024)]
+    pub datagram_send_buffer: usize,
+
+    /// QUIC: datagram receive buffer per connection, bytes.
+    #[arg(long, env = "RALLY_DATAGRAM_RECV_BUFFER", default_value_t = 64 * 1024)]
+    pub datagram_recv_buffer: usize,
+
     /// Time given to sessions to close cleanly on shutdown.
     #[arg(long, env = "RALLY_SHUTDOWN_GRACE", default_value = "3s", value_parser = duration)]
     pub shutdown_grace: Duration,
@@ -197,6 +241,15 @@ impl Default for Limits {
             keepalive: Duration::from_secs(10),
             slow_peer_timeout: Duration::from_secs(5),
             tcp_send_buffer: 64 * 1024,
+            max_client_message: 256,
+            ws_max_message: 4096,
+            ws_write_buffer: 256 * 1024,
+            h3_max_header: 16 * 1024,
+            quic_max_streams: 8,
+            quic_stream_window: 64 * 1024,
+            quic_connection_window: 256 * 1024,
+            datagram_send_buffer: 4 * 1024,
+            datagram_recv_buffer: 64 * 1024,
             shutdown_grace: Duration::from_secs(3),
         }
     }

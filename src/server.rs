@@ -180,20 +180,21 @@ fn rustls_config(certs: Arc<CertStore>, alpn: &[&[u8]]) -> anyhow::Result<rustls
 
 /// QUIC transport limits sized for a game session.
 fn transport_config(cfg: &ServeConfig) -> anyhow::Result<quinn::TransportConfig> {
+    let l = &cfg.limits;
     let mut t = quinn::TransportConfig::default();
     // HTTP/3 needs the client's control and two QPACK streams; WebTransport
     // adds one bidi stream; a few requests may share the connection.
-    t.max_concurrent_uni_streams(8u32.into());
-    t.max_concurrent_bidi_streams(8u32.into());
-    t.stream_receive_window((64u32 * 1024).into());
-    t.receive_window((256u32 * 1024).into());
+    t.max_concurrent_uni_streams(l.quic_max_streams.into());
+    t.max_concurrent_bidi_streams(l.quic_max_streams.into());
+    t.stream_receive_window(l.quic_stream_window.into());
+    t.receive_window(l.quic_connection_window.into());
     t.send_window(1024 * 1024);
     // Newest-wins for snapshots: quinn drops the oldest queued datagrams to
     // make room, so the buffer is the staleness bound. 4 KiB holds about
     // three full-size snapshots (~50 ms at 60 Hz) plus a pong; the old
     // 16 KiB let ~250 ms of stale state queue behind a congested path.
-    t.datagram_send_buffer_size(4 * 1024);
-    t.datagram_receive_buffer_size(Some(64 * 1024));
+    t.datagram_send_buffer_size(l.datagram_send_buffer);
+    t.datagram_receive_buffer_size(Some(l.datagram_recv_buffer));
     t.max_idle_timeout(Some(
         cfg.limits
             .idle_timeout

@@ -632,3 +632,28 @@ async fn the_dev_certificate_is_renewed_while_running_without_dropping_sessions(
     .await;
     let _ = Bytes::new();
 }
+
+#[tokio::test]
+async fn the_client_message_limit_is_configurable_on_both_transports() {
+    let server = Server::start(&["--max-client-message", "64"]);
+    for transport in BOTH {
+        // 100 bytes: under the default 256, over the configured 64.
+        let mut c = server.connect(transport, "limits", "big").await;
+        let mut msg = vec![0x03u8; 100];
+        msg[0] = 0x03;
+        c.send_raw(Bytes::from(msg), Channel::Reliable)
+            .await
+            .unwrap();
+        let (errors, close) = within(5, "too large", until_closed(&mut c)).await;
+        assert!(
+            errors.contains(&ErrorCode::MessageTooLarge.as_u16()),
+            "{transport:?} {errors:?}"
+        );
+        assert_eq!(close, Some(ErrorCode::MessageTooLarge.close_code() as u64));
+    }
+    // Within the limit everything works.
+    let mut ok = server
+        .connect(TransportKind::WebTransport, "limits", "ok")
+        .await;
+    ok.ping(Channel::Reliable).await.unwrap();
+}

@@ -24,7 +24,7 @@ use crate::config::{Limits, HELLO_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::protocol::{
     encode_snapshot, valid_player_name, valid_room_name, ClientMsg, ErrorCode, ServerMsg,
-    MAX_CLIENT_MSG, PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 use crate::room::{JoinError, Membership, Rooms};
 use rate::{TokenBucket, Verdict};
@@ -165,11 +165,11 @@ fn now_unix() -> u64 {
     now_us() / 1_000_000
 }
 
-fn decode(msg: &[u8]) -> Result<ClientMsg, End> {
-    if msg.len() > MAX_CLIENT_MSG {
+fn decode(msg: &[u8], max: usize) -> Result<ClientMsg, End> {
+    if msg.len() > max {
         return Err(End::Error(
             ErrorCode::MessageTooLarge,
-            format!("message of {} bytes exceeds {MAX_CLIENT_MSG}", msg.len()),
+            format!("message of {} bytes exceeds {max}", msg.len()),
         ));
     }
     ClientMsg::decode(msg).map_err(|e| End::Error(e.code(), e.to_string()))
@@ -261,7 +261,8 @@ async fn session<R: TransportRx, T: TransportTx>(
 ) -> End {
     let deadline = Instant::now() + HELLO_TIMEOUT;
     let mut member = loop {
-        let first = match tokio::time::timeout_at(deadline, first_message(rx)).await {
+        let max = ctx.limits.max_client_message as usize;
+        let first = match tokio::time::timeout_at(deadline, first_message(rx, max)).await {
             Err(_) => return End::Error(ErrorCode::HelloTimeout, "no Hello within 5 s".into()),
             Ok(Err(end)) => return end,
             Ok(Ok(m)) => m,
@@ -310,11 +311,11 @@ async fn expiry(claims: Option<&Claims>) {
 
 /// Waits for the first reliable message. Datagrams before it are ignored
 /// (they may overtake the stream).
-async fn first_message<R: TransportRx>(rx: &mut R) -> Result<ClientMsg, End> {
+async fn first_message<R: TransportRx>(rx: &mut R, max: usize) -> Result<ClientMsg, End> {
     loop {
         match rx.recv().await {
             Ok(Some((_, Channel::Unreliable))) => continue,
-            Ok(Some((msg, Channel::Reliable))) => return decode(&msg),
+            Ok(Some((msg, Channel::Reliable))) => return decode(&msg, max),
             Ok(None) => return Err(End::Gone("closed before Hello".into())),
             Err(e) => return Err(transport_end(e)),
         }
@@ -546,7 +547,7 @@ async fn play<R: TransportRx, T: TransportTx>(
                         )
                     }
                 }
-                match decode(&msg) {
+                match decode(&msg, ctx.limits.max_client_message as usize) {
                     Err(end) => return end,
                     Ok(ClientMsg::Input { newest_seq, buttons }) => {
                         if !member.input(newest_seq, &buttons) {

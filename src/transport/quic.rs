@@ -17,8 +17,6 @@ use crate::transport::webtransport;
 
 /// Time a client has to send a request's headers once its stream is open.
 const REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/3 max field section size we accept (SETTINGS_MAX_FIELD_SECTION_SIZE).
-pub const MAX_FIELD_SECTION: u64 = 16 * 1024;
 
 type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 type H3Conn = h3::server::Connection<h3_quinn::Connection, Bytes>;
@@ -57,7 +55,7 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         .enable_extended_connect(true)
         .enable_datagram(true)
         .max_webtransport_sessions(1)
-        .max_field_section_size(MAX_FIELD_SECTION)
+        .max_field_section_size(shared.cfg.limits.h3_max_header)
         .send_grease(true)
         .build(h3_quinn::Connection::new(conn))
         .await;

@@ -217,7 +217,7 @@ fn upgrade(
             let ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,
-                Some(websocket::config()),
+                Some(websocket::config(&shared.cfg.limits)),
             )
             .await;
             match endpoint {

@@ -29,13 +29,14 @@ use crate::session::{Carriage, Channel, TransportError, TransportRx, TransportTx
 /// buffer resident; at 4 KiB it was still a third of the memory per idle
 /// connection (`rally load s3`). Client messages are at most 256 bytes, and
 /// a larger frame grows the buffer to fit.
-pub fn config() -> WebSocketConfig {
+pub fn config(limits: &crate::config::Limits) -> WebSocketConfig {
+    let max = limits.ws_max_message as usize;
     WebSocketConfig::default()
         .read_buffer_size(1024)
-        .max_message_size(Some(4096))
-        .max_frame_size(Some(4096))
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
         .write_buffer_size(0)
-        .max_write_buffer_size(256 * 1024)
+        .max_write_buffer_size(limits.ws_write_buffer.max(max + 1024))
 }
 
 pub struct WsRx<S> {

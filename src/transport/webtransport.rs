@@ -13,8 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{SnapshotCarriage, HELLO_TIMEOUT};
 use crate::protocol::{
-    encode_frame, encode_snapshot, ErrorCode, FrameDecoder, FrameError, MAX_CLIENT_MSG,
-    SNAPSHOT_HEADER_LEN,
+    encode_frame, encode_snapshot, ErrorCode, FrameDecoder, FrameError, SNAPSHOT_HEADER_LEN,
 };
 use crate::server::Shared;
 use crate::session::{
@@ -280,7 +279,7 @@ pub async fn run(
         session: session.clone(),
         session_stream: connect_stream_id,
         recv,
-        decoder: FrameDecoder::new(MAX_CLIENT_MSG),
+        decoder: FrameDecoder::new(shared.cfg.limits.max_client_message as usize),
         datagrams: session.datagram_reader(),
     };
     let mut tx = WtTx {
