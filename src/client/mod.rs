@@ -283,53 +283,39 @@ impl Client {
             None => hello.clone(),
         };
         client.send_raw(first.to_bytes(), Channel::Reliable).await?;
+        client.await_welcome(opts.resume, &hello).await
+    }
+
+    /// Reads up to `Welcome`. When `resume` was sent and the server answers
+    /// `resume_failed` (not fatal), joins afresh with `hello` on the same
+    /// session.
+    async fn await_welcome(
+        mut self,
+        mut resume: Option<ResumeState>,
+        hello: &ClientMsg,
+    ) -> Result<Client, ClientError> {
         loop {
-            let r = client.recv().await?;
+            let r = self.recv().await?;
             match r.msg {
                 ServerMsg::Welcome(w) => {
-                    client.reliable_seq = w.reliable_seq;
-                    client.resumed = opts.resume.is_some();
-                    client.next_seq = opts.resume.map_or(0, |r| r.input_seq);
-                    client.welcome = w;
-                    return Ok(client);
+                    self.reliable_seq = w.reliable_seq;
+                    self.resumed = resume.is_some();
+                    // A resumed player's inputs carry on from where they were.
+                    self.next_seq = resume.map_or(0, |r| r.input_seq);
+                    self.welcome = w;
+                    return Ok(self);
                 }
                 ServerMsg::Error { code, .. }
-                    if code == ErrorCode::ResumeFailed.as_u16() && opts.resume.is_some() =>
+                    if code == ErrorCode::ResumeFailed.as_u16() && resume.is_some() =>
                 {
-                    // Not fatal: join afresh on the same session.
-                    client.send_raw(hello.to_bytes(), Channel::Reliable).await?;
-                    let mut fresh = opts.clone();
-                    fresh.resume = None;
-                    return client.await_welcome(&fresh).await;
+                    resume = None;
+                    self.send_raw(hello.to_bytes(), Channel::Reliable).await?;
                 }
                 ServerMsg::Error { code, reason } => {
                     return Err(ClientError::Refused { code, reason })
                 }
                 // Snapshots cannot precede Welcome on the reliable channel,
                 // but a datagram may overtake it; skip those.
-                _ if r.channel == Channel::Unreliable => continue,
-                other => {
-                    return Err(ClientError::Protocol(format!(
-                        "expected Welcome, got {other:?}"
-                    )))
-                }
-            }
-        }
-    }
-
-    async fn await_welcome(mut self, opts: &ConnectOptions) -> Result<Client, ClientError> {
-        loop {
-            let r = self.recv().await?;
-            match r.msg {
-                ServerMsg::Welcome(w) => {
-                    self.reliable_seq = w.reliable_seq;
-                    self.resumed = opts.resume.is_some();
-                    self.welcome = w;
-                    return Ok(self);
-                }
-                ServerMsg::Error { code, reason } => {
-                    return Err(ClientError::Refused { code, reason })
-                }
                 _ if r.channel == Channel::Unreliable => continue,
                 other => {
                     return Err(ClientError::Protocol(format!(
