@@ -9,6 +9,8 @@ import { connect, Buttons, truncateUtf8, checkRoom, checkName, RallyError, NO_RE
 const INTERP_DELAY_MS = 100;
 const BUFFER_MS = 1000;
 const MAX_CATCH_UP_INPUTS = 4;
+/** Border around the arena, in arena units, so players on the edge show whole. */
+const PAD = 16;
 
 // ---------------------------------------------------------------------------
 // Options from the URL
@@ -21,6 +23,7 @@ const room = params.get('room') || 'lobby';
 const randomName = () => `player-${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')}`;
 const name = truncateUtf8(params.get('name') || randomName(), 24);
 const webTransportUrl = params.get('wt') || undefined;
+const token = params.get('token') || undefined;
 
 // ---------------------------------------------------------------------------
 // State (mirrored on window.rally for tests and the curious)
@@ -163,6 +166,8 @@ function onStatus(s) {
 function onEvent(ev) {
   if (ev.type === 'player_joined') {
     names.set(ev.playerId, ev.name);
+    // Snapshots (datagrams) can overtake the reliable PlayerJoined.
+    if (rally.players[ev.playerId]) rally.players[ev.playerId].name = ev.name;
     if (ev.playerId !== rally.playerId) log(`${ev.name} joined`);
   } else if (ev.type === 'player_left') {
     log(`${names.get(ev.playerId) || `#${ev.playerId}`} left`);
@@ -276,13 +281,13 @@ function resizeCanvas() {
   const box = canvas.parentElement.getBoundingClientRect();
   const availW = Math.max(160, box.width || window.innerWidth - 32);
   const availH = Math.max(90, window.innerHeight - canvas.parentElement.offsetTop - 24);
-  scale = Math.min(availW / w, availH / h);
+  scale = Math.min(availW / (w + 2 * PAD), availH / (h + 2 * PAD));
   const dpr = window.devicePixelRatio || 1;
-  canvas.style.width = `${Math.floor(w * scale)}px`;
-  canvas.style.height = `${Math.floor(h * scale)}px`;
-  canvas.width = Math.floor(w * scale * dpr);
-  canvas.height = Math.floor(h * scale * dpr);
-  ctx.setTransform(scale * dpr, 0, 0, scale * dpr, 0, 0);
+  canvas.style.width = `${Math.floor((w + 2 * PAD) * scale)}px`;
+  canvas.style.height = `${Math.floor((h + 2 * PAD) * scale)}px`;
+  canvas.width = Math.floor((w + 2 * PAD) * scale * dpr);
+  canvas.height = Math.floor((h + 2 * PAD) * scale * dpr);
+  ctx.setTransform(scale * dpr, 0, 0, scale * dpr, PAD * scale * dpr, PAD * scale * dpr);
 }
 window.addEventListener('resize', resizeCanvas);
 
@@ -308,6 +313,8 @@ function drawPlayer(id, x, y, isSelf) {
 function draw(now) {
   const w = welcome ? welcome.arenaW : 960;
   const h = welcome ? welcome.arenaH : 540;
+  ctx.fillStyle = '#161b25';
+  ctx.fillRect(-PAD, -PAD, w + 2 * PAD, h + 2 * PAD);
   ctx.fillStyle = '#1d2330';
   ctx.fillRect(0, 0, w, h);
   ctx.strokeStyle = '#2b3344';
@@ -408,6 +415,7 @@ async function start(retryMs = 1000) {
       room,
       name,
       webTransportUrl,
+      token,
       onSnapshot,
       onEvent,
       onStatus,

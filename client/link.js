@@ -132,7 +132,7 @@ export class WebTransportLink {
   constructor(url, certHash) {
     this.kind = 'webtransport';
     this.url = url;
-    this.certHash = certHash; // Uint8Array(32) or null
+    this.certHashes = certHash ? [].concat(certHash) : null; // Uint8Array(32)s to pin, or null
     this.wt = null;
     this.writer = null;
     this.dgramWriter = null;
@@ -144,7 +144,7 @@ export class WebTransportLink {
   /** Resolves once the session is ready and the reliable stream is open. */
   async open() {
     const options = { requireUnreliable: true };
-    if (this.certHash) options.serverCertificateHashes = [{ algorithm: 'sha-256', value: this.certHash }];
+    if (this.certHashes) options.serverCertificateHashes = this.certHashes.map((value) => ({ algorithm: 'sha-256', value }));
     const wt = new WebTransport(this.url, options);
     this.wt = wt;
     // Attach handlers at once: an unobserved rejection would be logged.

@@ -104,7 +104,13 @@ export interface ConnectOptions extends Partial<Timing> {
    * SHA-256 of the server certificate as 64 hex digits; `false` never pins.
    * Default: fetched from `/cert-hash` when `url` is http (development).
    */
-  certificateHash?: string | false;
+  certificateHash?: string | string[] | false;
+  /**
+   * Join token (PROTOCOL.md §9), sent as `?token=` on both session URLs. A
+   * function is called before every attempt, so it can mint a fresh token;
+   * with a fixed string, token_expired ends the client instead of retrying.
+   */
+  token?: string | (() => string | null | Promise<string | null>);
   /** Reconnect after unexpected drops (default true). */
   reconnect?: boolean;
   /** Called for every applied snapshot (stale, reordered ones are dropped). */
@@ -208,6 +214,10 @@ export declare function hexToBytes(hex: string): Uint8Array | null;
 export declare function endpoints(url: string, webTransportUrl?: string): {
   origin: string; webTransportUrl: string; webSocketUrl: string; certHashUrl: string; useCertHash: boolean;
 };
+/** Digests to pin from a /cert-hash body: every sha-256 entry of `hashes`, else the top-level one. */
+export declare function certHashesFromJson(body: unknown): { bytes: Uint8Array; notAfterUnix: number | null }[];
+/** `url` with `?token=` set (unchanged when token is empty). */
+export declare function withToken(url: string, token: string | null | undefined): string;
 export declare function planAuto(args: {
   hasWebTransport: boolean;
   memory: { winner: TransportKind; at: number; reason?: string | null } | null;

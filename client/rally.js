@@ -143,16 +143,47 @@ function withTimeout(promise, ms, message) {
   ]).finally(() => clearTimeout(t));
 }
 
+/**
+ * The digests a /cert-hash body tells a browser to accept (PROTOCOL.md §10):
+ * every sha-256 entry of `hashes` (the current certificate and, during a
+ * renewal, the next one), else the top-level digest. Pure.
+ */
+export function certHashesFromJson(body) {
+  if (!body || typeof body !== 'object') return [];
+  const entries = Array.isArray(body.hashes) && body.hashes.length ? body.hashes : [body];
+  const out = [];
+  const seen = new Set();
+  for (const e of entries) {
+    if (!e || String(e.algorithm).toLowerCase() !== 'sha-256') continue;
+    const bytes = hexToBytes(e.hex);
+    if (!bytes || seen.has(e.hex.toLowerCase())) continue;
+    seen.add(e.hex.toLowerCase());
+    out.push({ bytes, notAfterUnix: typeof e.not_after_unix === 'number' ? e.not_after_unix : null });
+  }
+  return out;
+}
+
+/** Appends `?token=` (PROTOCOL.md §9) to a session URL. */
+export function withToken(url, token) {
+  if (!token) return url;
+  const u = new URL(url);
+  u.searchParams.set('token', token);
+  return u.toString();
+}
+
+async function resolveToken(token) {
+  if (typeof token === 'function') return (await token()) || null;
+  return token || null;
+}
+
 async function fetchCertHash(url, timeoutMs) {
   const ctl = typeof AbortController === 'function' ? new AbortController() : null;
   const t = setTimeout(() => ctl && ctl.abort(), timeoutMs);
   try {
     const res = await fetch(url, { cache: 'no-store', signal: ctl ? ctl.signal : undefined });
     if (!res.ok) return null;
-    const body = await res.json();
-    if (!body || String(body.algorithm).toLowerCase() !== 'sha-256') return null;
-    const bytes = hexToBytes(body.hex);
-    return bytes ? { bytes, notAfterUnix: body.not_after_unix ?? null } : null;
+    const hashes = certHashesFromJson(await res.json());
+    return hashes.length ? hashes : null;
   } catch {
     return null;
   } finally {
@@ -270,25 +301,27 @@ class Attempt {
 
 function wtLinkFactory(ep, opts, info) {
   return async (mark) => {
-    let certHash = null;
+    let certHashes = null;
+    const token = await resolveToken(opts.token);
     if (opts.certificateHash) {
-      certHash = hexToBytes(opts.certificateHash);
+      const given = [].concat(opts.certificateHash).map(hexToBytes).filter(Boolean);
+      certHashes = given.length ? given : null;
     } else if (ep.useCertHash && opts.certificateHash !== false) {
       const got = await fetchCertHash(ep.certHashUrl, Math.min(1000, opts.webTransportTimeoutMs));
       if (got) {
-        certHash = got.bytes;
-        info.certHashExpired = got.notAfterUnix !== null && got.notAfterUnix * 1000 < Date.now();
+        certHashes = got.map((h) => h.bytes);
+        const now = Date.now();
+        info.certHashExpired = got.every((h) => h.notAfterUnix !== null && h.notAfterUnix * 1000 < now);
       }
     }
-    info.certHashUsed = !!certHash;
-    mark(certHash ? 'cert-hash' : 'no-cert-hash');
-    const link = new WebTransportLink(ep.webTransportUrl, certHash);
-    return link;
+    info.certHashUsed = !!certHashes;
+    mark(certHashes ? 'cert-hash' : 'no-cert-hash');
+    return new WebTransportLink(withToken(ep.webTransportUrl, token), certHashes);
   };
 }
 
-function wsLinkFactory(ep) {
-  return async () => new WebSocketLink(ep.webSocketUrl);
+function wsLinkFactory(ep, opts) {
+  return async () => new WebSocketLink(withToken(ep.webSocketUrl, await resolveToken(opts.token)));
 }
 
 // `Attempt._run` needs the link before open() so that it can attach handlers;
@@ -337,7 +370,7 @@ function establish(ep, opts, hello, onReasonUpdate) {
   };
   const wtAttempt = (onStage) =>
     track(new Attempt('webtransport', wtLinkFactory(ep, opts, info), hello, { timeoutMs: opts.webTransportTimeoutMs, onStage }));
-  const wsAttempt = (beforeHello) => track(new Attempt('websocket', wsLinkFactory(ep), hello, { timeoutMs: opts.webSocketTimeoutMs, beforeHello }));
+  const wsAttempt = (beforeHello) => track(new Attempt('websocket', wsLinkFactory(ep, opts), hello, { timeoutMs: opts.webSocketTimeoutMs, beforeHello }));
   const result = (r, transport, fallbackReason) => ({
     ...r,
     transport,
@@ -625,7 +658,7 @@ export class RallyClient {
         break;
       case 'error':
         this.lastError = msg;
-        if (!mayRetry(msg.code)) this._noRetry = true;
+        if (!this._mayRetry(msg.code)) this._noRetry = true;
         this.onEvent(msg);
         break;
       case 'welcome':
@@ -682,12 +715,22 @@ export class RallyClient {
     this._pingTimer = null;
   }
 
+  /**
+   * Whether a new session could succeed after error `code`: not after those a
+   * new Hello would repeat (NO_RETRY_CODES), nor after token_expired unless
+   * `token` is a function that can mint a fresh one.
+   */
+  _mayRetry(code) {
+    if (code === 15) return typeof this.options.token === 'function';
+    return mayRetry(code);
+  }
+
   _onLinkClose(link, info) {
     if (link !== this._link) return;
     this._link = null;
     this._stopPing();
     const code = codeFromClose(info.code);
-    if (code && !mayRetry(code)) this._noRetry = true;
+    if (code && !this._mayRetry(code)) this._noRetry = true;
     this.closeReason = info.reason || null;
     if (this._closing) return;
     if (this._noRetry || this.options.reconnect === false) {
@@ -709,7 +752,7 @@ export class RallyClient {
       if (this._closing) return;
       this._connectOnce().catch((e) => {
         if (this._closing) return;
-        if (e instanceof RallyError && !mayRetry(e.code)) {
+        if (e instanceof RallyError && !this._mayRetry(e.code)) {
           this.lastError = { type: 'error', code: e.code, codeName: e.codeName, reason: e.reason };
           this._status('closed', { reason: e.message });
           return;

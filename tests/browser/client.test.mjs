@@ -501,3 +501,40 @@ test('bad names are refused before connecting', async () => {
   await assert.rejects(connect(URL_, { room: 'ok', name: '' }), TypeError);
   assert.equal(FakeWebSocket.all.length + FakeWebTransport.all.length, 0);
 });
+
+test('renewal: every hash /cert-hash lists is passed to WebTransport', async () => {
+  const next = 'cd'.repeat(32);
+  globalThis.fetch = async () => ({
+    ok: true,
+    json: async () => ({
+      algorithm: 'sha-256', hex: CERT_HEX,
+      hashes: [{ algorithm: 'sha-256', hex: CERT_HEX }, { algorithm: 'sha-256', hex: next }],
+    }),
+  });
+  const client = await connect(URL_, { ...FAST, transport: 'webtransport', room: 'lobby', name: 'ann' });
+  const pinned = FakeWebTransport.all[0].options.serverCertificateHashes.map((h) => Buffer.from(h.value).toString('hex'));
+  assert.deepEqual(pinned, [CERT_HEX, next]);
+  await client.close();
+});
+
+test('join token: on both session URLs; a function is asked each attempt; token_expired ends a fixed-token client', async () => {
+  const a = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann', token: 'c1.s1', transport: 'websocket' });
+  assert.equal(FakeWebSocket.all[0].url, 'ws://127.0.0.1:4433/rally?token=c1.s1');
+  const ws = FakeWebSocket.all[0];
+  ws.serverSend(errorBytes(15, 'token expired'));
+  ws.serverClose(4015, 'token_expired');
+  await sleep(100);
+  assert.equal(a.state, 'closed');
+  assert.equal(FakeWebSocket.all.length, 1, 'no retry with the same expired token');
+
+  let minted = 0;
+  const b = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann', token: () => `t${++minted}` });
+  assert.equal(FakeWebTransport.all[0].url, 'https://127.0.0.1:4433/rally?token=t1');
+  const wt = FakeWebTransport.all[0];
+  wt.serverStream(errorBytes(15, 'token expired'));
+  wt.close({ closeCode: 4015, reason: 'token_expired' });
+  await until(() => b.sessions === 2 && b.state === 'connected', 'reconnect with a fresh token');
+  assert.ok(FakeWebTransport.all.at(-1).url.endsWith(`token=t${minted}`) || FakeWebSocket.all.at(-1).url.endsWith(`token=t${minted}`));
+  assert.ok(minted >= 2);
+  await b.close();
+});

@@ -8,7 +8,7 @@ import {
   decodeServerMessage, FrameDecoder, DecodeError,
   checkRoom, checkName, truncateUtf8, hexToBytes, endpoints,
   planAuto, backoffDelay, mayRetry, codeFromClose, RttEstimator,
-  MsgType, Buttons, NO_RETRY_CODES,
+  MsgType, Buttons, NO_RETRY_CODES, certHashesFromJson, withToken,
 } from '../../client/rally.js';
 
 const hex = (u8) => Buffer.from(u8).toString('hex');
@@ -212,4 +212,29 @@ test('RTT smoothing and jitter', () => {
   assert.equal(r.jitter, 0.5);
   r.sample(-1); // ignored
   assert.equal(r.samples, 2);
+});
+
+test('/cert-hash: every sha-256 entry of `hashes` is pinned, else the top-level digest (PROTOCOL.md §10)', () => {
+  const a = 'ab'.repeat(32);
+  const b = 'cd'.repeat(32);
+  assert.deepEqual(certHashesFromJson({ algorithm: 'sha-256', hex: a, not_after_unix: 5 }).map((h) => [hex(h.bytes), h.notAfterUnix]), [[a, 5]]);
+  const renewing = {
+    algorithm: 'sha-256', hex: a, not_after_unix: 5,
+    hashes: [
+      { algorithm: 'sha-256', hex: a, not_after_unix: 5 },
+      { algorithm: 'sha-256', hex: b, not_after_unix: 9 },
+      { algorithm: 'sha-1', hex: 'ee'.repeat(32) },
+      { algorithm: 'sha-256', hex: 'short' },
+      { algorithm: 'sha-256', hex: a.toUpperCase() },
+    ],
+  };
+  assert.deepEqual(certHashesFromJson(renewing).map((h) => hex(h.bytes)), [a, b]);
+  assert.deepEqual(certHashesFromJson(null), []);
+  assert.deepEqual(certHashesFromJson({ algorithm: 'sha-1', hex: a }), []);
+});
+
+test('join token goes in the session URL query (PROTOCOL.md §9)', () => {
+  assert.equal(withToken('https://127.0.0.1:4433/rally', null), 'https://127.0.0.1:4433/rally');
+  assert.equal(withToken('ws://h:1/rally', 'abc.def'), 'ws://h:1/rally?token=abc.def');
+  assert.equal(withToken('ws://h:1/rally', 'a+b/c='), 'ws://h:1/rally?token=a%2Bb%2Fc%3D');
 });
