@@ -87,17 +87,7 @@ fn impairer_drops_and_delays_real_packets_at_the_configured_rates() {
     const N: u32 = 2000;
     const LOSS: f64 = 0.1;
     let delay = Duration::from_millis(30);
-    let net = LabNet::create().expect("lab network");
-    let rx = net
-        .server_ns
-        .run(|| std::net::UdpSocket::bind((SERVER_ADDR, 0)))
-        .unwrap()
-        .unwrap();
-    let tx = net
-        .client_ns
-        .run(|| std::net::UdpSocket::bind((CLIENT_ADDR, 0)))
-        .unwrap()
-        .unwrap();
+    let (net, rx, tx) = lab_sockets();
     let one_way = Arc::new(Mutex::new(Vec::<u64>::new()));
     let rtts = Arc::new(Mutex::new(Vec::<u64>::new()));
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -362,21 +352,23 @@ fn interrupted_compare_cleans_up_its_namespaces() {
     );
 }
 
+/// A fresh lab network with one UDP socket bound on each side: (network,
+/// server-side socket, client-side socket).
+fn lab_sockets() -> (LabNet, std::net::UdpSocket, std::net::UdpSocket) {
+    let net = LabNet::create().expect("lab network");
+    let bind = |ns: &netns::Netns, addr: std::net::Ipv4Addr| {
+        ns.run(move || std::net::UdpSocket::bind((addr, 0)))
+    };
+    let rx = bind(&net.server_ns, SERVER_ADDR).unwrap().unwrap();
+    let tx = bind(&net.client_ns, CLIENT_ADDR).unwrap().unwrap();
+    (net, rx, tx)
+}
+
 /// Sends `count` UDP datagrams of `size` bytes client→server through the
 /// forwarder configured with `cfg`, one every `gap`; returns, per received
 /// datagram, (sequence number, one-way µs, arrival µs).
 fn one_way_run(cfg: ImpairConfig, count: u32, size: usize, gap: Duration) -> Vec<(u32, u64, u64)> {
-    let net = LabNet::create().expect("lab network");
-    let rx = net
-        .server_ns
-        .run(|| std::net::UdpSocket::bind((SERVER_ADDR, 0)))
-        .unwrap()
-        .unwrap();
-    let tx = net
-        .client_ns
-        .run(|| std::net::UdpSocket::bind((CLIENT_ADDR, 0)))
-        .unwrap()
-        .unwrap();
+    let (net, rx, tx) = lab_sockets();
     let got = Arc::new(Mutex::new(Vec::new()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -25,6 +25,24 @@ pub struct Fleet<T> {
     pub elapsed: Duration,
 }
 
+impl<T> Fleet<T> {
+    /// One progress line: how many connected, how fast, retries, failures.
+    pub fn summary(&self, what: &str, n: usize) -> String {
+        let error = self
+            .first_error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        format!(
+            "{what} n={n}: {} connected in {:.1} s ({} retried, {} failed{error})",
+            self.tasks.len(),
+            self.elapsed.as_secs_f64(),
+            self.retries,
+            self.failures,
+        )
+    }
+}
+
 /// Connects `n` clients, at most `concurrency` handshakes at a time, and
 /// hands each to its own task (`run`) as soon as it is connected, so early
 /// clients read while later ones connect.

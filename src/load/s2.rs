@@ -193,19 +193,7 @@ async fn one_row(
         |_, client| receive(client, measuring.clone(), stop_rx.clone()),
     )
     .await;
-    eprintln!(
-        "s2 {} n={n}: {} connected in {:.1} s ({} retried, {} failed{})",
-        target.label(),
-        fleet.tasks.len(),
-        fleet.elapsed.as_secs_f64(),
-        fleet.retries,
-        fleet.failures,
-        fleet
-            .first_error
-            .as_deref()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default()
-    );
+    eprintln!("{}", fleet.summary(&format!("s2 {}", target.label()), n));
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
 
     let (s0, me0, t0) = (server.stat(), proc_stat("self"), Instant::now());

@@ -190,17 +190,8 @@ async fn one_row(
     .await;
     phase.store(DONE, Relaxed);
     eprintln!(
-        "s3 {} n={n}: {} connected in {:.1} s ({} retried, {} failed{})",
-        transport.label(),
-        sessions.tasks.len(),
-        sessions.elapsed.as_secs_f64(),
-        sessions.retries,
-        sessions.failures,
-        sessions
-            .first_error
-            .as_deref()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default()
+        "{}",
+        sessions.summary(&format!("s3 {}", transport.label()), n)
     );
     tokio::time::sleep(settle).await;
     let after = server.stat();
