@@ -7,12 +7,14 @@
 //! transport a player uses.
 //!
 //! Reliable events (`PlayerJoined`, `PlayerLeft`) are numbered per player and
-//! the last [`RoomConfig::replay`] are kept, so a player whose session drops
-//! can resume within the resume window and receive exactly what it missed.
+//! the last [`RoomConfig::replay`] are kept (once per room, see [`events`]),
+//! so a player whose session drops can resume within the resume window and
+//! receive exactly what it missed.
 
+pub mod events;
 pub mod state;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{
     Buttons, ErrorCode, ServerMsg, Welcome, MAX_INPUTS_PER_MSG, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
+use events::{EventLog, PlayerEvents, ReplayError};
 use state::{GameParams, RoomState};
 
 /// A room with no players for this long is removed.
@@ -286,10 +289,8 @@ struct Outlet {
     events: Option<mpsc::Sender<Bytes>>,
     snapshots: Option<watch::Sender<SnapshotRef>>,
     kicked: Arc<OnceLock<ErrorCode>>,
-    /// The last reliable events, numbered.
-    replay: VecDeque<(u32, Bytes)>,
-    /// Number of the last reliable event queued (0: none).
-    seq: u32,
+    /// Where this player's numbered events are in the room's log.
+    stream: PlayerEvents,
     attachment: u64,
     detached_since: Option<Instant>,
     token: ResumeToken,
@@ -300,6 +301,8 @@ struct Room {
     name: String,
     state: RoomState,
     outlets: HashMap<u32, Outlet>,
+    /// Reliable events, kept once for every player's replay.
+    events: EventLog,
     rooms: Arc<Rooms>,
     handle: RoomHandle,
     cfg: RoomConfig,
@@ -330,6 +333,7 @@ impl Room {
             name: name.clone(),
             state: RoomState::new(cfg.game),
             outlets: HashMap::new(),
+            events: EventLog::new(cfg.replay()),
             rooms,
             handle: handle.clone(),
             cfg,
@@ -457,33 +461,24 @@ impl Room {
         let (m, ev_tx, snap_tx) = self.attach(&welcome);
         // Everyone else learns of the newcomer; then the newcomer gets the
         // roster, itself included.
+        // One message, shared by the broadcast and every later roster.
         let joined = ServerMsg::PlayerJoined { player_id, name }.to_bytes();
+        self.events.register(player_id, joined.clone());
         self.broadcast(joined);
-        let mut outlet = Outlet {
+        let (stream, roster) = self.events.start(self.state.players().map(|(id, _)| id));
+        for msg in roster {
+            // Sized for the roster: cannot overflow on a fresh queue.
+            let _ = ev_tx.try_send(msg);
+        }
+        let outlet = Outlet {
             events: Some(ev_tx),
             snapshots: Some(snap_tx),
             kicked: m.kicked.clone(),
-            replay: VecDeque::new(),
-            seq: 0,
+            stream,
             attachment: m.attachment,
             detached_since: None,
             token,
         };
-        let roster: Vec<Bytes> = self
-            .state
-            .players()
-            .map(|(id, pl)| {
-                ServerMsg::PlayerJoined {
-                    player_id: id,
-                    name: pl.name.clone(),
-                }
-                .to_bytes()
-            })
-            .collect();
-        for msg in roster {
-            // Sized for the roster: cannot overflow on a fresh queue.
-            let _ = push_event(&mut outlet, msg, self.cfg.replay());
-        }
         self.outlets.insert(player_id, outlet);
         self.rooms
             .tokens()
@@ -498,17 +493,17 @@ impl Room {
         token: ResumeToken,
         last_seq: u32,
     ) -> Result<Membership, JoinError> {
-        let cap = self.cfg.replay();
         let Some(outlet) = self.outlets.get(&player) else {
             return Err(JoinError::UnknownToken);
         };
-        if outlet.token != token || last_seq > outlet.seq {
+        if outlet.token != token {
             return Err(JoinError::UnknownToken);
         }
-        let oldest = outlet.replay.front().map_or(outlet.seq + 1, |(s, _)| *s);
-        if last_seq + 1 < oldest {
-            return Err(JoinError::Gap(last_seq));
-        }
+        let missed = match self.events.replay(&outlet.stream, last_seq) {
+            Ok(m) => m,
+            Err(ReplayError::Ahead) => return Err(JoinError::UnknownToken),
+            Err(ReplayError::Gap) => return Err(JoinError::Gap(last_seq)),
+        };
         let welcome = self.welcome(player, token, last_seq);
         let (m, ev_tx, snap_tx) = self.attach(&welcome);
         // Unwrap-free re-lookup: `attach` borrowed self mutably.
@@ -520,11 +515,10 @@ impl Room {
             // client resumed from elsewhere: the newest session wins.
             let _ = outlet.kicked.set(ErrorCode::Replaced);
         }
-        for (_, msg) in outlet.replay.iter().filter(|(s, _)| *s > last_seq) {
-            // The queue holds `cap + 1` and replay at most `cap`.
-            let _ = ev_tx.try_send(msg.clone());
+        for msg in missed {
+            // The queue holds `cap + 1` and replay is at most `cap`.
+            let _ = ev_tx.try_send(msg);
         }
-        debug_assert!(outlet.replay.len() <= cap);
         outlet.events = Some(ev_tx);
         outlet.snapshots = Some(snap_tx);
         outlet.kicked = m.kicked.clone();
@@ -564,6 +558,7 @@ impl Room {
         if self.state.leave(id) {
             tracing::debug!(player_id = id, ?kick, "player left");
             self.broadcast(ServerMsg::PlayerLeft { player_id: id }.to_bytes());
+            self.events.left(id);
         }
     }
 
@@ -571,13 +566,14 @@ impl Room {
     /// detached). A player whose queue is full is too slow to keep up and is
     /// removed with `too_slow`.
     fn broadcast(&mut self, msg: Bytes) {
-        let cap = self.cfg.replay();
         let mut slow = Vec::new();
-        for (&id, o) in self.outlets.iter_mut() {
-            if !push_event(o, msg.clone(), cap) {
+        for (&id, o) in &self.outlets {
+            let Some(tx) = &o.events else { continue };
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(msg.clone()) {
                 slow.push(id);
             }
         }
+        self.events.push(msg);
         for id in slow {
             tracing::info!(
                 player_id = id,
@@ -624,19 +620,5 @@ impl Room {
                 body: body.clone(),
             });
         }
-    }
-}
-
-/// Numbers and keeps one reliable event for a player and queues it if the
-/// player is attached. `false` when the attached player's queue is full.
-fn push_event(o: &mut Outlet, msg: Bytes, cap: usize) -> bool {
-    o.seq = o.seq.wrapping_add(1);
-    if o.replay.len() == cap {
-        o.replay.pop_front();
-    }
-    o.replay.push_back((o.seq, msg.clone()));
-    match &o.events {
-        Some(tx) => !matches!(tx.try_send(msg), Err(mpsc::error::TrySendError::Full(_))),
-        None => true,
     }
 }

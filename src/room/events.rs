@@ -1,0 +1,239 @@
+//! A room's reliable events, stored once for all its players.
+//!
+//! Each player's numbered stream (PROTOCOL.md §7.1) is its roster — one
+//! `PlayerJoined` per player present when it joined, itself included —
+//! followed by every event the room broadcast after that. So the room keeps
+//! one log of its last `cap` broadcasts, and a player only the ids of its
+//! roster and where in the log its stream continues. Event `n` of a player is
+//! found by position; nothing is copied per player.
+//!
+//! A player's last `cap` events are always available: those past its roster
+//! are among the room's last `cap` broadcasts, and a roster entry is looked
+//! up only while fewer than `cap` broadcasts followed the join. The
+//! `PlayerJoined` message of a player who left is kept until `cap`
+//! broadcasts followed its `PlayerLeft`; no roster that can still be
+//! replayed names it after that.
+//!
+//! This replaced a ring of `cap` events per player: with rooms of 100, those
+//! rings and the roster copies were ~13 KB of every connection
+//! (BENCHMARKS.md, "Performance").
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+/// Why a resume cannot replay what the player missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayError {
+    /// `last_seq` is beyond the last event numbered for this player.
+    Ahead,
+    /// More than `cap` events were missed.
+    Gap,
+}
+
+/// Where one player's event stream is in the room's log.
+#[derive(Debug)]
+pub struct PlayerEvents {
+    /// Players whose `PlayerJoined` are this player's events 1..=len.
+    roster: Box<[u32]>,
+    /// Room broadcast number at which the stream continues after the roster.
+    since: u64,
+}
+
+#[derive(Debug)]
+pub struct EventLog {
+    cap: usize,
+    /// The last `cap` broadcasts; `log[0]` is broadcast number `end - len`.
+    log: VecDeque<Bytes>,
+    /// Broadcasts ever made.
+    end: u64,
+    /// `PlayerJoined` of every present and recently departed player.
+    joined: HashMap<u32, Bytes>,
+    /// Departed players with the broadcast count after their `PlayerLeft`.
+    departed: VecDeque<(u64, u32)>,
+}
+
+impl EventLog {
+    pub fn new(cap: usize) -> Self {
+        EventLog {
+            cap: cap.max(1),
+            log: VecDeque::new(),
+            end: 0,
+            joined: HashMap::new(),
+            departed: VecDeque::new(),
+        }
+    }
+
+    /// Records a newcomer's `PlayerJoined` (to be broadcast with [`push`]
+    /// and named in later rosters).
+    ///
+    /// [`push`]: EventLog::push
+    pub fn register(&mut self, id: u32, joined: Bytes) {
+        self.joined.insert(id, joined);
+    }
+
+    /// Appends a broadcast event.
+    pub fn push(&mut self, msg: Bytes) {
+        if self.log.len() == self.cap {
+            self.log.pop_front();
+        }
+        self.log.push_back(msg);
+        self.end += 1;
+        while let Some(&(at, id)) = self.departed.front() {
+            if self.end - at < self.cap as u64 {
+                break;
+            }
+            self.departed.pop_front();
+            self.joined.remove(&id);
+        }
+    }
+
+    /// Notes that `id` left; call after pushing its `PlayerLeft`.
+    pub fn left(&mut self, id: u32) {
+        if self.joined.contains_key(&id) {
+            self.departed.push_back((self.end, id));
+        }
+    }
+
+    /// Starts a newcomer's stream with `roster` (ids of registered players).
+    /// Returns the stream and its first events, to queue.
+    pub fn start(&self, roster: impl Iterator<Item = u32>) -> (PlayerEvents, Vec<Bytes>) {
+        let roster: Box<[u32]> = roster.filter(|id| self.joined.contains_key(id)).collect();
+        let msgs = roster.iter().map(|id| self.joined[id].clone()).collect();
+        let p = PlayerEvents {
+            roster,
+            since: self.end,
+        };
+        (p, msgs)
+    }
+
+    /// Events numbered for `p` so far (its `seq`).
+    pub fn total(&self, p: &PlayerEvents) -> u64 {
+        p.roster.len() as u64 + (self.end - p.since)
+    }
+
+    /// Number of the last event of `p` (wraps like the wire's u32).
+    pub fn seq(&self, p: &PlayerEvents) -> u32 {
+        self.total(p) as u32
+    }
+
+    /// The events of `p` numbered above `last_seq`, in order.
+    pub fn replay(&self, p: &PlayerEvents, last_seq: u32) -> Result<Vec<Bytes>, ReplayError> {
+        let seq = self.seq(p);
+        let behind = seq.wrapping_sub(last_seq) as u64;
+        if behind > self.cap as u64 {
+            return Err(if last_seq > seq {
+                ReplayError::Ahead
+            } else {
+                ReplayError::Gap
+            });
+        }
+        let total = self.total(p);
+        let k = p.roster.len() as u64;
+        let log_start = self.end - self.log.len() as u64;
+        (total - behind..total)
+            .map(|pos| {
+                if pos < k {
+                    self.joined.get(&p.roster[pos as usize]).cloned()
+                } else {
+                    let n = p.since + (pos - k);
+                    n.checked_sub(log_start)
+                        .and_then(|i| self.log.get(i as usize))
+                        .cloned()
+                }
+                // Unreachable by the invariants above; refuse rather than
+                // replay something else.
+                .ok_or(ReplayError::Gap)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// A log of a room where players 1 and 2 are present.
+    fn two_players(cap: usize) -> (EventLog, PlayerEvents, PlayerEvents) {
+        let mut log = EventLog::new(cap);
+        log.register(1, b("J1"));
+        log.push(b("J1"));
+        let (p1, first) = log.start([1].into_iter());
+        assert_eq!(first, vec![b("J1")]);
+        log.register(2, b("J2"));
+        log.push(b("J2"));
+        let (p2, first) = log.start([1, 2].into_iter());
+        assert_eq!(first, vec![b("J1"), b("J2")]);
+        (log, p1, p2)
+    }
+
+    #[test]
+    fn numbering_is_roster_then_broadcasts() {
+        let (mut log, p1, p2) = two_players(8);
+        // p1: J1 (roster), J2 (broadcast). p2: J1, J2 (roster).
+        assert_eq!(log.seq(&p1), 2);
+        assert_eq!(log.seq(&p2), 2);
+        log.push(b("L1"));
+        log.left(1);
+        assert_eq!(log.seq(&p2), 3);
+        assert_eq!(log.replay(&p2, 0).unwrap(), vec![b("J1"), b("J2"), b("L1")]);
+        assert_eq!(log.replay(&p2, 2).unwrap(), vec![b("L1")]);
+        assert_eq!(log.replay(&p2, 3).unwrap(), Vec::<Bytes>::new());
+        assert_eq!(log.replay(&p1, 1).unwrap(), vec![b("J2"), b("L1")]);
+        assert_eq!(log.replay(&p2, 4), Err(ReplayError::Ahead));
+    }
+
+    #[test]
+    fn keeps_exactly_the_last_cap_events() {
+        let (mut log, _p1, p2) = two_players(4);
+        for i in 0..3 {
+            log.push(b(&format!("E{i}")));
+        }
+        // p2 has J1 J2 E0 E1 E2 (seq 5); the last 4 are replayable.
+        assert_eq!(log.seq(&p2), 5);
+        assert_eq!(
+            log.replay(&p2, 1).unwrap(),
+            vec![b("J2"), b("E0"), b("E1"), b("E2")]
+        );
+        assert_eq!(log.replay(&p2, 0), Err(ReplayError::Gap));
+        for i in 3..10 {
+            log.push(b(&format!("E{i}")));
+        }
+        assert_eq!(
+            log.replay(&p2, 8).unwrap(),
+            vec![b("E6"), b("E7"), b("E8"), b("E9")]
+        );
+        assert_eq!(log.replay(&p2, 7), Err(ReplayError::Gap));
+    }
+
+    #[test]
+    fn a_departed_players_join_is_kept_while_a_roster_may_need_it() {
+        let (mut log, _p1, p2) = two_players(3);
+        log.push(b("L1"));
+        log.left(1);
+        // p2's roster names 1, and its event 1 is within its last 3.
+        assert_eq!(log.replay(&p2, 0).unwrap(), vec![b("J1"), b("J2"), b("L1")]);
+        log.push(b("X"));
+        log.push(b("Y"));
+        // p2 now has J1 J2 L1 X Y: event 2 is the oldest of the last 3.
+        assert_eq!(log.replay(&p2, 1), Err(ReplayError::Gap));
+        assert_eq!(log.replay(&p2, 2).unwrap(), vec![b("L1"), b("X"), b("Y")]);
+        // Player 1's join message is dropped once 3 broadcasts followed L1.
+        log.push(b("Z"));
+        assert!(!log.joined.contains_key(&1));
+        assert!(log.joined.contains_key(&2));
+    }
+
+    #[test]
+    fn a_roster_names_only_registered_players() {
+        let mut log = EventLog::new(4);
+        log.register(5, b("J5"));
+        let (p, first) = log.start([5, 6].into_iter());
+        assert_eq!(first, vec![b("J5")]);
+        assert_eq!(log.seq(&p), 1);
+    }
+}
