@@ -37,31 +37,52 @@ pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
         shared.tasks.spawn(
             async move {
                 let _guard = guard;
-                connection(incoming, shared2).await
+                // Boxed, so their sizes are not the task's for life: an
+                // async fn is as large as its largest state, and the
+                // handshake states are the largest (BENCHMARKS.md,
+                // "Performance").
+                let Some(wt) = Box::pin(connection(incoming, shared2.clone())).await else {
+                    return;
+                };
+                let span = tracing::info_span!("wt", peer = %wt.quic.remote_address());
+                Box::pin(webtransport::run(wt, shared2))
+                    .instrument(span)
+                    .await
             }
             .instrument(span),
         );
     }
 }
 
-async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
+/// One QUIC connection: serves its HTTP/3 requests until it ends or a
+/// WebTransport session is accepted, which it returns to be run.
+async fn connection(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+) -> Option<webtransport::Accepted> {
     let conn = match incoming.await {
         Ok(c) => c,
-        Err(e) => return tracing::debug!("QUIC handshake failed: {e}"),
+        Err(e) => {
+            tracing::debug!("QUIC handshake failed: {e}");
+            return None;
+        }
     };
     let quic = conn.clone();
-    let built = h3::server::builder()
+    let mut builder = h3::server::builder();
+    builder
         .enable_webtransport(true)
         .enable_extended_connect(true)
         .enable_datagram(true)
         .max_webtransport_sessions(1)
         .max_field_section_size(shared.cfg.limits.h3_max_header)
-        .send_grease(true)
-        .build(h3_quinn::Connection::new(conn))
-        .await;
+        .send_grease(true);
+    let built = builder.build(h3_quinn::Connection::new(conn)).await;
     let mut h3conn = match built {
         Ok(c) => c,
-        Err(e) => return tracing::debug!("HTTP/3 setup failed: {e}"),
+        Err(e) => {
+            tracing::debug!("HTTP/3 setup failed: {e}");
+            return None;
+        }
     };
     loop {
         let accepted = tokio::select! {
@@ -69,13 +90,16 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             _ = shared.shutdown.cancelled() => {
                 // RFC 9114 §5.2: GOAWAY, then let requests in flight finish.
                 let _ = tokio::time::timeout(Duration::from_secs(1), h3conn.shutdown(0)).await;
-                return;
+                return None;
             }
         };
         let resolver = match accepted {
             Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => return tracing::debug!("HTTP/3 connection ended: {e}"),
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!("HTTP/3 connection ended: {e}");
+                return None;
+            }
         };
         let (req, stream) =
             match tokio::time::timeout(REQUEST_HEADER_TIMEOUT, resolver.resolve_request()).await {
@@ -109,18 +133,20 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
                         "CONNECT refused: the client's SETTINGS do not enable WebTransport"
                     );
                     respond(stream, plain(StatusCode::BAD_REQUEST)).await;
-                    return;
+                    return None;
                 }
-                match webtransport::Session::accept(req, stream, h3conn).await {
-                    Ok(session) => {
-                        let span = tracing::info_span!("wt", peer = %quic.remote_address());
-                        webtransport::run(session, stream_id, quic, shared, claims)
-                            .instrument(span)
-                            .await;
+                return match webtransport::Session::accept(req, stream, h3conn).await {
+                    Ok(session) => Some(webtransport::Accepted {
+                        session,
+                        connect_stream_id: stream_id,
+                        quic,
+                        claims,
+                    }),
+                    Err(e) => {
+                        tracing::info!("WebTransport session refused: {e}");
+                        None
                     }
-                    Err(e) => tracing::info!("WebTransport session refused: {e}"),
-                }
-                return;
+                };
             }
             // Browsers report every refusal as an opaque handshake failure,
             // so say here what was refused.

@@ -121,10 +121,13 @@ impl TransportRx for WtRx {
                     }),
                     Ok(Some(AcceptedBi::Request(_, mut stream))) => {
                         // Plain HTTP/3 requests on a session's connection
-                        // are not served; refuse rather than hang.
-                        let resp = http::Response::builder().status(404).body(()).unwrap_or_default();
-                        let _ = stream.send_response(resp).await;
-                        let _ = stream.finish().await;
+                        // are not served; refuse rather than hang. Spawned:
+                        // inline, these futures would sit in every session.
+                        tokio::spawn(async move {
+                            let resp = http::Response::builder().status(404).body(()).unwrap_or_default();
+                            let _ = stream.send_response(resp).await;
+                            let _ = stream.finish().await;
+                        });
                     }
                     Ok(None) => return Ok(None),
                     Err(e) => return Err(closed(e)),
@@ -255,16 +258,28 @@ async fn first_bidi(session: &Session) -> Option<BidiStream<h3_quinn::BidiStream
     }
 }
 
+/// A WebTransport session whose CONNECT was accepted.
+pub struct Accepted {
+    pub session: Session,
+    /// Stream id of the CONNECT request.
+    pub connect_stream_id: u64,
+    pub quic: quinn::Connection,
+    /// The join token's claims, when tokens are required.
+    pub claims: Option<crate::auth::Claims>,
+}
+
 /// Runs one accepted WebTransport session to its end.
-pub async fn run(
-    session: Session,
-    connect_stream_id: u64,
-    quic: quinn::Connection,
-    shared: Arc<Shared>,
-    claims: Option<crate::auth::Claims>,
-) {
+pub async fn run(accepted: Accepted, shared: Arc<Shared>) {
+    let Accepted {
+        session,
+        connect_stream_id,
+        quic,
+        claims,
+    } = accepted;
     let session = Arc::new(session);
-    let Ok(Some(stream)) = tokio::time::timeout(HELLO_TIMEOUT, first_bidi(&session)).await else {
+    // Boxed: a transient state, kept out of the session's lasting size.
+    let first = Box::pin(tokio::time::timeout(HELLO_TIMEOUT, first_bidi(&session)));
+    let Ok(Some(stream)) = first.await else {
         let code = ErrorCode::HelloTimeout;
         shared.metrics.count_error(code);
         tracing::info!("no reliable stream within {HELLO_TIMEOUT:?}; closing");
