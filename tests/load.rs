@@ -61,3 +61,58 @@ fn load_s1_writes_the_documented_json() {
         }
     }
 }
+
+/// `rally load s3` with tiny counts: every session connects, WebTransport
+/// clients sharing sockets (`--wt-clients-per-socket`) included, and the
+/// JSON carries the per-connection figures.
+#[test]
+fn load_s3_connects_every_session_on_shared_sockets() {
+    let out = std::env::temp_dir().join(format!("rally-load-s3-{}.json", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_rally"))
+        .args([
+            "load",
+            "s3",
+            "--ws",
+            "30",
+            "--wt",
+            "30",
+            "--wt-clients-per-socket",
+            "8",
+            "--room-size",
+            "10",
+            "--observers",
+            "2",
+            "--settle",
+            "0.2",
+        ])
+        .arg("--json")
+        .arg(&out)
+        .env("RALLY_LOG", "warn")
+        .status()
+        .expect("run rally load s3");
+    assert!(status.success(), "rally load s3 failed: {status}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("JSON file written")).unwrap();
+    let _ = std::fs::remove_file(&out);
+
+    assert_eq!(v["scenario"], "s3");
+    assert_eq!(v["wt_clients_per_socket"], 8);
+    let rows = v["rows"].as_array().unwrap();
+    let transports: Vec<&str> = rows
+        .iter()
+        .map(|r| r["transport"].as_str().unwrap())
+        .collect();
+    assert_eq!(transports, ["websocket", "webtransport"]);
+    for r in rows {
+        let t = r["transport"].as_str().unwrap();
+        assert_eq!(r["connected"], 30, "{t}");
+        assert_eq!(r["connect_failures"], 0, "{t}");
+        assert_eq!(
+            r["alive_at_end"], 30,
+            "{t}: sessions dropped during the run"
+        );
+        assert!(r["rss_after_kb"].as_u64().unwrap() > 0, "{t}");
+        assert!(r["rss_per_conn_kb"].is_number(), "{t}");
+        assert_eq!(r["connect_latency"]["samples"], 30, "{t}");
+    }
+}

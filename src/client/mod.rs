@@ -9,6 +9,7 @@ mod http_get;
 pub mod soak;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -66,6 +67,40 @@ pub struct ConnectOptions {
     pub origin: Option<String>,
     /// Join token, sent as `?token=` on the session URL.
     pub token: Option<String>,
+    /// Open the WebTransport connection on this endpoint (UDP socket)
+    /// instead of a new one of its own. Only the load generator shares
+    /// endpoints: a thousand sockets, each with its own driver task, cost
+    /// it more than the server it measures. The endpoint's certificate
+    /// pinning applies; `cert_hash` is not used.
+    pub wt_endpoint: Option<WtEndpoint>,
+}
+
+/// A WebTransport client endpoint (one UDP socket) that several clients
+/// can share; see [`ConnectOptions::wt_endpoint`].
+#[derive(Clone)]
+pub struct WtEndpoint(Arc<wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>>);
+
+impl std::fmt::Debug for WtEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WtEndpoint")
+    }
+}
+
+impl WtEndpoint {
+    /// A client endpoint on an ephemeral port that pins `cert_hash` (or,
+    /// without one, verifies the server with the system roots).
+    pub fn new(cert_hash: Option<[u8; 32]>) -> Result<Self, ClientError> {
+        let builder = wtransport::ClientConfig::builder().with_bind_default();
+        let config = match cert_hash {
+            Some(h) => builder
+                .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(h)])
+                .build(),
+            None => builder.with_native_certs().build(),
+        };
+        wtransport::Endpoint::client(config)
+            .map(|e| WtEndpoint(Arc::new(e)))
+            .map_err(|e| ClientError::Connect(e.to_string()))
+    }
 }
 
 /// What a client needs to resume its player after a drop.
@@ -92,6 +127,7 @@ impl ConnectOptions {
             resume: None,
             origin: None,
             token: None,
+            wt_endpoint: None,
         }
     }
 }
@@ -108,7 +144,7 @@ pub struct Received {
 enum Conn {
     Wt {
         // Kept so the client endpoint lives as long as the connection.
-        _endpoint: wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+        _endpoint: WtEndpoint,
         conn: wtransport::Connection,
         send: wtransport::SendStream,
         recv: wtransport::RecvStream,
@@ -187,25 +223,22 @@ impl Client {
         }
         let conn = match opts.transport {
             TransportKind::WebTransport => {
-                let hash = match opts.cert_hash {
-                    Some(h) => Some(h),
-                    None if opts.url.scheme() == "http" => Some(fetch_cert_hash(&opts.url).await?),
-                    None => None,
+                let endpoint = match &opts.wt_endpoint {
+                    Some(e) => e.clone(),
+                    None => WtEndpoint::new(match opts.cert_hash {
+                        Some(h) => Some(h),
+                        None if opts.url.scheme() == "http" => {
+                            Some(fetch_cert_hash(&opts.url).await?)
+                        }
+                        None => None,
+                    })?,
                 };
-                let builder = wtransport::ClientConfig::builder().with_bind_default();
-                let config = match hash {
-                    Some(h) => builder
-                        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(h)])
-                        .build(),
-                    None => builder.with_native_certs().build(),
-                };
-                let endpoint = wtransport::Endpoint::client(config)
-                    .map_err(|e| ClientError::Connect(e.to_string()))?;
                 let mut req = wtransport::endpoint::ConnectOptions::builder(url.as_str());
                 if let Some(o) = &opts.origin {
                     req = req.add_header("origin", o);
                 }
                 let conn = endpoint
+                    .0
                     .connect(req)
                     .await
                     .map_err(|e| ClientError::Connect(e.to_string()))?;

@@ -62,6 +62,9 @@ pub struct S2Args {
     /// Handshakes in flight at once while connecting.
     #[arg(long, default_value_t = 32)]
     pub connect_concurrency: usize,
+    /// WebTransport clients sharing one UDP socket (client endpoint).
+    #[arg(long, default_value_t = 25)]
+    pub wt_clients_per_socket: usize,
     /// Directory of the Node.js peer (npm ci is run there if needed).
     #[arg(long)]
     pub peer_dir: Option<std::path::PathBuf>,
@@ -102,6 +105,7 @@ pub struct S2Report {
     pub info: RunInfo,
     pub tick_hz: u16,
     pub room_size: usize,
+    pub wt_clients_per_socket: usize,
     pub server_args: Vec<String>,
     pub rows: Vec<S2Row>,
 }
@@ -180,6 +184,11 @@ async fn one_row(
     let (stop_tx, stop_rx) = watch::channel(false);
     let url = server.url();
     let hash = server.cert_hash;
+    let per_socket = args.wt_clients_per_socket.max(1);
+    let endpoints = match transport {
+        TransportKind::WebTransport => fleet::wt_endpoints(n, per_socket, hash)?,
+        TransportKind::WebSocket => Vec::new(),
+    };
     let fleet = fleet::ramp(
         n,
         args.connect_concurrency,
@@ -187,6 +196,7 @@ async fn one_row(
             let room = format!("s2-{}", i / room_size);
             let mut o = ConnectOptions::new(url.clone(), transport, &room, &format!("c{i}"));
             o.cert_hash = hash;
+            o.wt_endpoint = endpoints.get(i / per_socket).cloned();
             o.timeout = Duration::from_secs(30);
             o
         },
@@ -308,6 +318,7 @@ pub async fn run(args: &S2Args, launch: &ServerLaunch) -> anyhow::Result<S2Repor
         info,
         tick_hz: args.tick_hz,
         room_size: args.room_size,
+        wt_clients_per_socket: args.wt_clients_per_socket,
         server_args: launch.extra.clone(),
         rows,
     })

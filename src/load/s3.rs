@@ -45,6 +45,9 @@ pub struct S3Args {
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
+    /// WebTransport clients sharing one UDP socket (client endpoint).
+    #[arg(long, default_value_t = 25)]
+    pub wt_clients_per_socket: usize,
     /// Seconds to let the server settle before and after the ramp.
     #[arg(long, default_value_t = 2.0)]
     pub settle: f64,
@@ -84,6 +87,7 @@ pub struct S3Report {
     pub room_size: usize,
     pub snapshot_every: u16,
     pub observers: usize,
+    pub wt_clients_per_socket: usize,
     pub server_args: Vec<String>,
     pub rows: Vec<S3Row>,
 }
@@ -181,10 +185,19 @@ async fn one_row(
     let before = server.stat();
     phase.store(RAMP, Relaxed);
     let room_size = args.room_size.max(1);
+    let per_socket = args.wt_clients_per_socket.max(1);
+    let endpoints = match transport {
+        TransportKind::WebTransport => fleet::wt_endpoints(n, per_socket, hash)?,
+        TransportKind::WebSocket => Vec::new(),
+    };
     let sessions = fleet::ramp(
         n,
         args.connect_concurrency,
-        |i| opts(format!("s3-{}", i / room_size), format!("c{i}")),
+        |i| {
+            let mut o = opts(format!("s3-{}", i / room_size), format!("c{i}"));
+            o.wt_endpoint = endpoints.get(i / per_socket).cloned();
+            o
+        },
         |_, c| idle(c, stop_rx.clone()),
     )
     .await;
@@ -298,6 +311,7 @@ pub async fn run(args: &S3Args, launch: &ServerLaunch) -> anyhow::Result<S3Repor
         room_size: args.room_size,
         snapshot_every: args.snapshot_every,
         observers: args.observers,
+        wt_clients_per_socket: args.wt_clients_per_socket,
         server_args: launch.extra.clone(),
         rows,
     })
