@@ -4,30 +4,38 @@
 
 use std::process::Command;
 
-#[test]
-fn load_s1_writes_the_documented_json() {
-    let out = std::env::temp_dir().join(format!("rally-load-s1-{}.json", std::process::id()));
+/// Runs `rally load ARGS --json FILE` and returns the JSON it wrote.
+fn run_load(args: &[&str]) -> serde_json::Value {
+    let out = std::env::temp_dir().join(format!(
+        "rally-load-{}-{}.json",
+        args[0],
+        std::process::id()
+    ));
     let status = Command::new(env!("CARGO_BIN_EXE_rally"))
-        .args([
-            "load",
-            "s1",
-            "--round-trips",
-            "40",
-            "--rounds",
-            "2",
-            "--warmup",
-            "5",
-        ])
+        .arg("load")
+        .args(args)
         .arg("--json")
         .arg(&out)
         .env("RALLY_LOG", "warn")
         .status()
-        .expect("run rally load s1");
-    assert!(status.success(), "rally load s1 failed: {status}");
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&out).expect("JSON file written")).unwrap();
+        .expect("run rally load");
+    assert!(status.success(), "rally load {args:?} failed: {status}");
+    let v = serde_json::from_slice(&std::fs::read(&out).expect("JSON file written")).unwrap();
     let _ = std::fs::remove_file(&out);
+    v
+}
 
+#[test]
+fn load_s1_writes_the_documented_json() {
+    let v = run_load(&[
+        "s1",
+        "--round-trips",
+        "40",
+        "--rounds",
+        "2",
+        "--warmup",
+        "5",
+    ]);
     assert_eq!(v["scenario"], "s1");
     assert!(v["machine"]["nproc"].as_u64().unwrap() >= 1);
     for k in ["cpu_model", "mem_total", "kernel"] {
@@ -67,34 +75,21 @@ fn load_s1_writes_the_documented_json() {
 /// JSON carries the per-connection figures.
 #[test]
 fn load_s3_connects_every_session_on_shared_sockets() {
-    let out = std::env::temp_dir().join(format!("rally-load-s3-{}.json", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_rally"))
-        .args([
-            "load",
-            "s3",
-            "--ws",
-            "30",
-            "--wt",
-            "30",
-            "--wt-clients-per-socket",
-            "8",
-            "--room-size",
-            "10",
-            "--observers",
-            "2",
-            "--settle",
-            "0.2",
-        ])
-        .arg("--json")
-        .arg(&out)
-        .env("RALLY_LOG", "warn")
-        .status()
-        .expect("run rally load s3");
-    assert!(status.success(), "rally load s3 failed: {status}");
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&out).expect("JSON file written")).unwrap();
-    let _ = std::fs::remove_file(&out);
-
+    let v = run_load(&[
+        "s3",
+        "--ws",
+        "30",
+        "--wt",
+        "30",
+        "--wt-clients-per-socket",
+        "8",
+        "--room-size",
+        "10",
+        "--observers",
+        "2",
+        "--settle",
+        "0.2",
+    ]);
     assert_eq!(v["scenario"], "s3");
     assert_eq!(v["wt_clients_per_socket"], 8);
     let rows = v["rows"].as_array().unwrap();
