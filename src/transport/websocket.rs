@@ -23,16 +23,17 @@ use crate::session::{Carriage, Channel, TransportError, TransportRx, TransportTx
 /// 4 KiB is refused by tungstenite itself; 256–4096 bytes is refused by the
 /// session with `message_too_large`.
 ///
-/// The read buffer is 1 KiB, not tungstenite's 128 KiB: tungstenite
+/// The read buffer is 512 bytes, not tungstenite's 128 KiB: tungstenite
 /// zero-fills the free part of it on every read attempt, so 128 KiB cost
 /// ~35% of the server's CPU in `rally load s2` and made every connection's
 /// buffer resident; at 4 KiB it was still a third of the memory per idle
-/// connection (`rally load s3`). Client messages are at most 256 bytes, and
-/// a larger frame grows the buffer to fit.
+/// connection (`rally load s3`; 1 KiB → 512 B saved another 0.5 KB). Client
+/// messages are at most 256 bytes, and a larger frame grows the buffer to
+/// fit.
 pub fn config(limits: &crate::config::Limits) -> WebSocketConfig {
     let max = limits.ws_max_message as usize;
     WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
         .write_buffer_size(0)
