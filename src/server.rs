@@ -323,7 +323,7 @@ pub async fn run(
         resume_window: cfg.resume_window,
     };
     let shared = Arc::new(Shared {
-        rooms: Rooms::new(room_cfg, metrics.clone()),
+        rooms: Rooms::new(room_cfg),
         metrics,
         sessions: Arc::new(Semaphore::new(cfg.max_sessions)),
         alt_svc,

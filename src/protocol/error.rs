@@ -24,7 +24,9 @@ pub enum ErrorCode {
     RoomFull = 7,
     /// The server has reached its session limit.
     ServerFull = 8,
-    /// The peer did not read fast enough; its reliable queue overflowed.
+    /// The peer did not read fast enough: its connection accepted nothing
+    /// for the slow-peer timeout, or it fell more than the replay window
+    /// of reliable events behind.
     TooSlow = 9,
     /// The server is shutting down.
     ShuttingDown = 10,

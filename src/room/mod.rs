@@ -2,14 +2,15 @@
 //! room that runs the authoritative tick loop.
 //!
 //! The task owns the pure [`state::RoomState`] and talks to sessions only
-//! through bounded channels: a command queue in, and per player a bounded
-//! reliable queue and a newest-wins snapshot slot out. It never knows which
-//! transport a player uses.
+//! through a bounded command queue in, and per player a newest-wins
+//! snapshot slot out. It never knows which transport a player uses.
 //!
 //! Reliable events (`PlayerJoined`, `PlayerLeft`) are numbered per player and
-//! the last [`RoomConfig::replay`] are kept (once per room, see [`events`]),
-//! so a player whose session drops can resume within the resume window and
-//! receive exactly what it missed.
+//! the last [`RoomConfig::replay`] are kept once per room ([`events`]);
+//! sessions read them from there (woken through their snapshot slot), so a
+//! player whose session drops can resume within the resume window and
+//! receive exactly what it missed, and a session that falls that far behind
+//! is `too_slow`.
 
 pub mod events;
 pub mod state;
@@ -23,11 +24,11 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
-use crate::metrics::Metrics;
 use crate::protocol::{
     Buttons, ErrorCode, ServerMsg, Welcome, MAX_INPUTS_PER_MSG, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
-use events::{EventLog, PlayerEvents, ReplayError};
+use events::EventLog;
+pub use events::ReplayError;
 use state::{GameParams, RoomState};
 
 /// A room with no players for this long is removed.
@@ -46,8 +47,8 @@ pub struct RoomConfig {
 }
 
 impl RoomConfig {
-    /// Reliable events kept per player for replay, and the size of its
-    /// reliable queue: the whole roster of a full room plus headroom.
+    /// Reliable events kept for each player's replay, and how far behind
+    /// its session may fall: the whole roster of a full room plus headroom.
     pub fn replay(&self) -> usize {
         self.game.max_players + 64
     }
@@ -126,15 +127,43 @@ pub struct Membership {
     pub player_id: u32,
     pub welcome: Welcome,
     /// Reliable messages for this player, already encoded, in order.
-    pub events: mpsc::Receiver<Bytes>,
-    /// Newest snapshot for this player (newest wins).
+    pub events: EventFeed,
+    /// Newest snapshot for this player (newest wins). Also marked changed
+    /// when a reliable event is added: read `events` first.
     pub snapshots: watch::Receiver<SnapshotRef>,
-    /// Set by the room before it drops this player's queue on purpose.
+    /// Set by the room before it drops this player's slot on purpose.
     pub kicked: Arc<OnceLock<ErrorCode>>,
     room: RoomHandle,
     /// Which attachment of the player this is (resume makes a new one).
     attachment: u64,
     departure: Departure,
+}
+
+/// A player's reliable events, read in order from the room's log.
+pub struct EventFeed {
+    log: Arc<Mutex<EventLog>>,
+    player: u32,
+    /// Number of the last event read.
+    last: u32,
+}
+
+impl EventFeed {
+    /// The next event, if there is one yet. `Gap` when the session fell more
+    /// than [`RoomConfig::replay`] events behind; `Gone` once the player was
+    /// removed.
+    pub fn read_next(&mut self) -> Result<Option<Bytes>, ReplayError> {
+        let ev = lock(&self.log).event_after(self.player, self.last)?;
+        if ev.is_some() {
+            self.last = self.last.wrapping_add(1);
+        }
+        Ok(ev)
+    }
+}
+
+/// The log is only touched under short, non-panicking critical sections;
+/// a poisoned lock still holds a consistent log.
+fn lock(log: &Mutex<EventLog>) -> std::sync::MutexGuard<'_, EventLog> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Membership {
@@ -183,17 +212,15 @@ pub struct Rooms {
     tokens: Mutex<HashMap<ResumeToken, (String, u32)>>,
     next_room_id: std::sync::atomic::AtomicU64,
     cfg: RoomConfig,
-    metrics: Arc<Metrics>,
 }
 
 impl Rooms {
-    pub fn new(cfg: RoomConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(cfg: RoomConfig) -> Arc<Self> {
         Arc::new(Rooms {
             map: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             next_room_id: 1.into(),
             cfg,
-            metrics,
         })
     }
 
@@ -286,11 +313,8 @@ impl Rooms {
 
 struct Outlet {
     /// `None` while detached.
-    events: Option<mpsc::Sender<Bytes>>,
     snapshots: Option<watch::Sender<SnapshotRef>>,
     kicked: Arc<OnceLock<ErrorCode>>,
-    /// Where this player's numbered events are in the room's log.
-    stream: PlayerEvents,
     attachment: u64,
     detached_since: Option<Instant>,
     token: ResumeToken,
@@ -301,8 +325,8 @@ struct Room {
     name: String,
     state: RoomState,
     outlets: HashMap<u32, Outlet>,
-    /// Reliable events, kept once for every player's replay.
-    events: EventLog,
+    /// Reliable events, kept once for every player and read by sessions.
+    events: Arc<Mutex<EventLog>>,
     rooms: Arc<Rooms>,
     handle: RoomHandle,
     cfg: RoomConfig,
@@ -333,7 +357,7 @@ impl Room {
             name: name.clone(),
             state: RoomState::new(cfg.game),
             outlets: HashMap::new(),
-            events: EventLog::new(cfg.replay()),
+            events: Arc::new(Mutex::new(EventLog::new(cfg.replay()))),
             rooms,
             handle: handle.clone(),
             cfg,
@@ -426,29 +450,28 @@ impl Room {
         }
     }
 
-    /// New channels for a (re)attached player; the first message queued is
-    /// its `Welcome`, which is not numbered.
-    fn attach(
-        &mut self,
-        welcome: &Welcome,
-    ) -> (Membership, mpsc::Sender<Bytes>, watch::Sender<SnapshotRef>) {
-        let (ev_tx, ev_rx) = mpsc::channel(self.cfg.replay() + 1);
+    /// A membership for a (re)attached player, whose session sends
+    /// `Welcome` (not numbered) and then reads events after
+    /// `welcome.reliable_seq`.
+    fn attach(&mut self, welcome: &Welcome) -> (Membership, watch::Sender<SnapshotRef>) {
         let (snap_tx, snap_rx) = watch::channel(SnapshotRef::default());
-        // Cannot fail: a fresh queue.
-        let _ = ev_tx.try_send(ServerMsg::Welcome(welcome.clone()).to_bytes());
         let attachment = self.next_attachment;
         self.next_attachment += 1;
         let m = Membership {
             player_id: welcome.player_id,
             welcome: welcome.clone(),
-            events: ev_rx,
+            events: EventFeed {
+                log: self.events.clone(),
+                player: welcome.player_id,
+                last: welcome.reliable_seq,
+            },
             snapshots: snap_rx,
             kicked: Arc::new(OnceLock::new()),
             room: self.handle.clone(),
             attachment,
             departure: Departure::Detach,
         };
-        (m, ev_tx, snap_tx)
+        (m, snap_tx)
     }
 
     fn join(&mut self, name: String) -> Result<Membership, JoinError> {
@@ -458,23 +481,17 @@ impl Room {
             .map_err(|state::JoinError::RoomFull(n)| JoinError::RoomFull(n))?;
         let token: ResumeToken = rand::random();
         let welcome = self.welcome(player_id, token, 0);
-        let (m, ev_tx, snap_tx) = self.attach(&welcome);
+        let (m, snap_tx) = self.attach(&welcome);
         // Everyone else learns of the newcomer; then the newcomer gets the
         // roster, itself included.
         // One message, shared by the broadcast and every later roster.
         let joined = ServerMsg::PlayerJoined { player_id, name }.to_bytes();
-        self.events.register(player_id, joined.clone());
+        lock(&self.events).register(player_id, joined.clone());
         self.broadcast(joined);
-        let (stream, roster) = self.events.start(self.state.players().map(|(id, _)| id));
-        for msg in roster {
-            // Sized for the roster: cannot overflow on a fresh queue.
-            let _ = ev_tx.try_send(msg);
-        }
+        lock(&self.events).open(player_id, self.state.players().map(|(id, _)| id));
         let outlet = Outlet {
-            events: Some(ev_tx),
             snapshots: Some(snap_tx),
             kicked: m.kicked.clone(),
-            stream,
             attachment: m.attachment,
             detached_since: None,
             token,
@@ -499,27 +516,22 @@ impl Room {
         if outlet.token != token {
             return Err(JoinError::UnknownToken);
         }
-        let missed = match self.events.replay(&outlet.stream, last_seq) {
-            Ok(m) => m,
-            Err(ReplayError::Ahead) => return Err(JoinError::UnknownToken),
+        match lock(&self.events).check(player, last_seq) {
+            Ok(()) => {}
+            Err(ReplayError::Ahead | ReplayError::Gone) => return Err(JoinError::UnknownToken),
             Err(ReplayError::Gap) => return Err(JoinError::Gap(last_seq)),
-        };
+        }
         let welcome = self.welcome(player, token, last_seq);
-        let (m, ev_tx, snap_tx) = self.attach(&welcome);
+        let (m, snap_tx) = self.attach(&welcome);
         // Unwrap-free re-lookup: `attach` borrowed self mutably.
         let Some(outlet) = self.outlets.get_mut(&player) else {
             return Err(JoinError::UnknownToken);
         };
-        if outlet.events.is_some() {
+        if outlet.snapshots.is_some() {
             // The old session has not noticed its connection died, or the
             // client resumed from elsewhere: the newest session wins.
             let _ = outlet.kicked.set(ErrorCode::Replaced);
         }
-        for msg in missed {
-            // The queue holds `cap + 1` and replay is at most `cap`.
-            let _ = ev_tx.try_send(msg);
-        }
-        outlet.events = Some(ev_tx);
         outlet.snapshots = Some(snap_tx);
         outlet.kicked = m.kicked.clone();
         outlet.attachment = m.attachment;
@@ -540,7 +552,6 @@ impl Room {
             Departure::Leave => self.remove(id, None),
             Departure::Detach => {
                 tracing::debug!(player_id = id, "player detached; kept for resume");
-                outlet.events = None;
                 outlet.snapshots = None;
                 outlet.detached_since = Some(Instant::now());
             }
@@ -558,29 +569,18 @@ impl Room {
         if self.state.leave(id) {
             tracing::debug!(player_id = id, ?kick, "player left");
             self.broadcast(ServerMsg::PlayerLeft { player_id: id }.to_bytes());
-            self.events.left(id);
         }
+        lock(&self.events).left(id);
     }
 
-    /// Queues a reliable event for every player (kept for replay while
-    /// detached). A player whose queue is full is too slow to keep up and is
-    /// removed with `too_slow`.
+    /// Adds a reliable event for every player (kept for replay while
+    /// detached) and wakes the attached players' sessions to read it.
     fn broadcast(&mut self, msg: Bytes) {
-        let mut slow = Vec::new();
-        for (&id, o) in &self.outlets {
-            let Some(tx) = &o.events else { continue };
-            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(msg.clone()) {
-                slow.push(id);
+        lock(&self.events).push(msg);
+        for o in self.outlets.values() {
+            if let Some(slot) = &o.snapshots {
+                slot.send_modify(|_| {});
             }
-        }
-        self.events.push(msg);
-        for id in slow {
-            tracing::info!(
-                player_id = id,
-                "reliable queue full; disconnecting slow player"
-            );
-            self.rooms.metrics.count_error(ErrorCode::TooSlow);
-            self.remove(id, Some(ErrorCode::TooSlow));
         }
     }
 
@@ -592,7 +592,6 @@ impl Room {
         for (&id, o) in self.outlets.iter_mut() {
             // A session that vanished without its departure being queued.
             if o.snapshots.as_ref().is_some_and(|s| s.is_closed()) {
-                o.events = None;
                 o.snapshots = None;
                 o.detached_since = Some(now);
             }

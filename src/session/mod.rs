@@ -26,7 +26,7 @@ use crate::protocol::{
     encode_snapshot, valid_player_name, valid_room_name, ClientMsg, ErrorCode, ServerMsg,
     PROTOCOL_VERSION,
 };
-use crate::room::{JoinError, Membership, Rooms};
+use crate::room::{JoinError, Membership, ReplayError, Rooms};
 use rate::{TokenBucket, Verdict};
 
 mod woken;
@@ -454,7 +454,6 @@ async fn write<T: TransportTx>(tx: &mut T, ctx: &SessionCtx, out: Out) -> Result
 fn kicked_end(member: &Membership) -> End {
     let code = member.kicked.get().copied().unwrap_or(ErrorCode::Internal);
     let reason = match code {
-        ErrorCode::TooSlow => "reliable queue overflowed: the client is not reading",
         ErrorCode::Replaced => "another session resumed this player",
         _ => "removed from the room",
     };
@@ -482,24 +481,36 @@ async fn play<R: TransportRx, T: TransportTx>(
     // woken: see `woken`.
     let inbound = futures::stream::unfold(rx, |rx| async move { Some((rx.recv().await, rx)) });
     let mut inbound = std::pin::pin!(woken::PollWhenWoken::new(inbound));
+    let welcome = ServerMsg::Welcome(member.welcome.clone()).to_bytes();
+    if let Err(end) = write(tx, ctx, Out::Reliable(welcome)).await {
+        return end;
+    }
+    let mut woken = true;
     loop {
-        tokio::select! {
+        if woken {
+            woken = false;
             // Reliable events first: a join must not be overtaken by the
             // snapshot that already shows the player.
-            biased;
-            ev = member.events.recv() => match ev {
-                Some(msg) => {
-                    if let Err(end) = write(tx, ctx, Out::Reliable(msg)).await {
-                        return end;
+            loop {
+                match member.events.read_next() {
+                    Ok(Some(msg)) => {
+                        if let Err(end) = write(tx, ctx, Out::Reliable(msg)).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(ReplayError::Gone) => return kicked_end(member),
+                    Err(ReplayError::Gap | ReplayError::Ahead) => {
+                        return End::Error(
+                            ErrorCode::TooSlow,
+                            "fell too far behind the room's reliable events".into(),
+                        )
                     }
                 }
-                None => return kicked_end(member),
-            },
-            changed = member.snapshots.changed() => {
-                if changed.is_err() {
-                    return kicked_end(member);
-                }
-                let snap = member.snapshots.borrow_and_update().clone();
+            }
+            let snap = member.snapshots.borrow_and_update().clone();
+            // Wake-ups for events leave the snapshot as it was.
+            if !snap.body.is_empty() && last_tick_sent != Some(snap.tick) {
                 if let Some(last) = last_tick_sent {
                     let every = member.welcome.snapshot_every.max(1) as u64;
                     let skipped = snap.tick.wrapping_sub(last) as u64 / every;
@@ -510,7 +521,12 @@ async fn play<R: TransportRx, T: TransportTx>(
                 last_tick_sent = Some(snap.tick);
                 // Only the 5-byte header is written per recipient; the body
                 // was encoded once by the room.
-                match deadline(ctx, tx.send_snapshot(&mut snap_buf, snap.ack_seq, &snap.body)).await {
+                match deadline(
+                    ctx,
+                    tx.send_snapshot(&mut snap_buf, snap.ack_seq, &snap.body),
+                )
+                .await
+                {
                     Ok(carriage) => {
                         counters.snapshots_sent.fetch_add(1, Relaxed);
                         if carriage == Carriage::Stream && kind == TransportKind::WebTransport {
@@ -519,6 +535,15 @@ async fn play<R: TransportRx, T: TransportTx>(
                     }
                     Err(end) => return end,
                 }
+            }
+        }
+        tokio::select! {
+            biased;
+            changed = member.snapshots.changed() => {
+                if changed.is_err() {
+                    return kicked_end(member);
+                }
+                woken = true;
             },
             _ = keepalive.tick() => {
                 if let Err(end) = write(tx, ctx, Out::Keepalive).await {
