@@ -5,6 +5,12 @@
 //! through a bounded command queue in, and per player a newest-wins
 //! snapshot slot out. It never knows which transport a player uses.
 //!
+//! Snapshots go straight from the tick to a player's transport when it has
+//! a [`SnapshotSink`] that can take one without waiting (WebTransport
+//! datagrams): no session task is woken for them. Otherwise, and whenever
+//! the sink declines, they go through the player's newest-wins slot to its
+//! session.
+//!
 //! Reliable events (`PlayerJoined`, `PlayerLeft`) are numbered per player and
 //! the last [`RoomConfig::replay`] are kept once per room ([`events`]);
 //! sessions read them from there (woken through their snapshot slot), so a
@@ -20,12 +26,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::protocol::{
     Buttons, ErrorCode, ServerMsg, Welcome, MAX_INPUTS_PER_MSG, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+    SNAPSHOT_HEADER_LEN,
 };
 use events::EventLog;
 pub use events::ReplayError;
@@ -52,6 +59,19 @@ impl RoomConfig {
     pub fn replay(&self) -> usize {
         self.game.max_players + 64
     }
+}
+
+/// A player's direct path for snapshots, given by its transport when the
+/// session joins. The room calls it from its tick for every snapshot, so it
+/// must never wait: it hands the snapshot to the transport at once, or
+/// declines (too big for a datagram now, connection gone) and the snapshot
+/// takes the slot to the session instead. A `dyn` call per recipient: one
+/// room holds players of both transports.
+pub trait SnapshotSink: Send + Sync {
+    /// Sends this recipient's snapshot (header with `ack_seq`, then the
+    /// shared `body`), writing whatever it sends into `arena`, the tick's
+    /// one buffer for all recipients. `false`: not sent.
+    fn try_send(&self, arena: &mut BytesMut, ack_seq: u32, body: &[u8]) -> bool;
 }
 
 /// One tick's snapshot as one recipient will get it: the shared encoded body
@@ -86,15 +106,19 @@ impl JoinError {
     }
 }
 
+type Sink = Option<Arc<dyn SnapshotSink>>;
+
 enum Command {
     Join {
         name: String,
+        sink: Sink,
         reply: oneshot::Sender<Result<Membership, JoinError>>,
     },
     Resume {
         player: u32,
         token: ResumeToken,
         last_seq: u32,
+        sink: Sink,
         reply: oneshot::Sender<Result<Membership, JoinError>>,
     },
     Input {
@@ -261,9 +285,14 @@ impl Rooms {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Joins `room` (creating it if needed) as `name`. The caller has
-    /// validated both names.
-    pub async fn join(self: &Arc<Self>, room: &str, name: &str) -> Result<Membership, JoinError> {
+    /// Joins `room` (creating it if needed) as `name`; snapshots go to
+    /// `sink` when it takes them. The caller has validated both names.
+    pub async fn join(
+        self: &Arc<Self>,
+        room: &str,
+        name: &str,
+        sink: Sink,
+    ) -> Result<Membership, JoinError> {
         // A room that is just removing itself drops our join; the second
         // attempt finds or creates a live one.
         for _ in 0..3 {
@@ -273,6 +302,7 @@ impl Rooms {
             let (tx, rx) = oneshot::channel();
             let cmd = Command::Join {
                 name: name.to_string(),
+                sink: sink.clone(),
                 reply: tx,
             };
             if h.cmd.send(cmd).await.is_err() {
@@ -286,11 +316,12 @@ impl Rooms {
     }
 
     /// Takes back the player holding `token`, replaying the reliable events
-    /// after `last_seq`.
+    /// after `last_seq`; snapshots go to `sink` from now on.
     pub async fn resume(
         self: &Arc<Self>,
         token: ResumeToken,
         last_seq: u32,
+        sink: Sink,
     ) -> Result<(String, Membership), JoinError> {
         let (room, player) = self
             .tokens()
@@ -303,6 +334,7 @@ impl Rooms {
             player,
             token,
             last_seq,
+            sink,
             reply: tx,
         };
         h.cmd.send(cmd).await.map_err(|_| JoinError::UnknownToken)?;
@@ -314,6 +346,8 @@ impl Rooms {
 struct Outlet {
     /// `None` while detached.
     snapshots: Option<watch::Sender<SnapshotRef>>,
+    /// The attached session's direct path, tried before `snapshots`.
+    sink: Sink,
     kicked: Arc<OnceLock<ErrorCode>>,
     attachment: u64,
     detached_since: Option<Instant>,
@@ -331,6 +365,9 @@ struct Room {
     handle: RoomHandle,
     cfg: RoomConfig,
     next_attachment: u64,
+    /// Every direct recipient's snapshot of a tick is written here: one
+    /// allocation per tick, reclaimed once the transports let go of it.
+    arena: BytesMut,
 }
 
 fn unix_micros() -> u64 {
@@ -362,6 +399,7 @@ impl Room {
             handle: handle.clone(),
             cfg,
             next_attachment: 1,
+            arena: BytesMut::new(),
         };
         // A root span: the room outlives the session that happened to create it.
         let span = tracing::info_span!(parent: None, "room", room = %name, id);
@@ -401,8 +439,8 @@ impl Room {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Join { name, reply } => {
-                let result = self.join(name);
+            Command::Join { name, sink, reply } => {
+                let result = self.join(name, sink);
                 if let Err(Ok(m)) = reply.send(result) {
                     // The session gave up waiting; undo the join.
                     let mut m = m;
@@ -413,9 +451,10 @@ impl Room {
                 player,
                 token,
                 last_seq,
+                sink,
                 reply,
             } => {
-                let result = self.resume(player, token, last_seq);
+                let result = self.resume(player, token, last_seq, sink);
                 // If the session gave up, dropping the membership detaches
                 // the player again: nothing is lost.
                 let _ = reply.send(result);
@@ -474,7 +513,7 @@ impl Room {
         (m, snap_tx)
     }
 
-    fn join(&mut self, name: String) -> Result<Membership, JoinError> {
+    fn join(&mut self, name: String, sink: Sink) -> Result<Membership, JoinError> {
         let player_id = self
             .state
             .join(name.clone())
@@ -491,6 +530,7 @@ impl Room {
         lock(&self.events).open(player_id, self.state.players().map(|(id, _)| id));
         let outlet = Outlet {
             snapshots: Some(snap_tx),
+            sink,
             kicked: m.kicked.clone(),
             attachment: m.attachment,
             detached_since: None,
@@ -509,6 +549,7 @@ impl Room {
         player: u32,
         token: ResumeToken,
         last_seq: u32,
+        sink: Sink,
     ) -> Result<Membership, JoinError> {
         let Some(outlet) = self.outlets.get(&player) else {
             return Err(JoinError::UnknownToken);
@@ -533,6 +574,7 @@ impl Room {
             let _ = outlet.kicked.set(ErrorCode::Replaced);
         }
         outlet.snapshots = Some(snap_tx);
+        outlet.sink = sink;
         outlet.kicked = m.kicked.clone();
         outlet.attachment = m.attachment;
         outlet.detached_since = None;
@@ -553,6 +595,7 @@ impl Room {
             Departure::Detach => {
                 tracing::debug!(player_id = id, "player detached; kept for resume");
                 outlet.snapshots = None;
+                outlet.sink = None;
                 outlet.detached_since = Some(Instant::now());
             }
         }
@@ -593,6 +636,7 @@ impl Room {
             // A session that vanished without its departure being queued.
             if o.snapshots.as_ref().is_some_and(|s| s.is_closed()) {
                 o.snapshots = None;
+                o.sink = None;
                 o.detached_since = Some(now);
             }
             if o.detached_since.is_some_and(|t| now - t >= window) {
@@ -610,14 +654,144 @@ impl Room {
         let tick = self.state.tick();
         // Encoded once per tick; each recipient gets a cheap clone.
         let body = self.state.snapshot(unix_micros()).encode();
+        // Room for every direct recipient's datagram (a session prefix of up
+        // to 8 bytes, the header, the body) in one allocation.
+        let direct = self.outlets.values().filter(|o| o.sink.is_some()).count();
+        self.arena
+            .reserve(direct * (8 + SNAPSHOT_HEADER_LEN + body.len()));
         for (&id, o) in &self.outlets {
             let Some(slot) = &o.snapshots else { continue };
             let ack_seq = self.state.player(id).map_or(0, |p| p.last_seq);
+            if let Some(sink) = &o.sink {
+                if sink.try_send(&mut self.arena, ack_seq, &body) {
+                    continue;
+                }
+            }
             slot.send_replace(SnapshotRef {
                 tick,
                 ack_seq,
                 body: body.clone(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Buttons, SnapshotBody};
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+
+    fn rooms() -> Arc<Rooms> {
+        Rooms::new(RoomConfig {
+            game: GameParams {
+                tick_hz: 60,
+                arena_w: 960.0,
+                arena_h: 540.0,
+                speed: 240.0,
+                max_players: 8,
+            },
+            snapshot_every: 1,
+            resume_window: Duration::from_secs(10),
+        })
+    }
+
+    /// Records what the room hands it; declines while `decline` is set.
+    #[derive(Default)]
+    struct Recorder {
+        decline: AtomicBool,
+        sent: Mutex<Vec<Bytes>>,
+        calls: AtomicU32,
+    }
+
+    impl SnapshotSink for Recorder {
+        fn try_send(&self, arena: &mut BytesMut, ack_seq: u32, body: &[u8]) -> bool {
+            self.calls.fetch_add(1, Relaxed);
+            crate::protocol::encode_snapshot(arena, ack_seq, body);
+            let msg = arena.split().freeze();
+            if self.decline.load(Relaxed) {
+                return false;
+            }
+            self.sent.lock().unwrap().push(msg);
+            true
+        }
+    }
+
+    fn decode(msg: &[u8]) -> (u32, SnapshotBody) {
+        match ServerMsg::decode(msg) {
+            Ok(ServerMsg::Snapshot { ack_seq, body }) => (ack_seq, body),
+            other => panic!("not a snapshot: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn snapshots_go_to_the_sink_and_never_wake_the_slot() {
+        let rooms = rooms();
+        let sink = Arc::new(Recorder::default());
+        let mut direct = rooms.join("r", "d", Some(sink.clone())).await.unwrap();
+        let mut other = rooms.join("r", "s", None).await.unwrap();
+        assert!(direct.input(3, &[Buttons(8), Buttons(8), Buttons(8)]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let sent = sink.sent.lock().unwrap().clone();
+        assert!(sent.len() >= 5, "{} snapshots sent directly", sent.len());
+        let (ack, body) = decode(sent.last().unwrap());
+        assert_eq!(ack, 3, "the recipient's own acknowledged input");
+        assert_eq!(body.players.len(), 2);
+        let ticks: Vec<u32> = sent.iter().map(|m| decode(m).1.tick).collect();
+        assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
+
+        // The session without a sink gets them through its slot; the
+        // direct one's slot only ever changed for reliable events.
+        assert!(!other.snapshots.borrow_and_update().body.is_empty());
+        assert!(direct.snapshots.borrow_and_update().body.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_declined_snapshot_takes_the_slot_to_the_session() {
+        let rooms = rooms();
+        let sink = Arc::new(Recorder::default());
+        sink.decline.store(true, Relaxed);
+        let mut m = rooms.join("r", "d", Some(sink.clone())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(sink.calls.load(Relaxed) >= 2);
+        assert!(sink.sent.lock().unwrap().is_empty());
+        let snap = m.snapshots.borrow_and_update().clone();
+        assert!(
+            !snap.body.is_empty(),
+            "the declined snapshot is in the slot"
+        );
+
+        // Accepted again: the slot keeps its last snapshot and the sink
+        // carries the new ones.
+        sink.decline.store(false, Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!sink.sent.lock().unwrap().is_empty());
+        assert_eq!(m.snapshots.borrow_and_update().tick, snap.tick);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_detached_player_gets_nothing_and_resume_brings_the_new_sink() {
+        let rooms = rooms();
+        let old = Arc::new(Recorder::default());
+        let m = rooms.join("r", "d", Some(old.clone())).await.unwrap();
+        let token = m.welcome.resume_token;
+        let _keep_room = rooms.join("r", "x", None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(m);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = old.calls.load(Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            old.calls.load(Relaxed),
+            before,
+            "no snapshots while detached"
+        );
+
+        let new = Arc::new(Recorder::default());
+        let (_, _m) = rooms.resume(token, 0, Some(new.clone())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(old.calls.load(Relaxed), before);
+        assert!(new.sent.lock().unwrap().len() >= 2);
     }
 }

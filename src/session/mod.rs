@@ -26,7 +26,7 @@ use crate::protocol::{
     encode_snapshot, valid_player_name, valid_room_name, ClientMsg, ErrorCode, ServerMsg,
     PROTOCOL_VERSION,
 };
-use crate::room::{JoinError, Membership, ReplayError, Rooms};
+use crate::room::{JoinError, Membership, ReplayError, Rooms, SnapshotSink};
 use rate::{TokenBucket, Verdict};
 
 mod woken;
@@ -112,6 +112,13 @@ pub trait TransportTx: Send {
     ) -> impl Future<Output = Result<Carriage, TransportError>> + Send {
         encode_snapshot(buf, ack_seq, body);
         self.send_latest(buf.split().freeze())
+    }
+
+    /// A path the room may use to send this session's snapshots itself,
+    /// without waking the session (see [`SnapshotSink`]); `None` (the
+    /// default) sends every snapshot through the session.
+    fn snapshot_sink(&self, _metrics: &Arc<Metrics>) -> Option<Arc<dyn SnapshotSink>> {
+        None
     }
 
     /// Sends on the channel the reply belongs to (`Pong` answers a `Ping`).
@@ -267,7 +274,7 @@ async fn session<R: TransportRx, T: TransportTx>(
             Ok(Err(end)) => return end,
             Ok(Ok(m)) => m,
         };
-        match admit(first, ctx).await {
+        match admit(first, ctx, tx.snapshot_sink(&ctx.metrics)).await {
             Ok(m) => break m,
             Err(End::Error(ErrorCode::ResumeFailed, reason)) => {
                 // Not fatal: tell the client, and let it join afresh.
@@ -346,7 +353,11 @@ fn check_room(room: &str, ctx: &SessionCtx) -> Result<(), End> {
 
 /// Turns the first message into a place in a room: a fresh join for
 /// `Hello`, the old player back for `Resume`.
-async fn admit(first: ClientMsg, ctx: &SessionCtx) -> Result<Membership, End> {
+async fn admit(
+    first: ClientMsg,
+    ctx: &SessionCtx,
+    sink: Option<Arc<dyn SnapshotSink>>,
+) -> Result<Membership, End> {
     match first {
         ClientMsg::Hello {
             version,
@@ -368,7 +379,7 @@ async fn admit(first: ClientMsg, ctx: &SessionCtx) -> Result<Membership, End> {
             }
             check_room(&room, ctx)?;
             ctx.rooms
-                .join(&room, &name)
+                .join(&room, &name, sink)
                 .await
                 .map_err(|e| End::Error(e.code(), e.to_string()))
         }
@@ -380,7 +391,7 @@ async fn admit(first: ClientMsg, ctx: &SessionCtx) -> Result<Membership, End> {
             check_version(version)?;
             let (room, m) = ctx
                 .rooms
-                .resume(token, last_seq)
+                .resume(token, last_seq, sink)
                 .await
                 .map_err(|e| match e {
                     JoinError::UnknownToken | JoinError::Gap(_) => End::Error(

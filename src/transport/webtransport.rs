@@ -12,9 +12,11 @@ use h3_webtransport::stream::{BidiStream, RecvStream, SendStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{SnapshotCarriage, HELLO_TIMEOUT};
+use crate::metrics::Metrics;
 use crate::protocol::{
     encode_frame, encode_snapshot, ErrorCode, FrameDecoder, FrameError, SNAPSHOT_HEADER_LEN,
 };
+use crate::room::SnapshotSink;
 use crate::server::Shared;
 use crate::session::{
     self, Carriage, Channel, TransportError, TransportKind, TransportRx, TransportTx,
@@ -46,6 +48,18 @@ pub fn datagram_prefix_len(stream_id: u64) -> usize {
         16_384..=1_073_741_823 => 4,
         _ => 8,
     }
+}
+
+/// One recipient's snapshot as a whole datagram payload, split off `buf`:
+/// the session's prefix, then the message.
+fn snapshot_datagram(buf: &mut BytesMut, session_id: u64, ack_seq: u32, body: &[u8]) -> Bytes {
+    //= https://www.rfc-editor.org/rfc/rfc9297#section-2.1
+    //# Quarter Stream ID: A variable-length integer that contains the
+    //# value of the client-initiated bidirectional stream that this
+    //# datagram is associated with divided by four
+    put_varint(buf, session_id / 4);
+    encode_snapshot(buf, ack_seq, body);
+    buf.split().freeze()
 }
 
 pub struct WtRx {
@@ -189,13 +203,10 @@ impl TransportTx for WtTx {
         // the prefix as zeros of the right length (right only for a session
         // on stream 0).
         if self.fits_datagram(SNAPSHOT_HEADER_LEN + body.len()) {
-            //= https://www.rfc-editor.org/rfc/rfc9297#section-2.1
-            //# Quarter Stream ID: A variable-length integer that contains the
-            //# value of the client-initiated bidirectional stream that this
-            //# datagram is associated with divided by four
-            put_varint(buf, self.session_id / 4);
-            encode_snapshot(buf, ack_seq, body);
-            match self.quic.send_datagram(buf.split().freeze()) {
+            match self
+                .quic
+                .send_datagram(snapshot_datagram(buf, self.session_id, ack_seq, body))
+            {
                 Ok(()) => return Ok(Carriage::Datagram),
                 Err(quinn::SendDatagramError::TooLarge) => buf.clear(),
                 Err(e) => return Err(closed(e)),
@@ -218,6 +229,16 @@ impl TransportTx for WtTx {
         }
     }
 
+    fn snapshot_sink(&self, metrics: &Arc<Metrics>) -> Option<Arc<dyn SnapshotSink>> {
+        (!self.force_stream).then(|| {
+            Arc::new(DatagramSink {
+                quic: self.quic.clone(),
+                session_id: self.session_id,
+                metrics: metrics.clone(),
+            }) as Arc<dyn SnapshotSink>
+        })
+    }
+
     async fn keepalive(&mut self) -> Result<(), TransportError> {
         // QUIC keep-alive (transport config) already does this.
         Ok(())
@@ -232,6 +253,36 @@ impl TransportTx for WtTx {
         let _ = tokio::time::timeout(grace, self.quic.closed()).await;
         self.quic
             .close(quinn::VarInt::from_u32(code as u32), reason.as_bytes());
+    }
+}
+
+/// The room's direct path to one session's snapshots: a datagram each,
+/// handed to quinn from the room's tick. `send_datagram` never waits (a full
+/// send buffer drops its oldest datagram: newest wins), so no session task
+/// runs per snapshot.
+struct DatagramSink {
+    quic: quinn::Connection,
+    /// Stream id of the session's CONNECT request.
+    session_id: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl SnapshotSink for DatagramSink {
+    fn try_send(&self, arena: &mut BytesMut, ack_seq: u32, body: &[u8]) -> bool {
+        // quinn checks the size against the path's current maximum; too
+        // big (or the connection gone) leaves the snapshot to the session,
+        // which sends it on the stream or ends.
+        let datagram = snapshot_datagram(arena, self.session_id, ack_seq, body);
+        match self.quic.send_datagram(datagram) {
+            Ok(()) => {
+                self.metrics
+                    .wt
+                    .snapshots_sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
