@@ -261,9 +261,14 @@ impl SnapshotBody {
 /// (type, `ack_seq`) followed by the shared, already encoded body.
 pub fn encode_snapshot(buf: &mut BytesMut, ack_seq: u32, body: &[u8]) {
     buf.reserve(SNAPSHOT_HEADER_LEN + body.len());
-    buf.put_u8(ty::SNAPSHOT);
-    buf.put_u32(ack_seq);
+    buf.put_slice(&snapshot_header(ack_seq));
     buf.put_slice(body);
+}
+
+/// The per-recipient part of a snapshot message: type and `ack_seq`.
+pub fn snapshot_header(ack_seq: u32) -> [u8; SNAPSHOT_HEADER_LEN] {
+    let [a, b, c, d] = ack_seq.to_be_bytes();
+    [ty::SNAPSHOT, a, b, c, d]
 }
 
 impl ServerMsg {

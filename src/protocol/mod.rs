@@ -8,7 +8,7 @@ mod error;
 mod frame;
 mod message;
 
-pub use codec::{encode_snapshot, DecodeError, SNAPSHOT_HEADER_LEN};
+pub use codec::{encode_snapshot, snapshot_header, DecodeError, SNAPSHOT_HEADER_LEN};
 pub use error::ErrorCode;
 pub use frame::{encode_frame, FrameDecoder, FrameError, FRAME_HEADER_LEN};
 pub use message::{

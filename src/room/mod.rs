@@ -22,7 +22,8 @@ pub mod events;
 pub mod state;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -169,7 +170,15 @@ pub struct EventFeed {
     player: u32,
     /// Number of the last event read.
     last: u32,
+    /// Number of the last event the session has written to its transport
+    /// ([`NOT_WELCOMED`] before `Welcome`), shared with the room: the room
+    /// writes a snapshot itself only when the session has nothing reliable
+    /// left to write before it.
+    written: Arc<AtomicU64>,
 }
+
+/// `EventFeed::written` before the session has written `Welcome`.
+const NOT_WELCOMED: u64 = u64::MAX;
 
 impl EventFeed {
     /// The next event, if there is one yet. `Gap` when the session fell more
@@ -181,6 +190,12 @@ impl EventFeed {
             self.last = self.last.wrapping_add(1);
         }
         Ok(ev)
+    }
+
+    /// Notes that `Welcome` and every event read so far are written to the
+    /// transport, in order: a snapshot the room writes now comes after them.
+    pub fn mark_written(&self) {
+        self.written.store(self.last as u64, Release);
     }
 }
 
@@ -348,6 +363,8 @@ struct Outlet {
     snapshots: Option<watch::Sender<SnapshotRef>>,
     /// The attached session's direct path, tried before `snapshots`.
     sink: Sink,
+    /// The attached session's `EventFeed::written`.
+    written: Arc<AtomicU64>,
     kicked: Arc<OnceLock<ErrorCode>>,
     attachment: u64,
     detached_since: Option<Instant>,
@@ -494,6 +511,7 @@ impl Room {
     /// `welcome.reliable_seq`.
     fn attach(&mut self, welcome: &Welcome) -> (Membership, watch::Sender<SnapshotRef>) {
         let (snap_tx, snap_rx) = watch::channel(SnapshotRef::default());
+        let written = Arc::new(AtomicU64::new(NOT_WELCOMED));
         let attachment = self.next_attachment;
         self.next_attachment += 1;
         let m = Membership {
@@ -503,6 +521,7 @@ impl Room {
                 log: self.events.clone(),
                 player: welcome.player_id,
                 last: welcome.reliable_seq,
+                written,
             },
             snapshots: snap_rx,
             kicked: Arc::new(OnceLock::new()),
@@ -531,6 +550,7 @@ impl Room {
         let outlet = Outlet {
             snapshots: Some(snap_tx),
             sink,
+            written: m.events.written.clone(),
             kicked: m.kicked.clone(),
             attachment: m.attachment,
             detached_since: None,
@@ -575,6 +595,7 @@ impl Room {
         }
         outlet.snapshots = Some(snap_tx);
         outlet.sink = sink;
+        outlet.written = m.events.written.clone();
         outlet.kicked = m.kicked.clone();
         outlet.attachment = m.attachment;
         outlet.detached_since = None;
@@ -663,7 +684,12 @@ impl Room {
             let Some(slot) = &o.snapshots else { continue };
             let ack_seq = self.state.player(id).map_or(0, |p| p.last_seq);
             if let Some(sink) = &o.sink {
-                if sink.try_send(&mut self.arena, ack_seq, &body) {
+                // Only behind everything reliable the session was to write
+                // first: a join must not be overtaken by the snapshot that
+                // shows the player (on WebSocket it cannot be, otherwise).
+                let seq = lock(&self.events).seq(id);
+                let caught_up = seq.is_some_and(|n| o.written.load(Acquire) == n as u64);
+                if caught_up && sink.try_send(&mut self.arena, ack_seq, &body) {
                     continue;
                 }
             }
@@ -717,6 +743,12 @@ mod tests {
         }
     }
 
+    /// What a session does: write `Welcome` and every event there is.
+    fn written_all(m: &mut Membership) {
+        while m.events.read_next().unwrap().is_some() {}
+        m.events.mark_written();
+    }
+
     fn decode(msg: &[u8]) -> (u32, SnapshotBody) {
         match ServerMsg::decode(msg) {
             Ok(ServerMsg::Snapshot { ack_seq, body }) => (ack_seq, body),
@@ -730,6 +762,7 @@ mod tests {
         let sink = Arc::new(Recorder::default());
         let mut direct = rooms.join("r", "d", Some(sink.clone())).await.unwrap();
         let mut other = rooms.join("r", "s", None).await.unwrap();
+        written_all(&mut direct);
         assert!(direct.input(3, &[Buttons(8), Buttons(8), Buttons(8)]));
         tokio::time::sleep(Duration::from_millis(100)).await;
 
@@ -753,6 +786,7 @@ mod tests {
         let sink = Arc::new(Recorder::default());
         sink.decline.store(true, Relaxed);
         let mut m = rooms.join("r", "d", Some(sink.clone())).await.unwrap();
+        written_all(&mut m);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(sink.calls.load(Relaxed) >= 2);
         assert!(sink.sent.lock().unwrap().is_empty());
@@ -774,10 +808,12 @@ mod tests {
     async fn a_detached_player_gets_nothing_and_resume_brings_the_new_sink() {
         let rooms = rooms();
         let old = Arc::new(Recorder::default());
-        let m = rooms.join("r", "d", Some(old.clone())).await.unwrap();
+        let mut m = rooms.join("r", "d", Some(old.clone())).await.unwrap();
         let token = m.welcome.resume_token;
         let _keep_room = rooms.join("r", "x", None).await.unwrap();
+        written_all(&mut m);
         tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(old.calls.load(Relaxed) >= 2);
         drop(m);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let before = old.calls.load(Relaxed);
@@ -789,9 +825,49 @@ mod tests {
         );
 
         let new = Arc::new(Recorder::default());
-        let (_, _m) = rooms.resume(token, 0, Some(new.clone())).await.unwrap();
+        let (_, mut m) = rooms.resume(token, 0, Some(new.clone())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Nothing direct before the resumed session has written Welcome
+        // and the events it missed.
+        assert_eq!(new.calls.load(Relaxed), 0);
+        written_all(&mut m);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(old.calls.load(Relaxed), before);
         assert!(new.sent.lock().unwrap().len() >= 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_direct_snapshot_overtakes_an_event_the_session_has_not_written() {
+        let rooms = rooms();
+        let sink = Arc::new(Recorder::default());
+        let mut m = rooms.join("r", "d", Some(sink.clone())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Welcome and the roster are not written yet: all via the slot.
+        assert_eq!(sink.calls.load(Relaxed), 0);
+        assert!(!m.snapshots.borrow_and_update().body.is_empty());
+
+        written_all(&mut m);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let direct = sink.calls.load(Relaxed);
+        assert!(direct >= 2);
+
+        // A newcomer's PlayerJoined is due to this session: until it is
+        // written, snapshots (which show the newcomer) wait in the slot.
+        let _b = rooms.join("r", "b", None).await.unwrap();
+        let tick = m.snapshots.borrow_and_update().tick;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(sink.calls.load(Relaxed), direct);
+        let slot = m.snapshots.borrow_and_update().clone();
+        assert!(slot.tick > tick);
+        assert_eq!(decode_body(&slot.body).players.len(), 2);
+        written_all(&mut m);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(sink.calls.load(Relaxed) > direct);
+    }
+
+    fn decode_body(body: &[u8]) -> SnapshotBody {
+        let mut msg = BytesMut::new();
+        crate::protocol::encode_snapshot(&mut msg, 0, body);
+        decode(&msg).1
     }
 }

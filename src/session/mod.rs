@@ -496,6 +496,7 @@ async fn play<R: TransportRx, T: TransportTx>(
     if let Err(end) = write(tx, ctx, Out::Reliable(welcome)).await {
         return end;
     }
+    member.events.mark_written();
     let mut woken = true;
     loop {
         if woken {
@@ -508,6 +509,7 @@ async fn play<R: TransportRx, T: TransportTx>(
                         if let Err(end) = write(tx, ctx, Out::Reliable(msg)).await {
                             return end;
                         }
+                        member.events.mark_written();
                     }
                     Ok(None) => break,
                     Err(ReplayError::Gone) => return kicked_end(member),

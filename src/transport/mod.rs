@@ -7,3 +7,4 @@ pub mod quic;
 pub mod tcp;
 pub mod websocket;
 pub mod webtransport;
+pub mod wire;

@@ -12,16 +12,18 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::http::{route, RALLY_PATH};
+use crate::room::SnapshotSink;
 use crate::server::{ConnGuard, Shared};
 use crate::session::{self, TransportKind};
 use crate::transport::websocket;
+use crate::transport::wire::{FrameSink, Wire, WireIo};
 
 /// Accepts TCP connections until `listener` errors fatally or the task is
 /// dropped.
@@ -214,15 +216,29 @@ fn upgrade(
                 Ok(u) => u,
                 Err(e) => return tracing::debug!("upgrade failed: {e}"),
             };
-            let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(websocket::config(&shared.cfg.limits)),
-            )
-            .await;
-            match endpoint {
-                Endpoint::Rally => run_ws(ws, shared, claims).await,
-                Endpoint::Echo => echo(ws).await,
+            let config = Some(websocket::config(&shared.cfg.limits));
+            // Plain TCP: the socket becomes a wire the room can write
+            // snapshots to. TLS keeps hyper's stream.
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    let limit = shared.cfg.limits.ws_write_buffer;
+                    let wire = Wire::new(parts.io.into_inner(), limit);
+                    let io = WireIo::new(wire.clone(), parts.read_buf);
+                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
+                    let sink = Arc::new(FrameSink::new(wire, shared.metrics.clone()));
+                    match endpoint {
+                        Endpoint::Rally => run_ws(ws, shared, claims, Some(sink)).await,
+                        Endpoint::Echo => echo(ws).await,
+                    }
+                }
+                Err(upgraded) => {
+                    let io = TokioIo::new(upgraded);
+                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
+                    match endpoint {
+                        Endpoint::Rally => run_ws(ws, shared, claims, None).await,
+                        Endpoint::Echo => echo(ws).await,
+                    }
+                }
             }
         }
         .instrument(span),
@@ -260,11 +276,15 @@ where
     }
 }
 
-async fn run_ws<S>(ws: WebSocketStream<S>, shared: Arc<Shared>, claims: Option<crate::auth::Claims>)
-where
+async fn run_ws<S>(
+    ws: WebSocketStream<S>,
+    shared: Arc<Shared>,
+    claims: Option<crate::auth::Claims>,
+    snapshots: Option<Arc<dyn SnapshotSink>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (rx, mut tx) = websocket::split(ws, shared.cfg.limits.idle_timeout);
+    let (rx, mut tx) = websocket::split(ws, shared.cfg.limits.idle_timeout, snapshots);
     let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
         shared.refuse_full(TransportKind::WebSocket, &mut tx).await;
         return;

@@ -3,6 +3,7 @@
 //! the session only reads the newest snapshot when the socket has taken the
 //! previous one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +17,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
+use crate::room::SnapshotSink;
 use crate::session::{Carriage, Channel, TransportError, TransportRx, TransportTx};
 
 /// WebSocket limits: client messages are tiny, so a frame or message above
@@ -49,12 +52,19 @@ pub struct WsRx<S> {
 
 pub struct WsTx<S> {
     sink: SplitSink<WebSocketStream<S>, Message>,
+    /// The room's direct path to this socket (plain TCP only, see `wire`).
+    snapshots: Option<Arc<dyn SnapshotSink>>,
 }
 
 /// Splits a WebSocket into the session's halves. A peer that sends nothing
 /// (not even the pongs our keep-alive pings ask for) for `idle_timeout` is
-/// considered gone.
-pub fn split<S>(ws: WebSocketStream<S>, idle_timeout: Duration) -> (WsRx<S>, WsTx<S>)
+/// considered gone. `snapshots`, when given, is what the room may use to
+/// write snapshot frames itself.
+pub fn split<S>(
+    ws: WebSocketStream<S>,
+    idle_timeout: Duration,
+    snapshots: Option<Arc<dyn SnapshotSink>>,
+) -> (WsRx<S>, WsTx<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -64,7 +74,7 @@ where
         idle_timeout,
         idle_deadline: Instant::now() + idle_timeout,
     };
-    (rx, WsTx { sink })
+    (rx, WsTx { sink, snapshots })
 }
 
 fn ws_error(e: WsError) -> TransportError {
@@ -138,6 +148,10 @@ where
 
     async fn send_on(&mut self, _channel: Channel, msg: Bytes) -> Result<(), TransportError> {
         self.send_reliable(msg).await
+    }
+
+    fn snapshot_sink(&self, _metrics: &Arc<Metrics>) -> Option<Arc<dyn SnapshotSink>> {
+        self.snapshots.clone()
     }
 
     async fn keepalive(&mut self) -> Result<(), TransportError> {
