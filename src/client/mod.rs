@@ -73,6 +73,27 @@ pub struct ConnectOptions {
     /// it more than the server it measures. The endpoint's certificate
     /// pinning applies; `cert_hash` is not used.
     pub wt_endpoint: Option<WtEndpoint>,
+    /// How WebTransport datagrams are received.
+    pub datagrams: DatagramPath,
+}
+
+/// How the client receives WebTransport datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DatagramPath {
+    /// Through wtransport (`Connection::receive_datagram`): every datagram
+    /// the connection receives is delivered. wtransport's connection driver
+    /// task takes each one from QUIC and hands it over, and each of its
+    /// turns polls all its streams again: in `rally load s2` that was a
+    /// third of the load generator's CPU.
+    #[default]
+    Driver,
+    /// Straight from the QUIC connection (quinn's `read_datagram`), with the
+    /// session prefix (RFC 9297) checked here. wtransport's driver then
+    /// holds the first datagram it happens to take and, its one-slot queue
+    /// full, takes no more and is no longer woken per datagram: this client
+    /// may never see that one datagram, the first of the connection. For
+    /// load generation, where the server is what is measured.
+    Direct,
 }
 
 /// A WebTransport client endpoint (one UDP socket) that several clients
@@ -128,6 +149,7 @@ impl ConnectOptions {
             origin: None,
             token: None,
             wt_endpoint: None,
+            datagrams: DatagramPath::Driver,
         }
     }
 }
@@ -149,6 +171,7 @@ enum Conn {
         send: wtransport::SendStream,
         recv: wtransport::RecvStream,
         decoder: FrameDecoder,
+        datagrams: DatagramPath,
     },
     Ws(WebSocketStream<MaybeTlsStream<TcpStream>>),
 }
@@ -252,6 +275,7 @@ impl Client {
                     send,
                     recv,
                     decoder: FrameDecoder::new(MAX_SERVER_MSG),
+                    datagrams: opts.datagrams,
                 }
             }
             TransportKind::WebSocket => {
@@ -414,6 +438,7 @@ impl Client {
                 conn,
                 recv,
                 decoder,
+                datagrams,
                 ..
             } => loop {
                 match decoder.decode() {
@@ -427,9 +452,16 @@ impl Client {
                         Ok(_) => continue,
                         Err(_) => return Err(closed_from_wt(conn.closed().await)),
                     },
-                    d = conn.receive_datagram() => match d {
+                    d = conn.receive_datagram(), if *datagrams == DatagramPath::Driver => match d {
                         Ok(d) => return decode(&d.payload(), Channel::Unreliable),
                         Err(e) => return Err(closed_from_wt(e)),
+                    },
+                    d = conn.quic_connection().read_datagram(), if *datagrams == DatagramPath::Direct => match d {
+                        Ok(d) => match own_datagram(conn, &d) {
+                            Some(payload) => return decode(payload, Channel::Unreliable),
+                            None => continue,
+                        },
+                        Err(_) => return Err(closed_from_wt(conn.closed().await)),
                     },
                 }
             },
@@ -534,6 +566,16 @@ impl Client {
             Err(_) => Err(ClientError::Timeout("waiting for the server to close")),
         }
     }
+}
+
+/// The payload of a QUIC datagram that belongs to this connection's
+/// session (RFC 9297 §2.1: its quarter-stream-id prefix names the session's
+/// CONNECT stream); `None` for anything else, which is dropped as a
+/// datagram may be.
+fn own_datagram<'a>(conn: &wtransport::Connection, quic: &'a [u8]) -> Option<&'a [u8]> {
+    let d = wtransport::proto::datagram::Datagram::read(quic).ok()?;
+    let prefix = quic.len() - d.payload().len();
+    (d.qstream_id().into_session_id() == conn.session_id()).then(|| &quic[prefix..])
 }
 
 fn decode(bytes: &[u8], channel: Channel) -> Result<Received, ClientError> {

@@ -85,6 +85,7 @@ async fn measure(args: &S1Args, launch: &ServerLaunch) -> anyhow::Result<S1Repor
     let connect = |t: TransportKind, room: &str| {
         let mut o = ConnectOptions::new(server.url(), t, room, "s1");
         o.cert_hash = server.cert_hash;
+        o.datagrams = crate::client::DatagramPath::Direct;
         Client::connect(o)
     };
     let mut wt = connect(TransportKind::WebTransport, "s1-wt").await?;

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::fleet;
 use super::proc::{proc_stat, ProcStat};
 use super::{f1, f2, node_peer, print_table, Percentiles, RunInfo, ServerLaunch, ServerProc};
-use crate::client::{now_us, Client, ConnectOptions, TransportKind};
+use crate::client::{now_us, Client, ConnectOptions, DatagramPath, TransportKind};
 use crate::protocol::ServerMsg;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -197,6 +197,8 @@ async fn one_row(
             let mut o = ConnectOptions::new(url.clone(), transport, &room, &format!("c{i}"));
             o.cert_hash = hash;
             o.wt_endpoint = endpoints.get(i / per_socket).cloned();
+            // The server is what is measured: not wtransport's driver task.
+            o.datagrams = DatagramPath::Direct;
             o.timeout = Duration::from_secs(30);
             o
         },

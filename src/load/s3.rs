@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::fleet;
 use super::proc::proc_stat;
 use super::{f1, f2, print_table, Percentiles, RunInfo, ServerLaunch, ServerProc};
-use crate::client::{Client, ConnectOptions, TransportKind};
+use crate::client::{Client, ConnectOptions, DatagramPath, TransportKind};
 use crate::protocol::ServerMsg;
 
 #[derive(Debug, Clone, Args)]
@@ -162,6 +162,7 @@ async fn one_row(
     let opts = |room: String, name: String| {
         let mut o = ConnectOptions::new(url.clone(), transport, &room, &name);
         o.cert_hash = hash;
+        o.datagrams = DatagramPath::Direct;
         o.timeout = Duration::from_secs(30);
         o
     };
