@@ -383,7 +383,8 @@ struct Room {
     cfg: RoomConfig,
     next_attachment: u64,
     /// Every direct recipient's snapshot of a tick is written here: one
-    /// allocation per tick, reclaimed once the transports let go of it.
+    /// allocation per tick, reused once the transports let go of it (kept
+    /// between ticks only when every tick has a snapshot).
     arena: BytesMut,
 }
 
@@ -698,6 +699,11 @@ impl Room {
                 ack_seq,
                 body: body.clone(),
             });
+        }
+        if every > 1 {
+            // Snapshots are sparse: do not keep a room-sized buffer between
+            // them (what is in flight keeps its part until sent).
+            self.arena = BytesMut::new();
         }
     }
 }

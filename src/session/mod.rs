@@ -211,9 +211,11 @@ pub async fn run<R: TransportRx, T: TransportTx>(
         // kernel send a reset, which can destroy the Error and close frame
         // we just wrote before the peer reads them (seen with a flooding
         // WebSocket client).
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        // Boxed, like the handshake: a state the session passes through
+        // once should not size its future for life.
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), async {
             while let Ok(Some(_)) = rx.recv().await {}
-        })
+        }))
         .await;
     }
     counters.sessions_active.fetch_sub(1, Relaxed);
@@ -269,7 +271,10 @@ async fn session<R: TransportRx, T: TransportTx>(
     let deadline = Instant::now() + HELLO_TIMEOUT;
     let mut member = loop {
         let max = ctx.limits.max_client_message as usize;
-        let first = match tokio::time::timeout_at(deadline, first_message(rx, max)).await {
+        // Boxed: the receive future (2.7 KB over WebTransport) would
+        // otherwise take its room in the session's future for life.
+        let first = Box::pin(tokio::time::timeout_at(deadline, first_message(rx, max)));
+        let first = match first.await {
             Err(_) => return End::Error(ErrorCode::HelloTimeout, "no Hello within 5 s".into()),
             Ok(Err(end)) => return end,
             Ok(Ok(m)) => m,

@@ -137,7 +137,7 @@ async fn connection(
                 }
                 return match webtransport::Session::accept(req, stream, h3conn).await {
                     Ok(session) => Some(webtransport::Accepted {
-                        session,
+                        session: Arc::new(session),
                         connect_stream_id: stream_id,
                         quic,
                         claims,

@@ -311,7 +311,10 @@ async fn first_bidi(session: &Session) -> Option<BidiStream<h3_quinn::BidiStream
 
 /// A WebTransport session whose CONNECT was accepted.
 pub struct Accepted {
-    pub session: Session,
+    /// Shared, and behind a pointer from the start: a `Session` is 2.2 KB,
+    /// and a value held by an async fn (or moved out of its parameter)
+    /// keeps its slot in the future for the whole session.
+    pub session: Arc<Session>,
     /// Stream id of the CONNECT request.
     pub connect_stream_id: u64,
     pub quic: quinn::Connection,
@@ -327,7 +330,6 @@ pub async fn run(accepted: Accepted, shared: Arc<Shared>) {
         quic,
         claims,
     } = accepted;
-    let session = Arc::new(session);
     // Boxed: a transient state, kept out of the session's lasting size.
     let first = Box::pin(tokio::time::timeout(HELLO_TIMEOUT, first_bidi(&session)));
     let Ok(Some(stream)) = first.await else {
