@@ -92,6 +92,22 @@ pub trait TransportTx: Send {
         msg: Bytes,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
+    /// Queues one message on the reliable channel, to go out with the next
+    /// send or [`TransportTx::flush`]: what a session writes in one turn
+    /// (events, then a snapshot) leaves in one write. By default it is sent
+    /// at once.
+    fn queue_reliable(
+        &mut self,
+        msg: Bytes,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        self.send_reliable(msg)
+    }
+
+    /// Sends everything queued, waiting for buffer space.
+    fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
     /// Sends a latest-only message: a datagram when it fits the current
     /// maximum datagram size, else the reliable channel.
     fn send_latest(
@@ -428,6 +444,8 @@ fn msg_name(m: &ClientMsg) -> &'static str {
 /// What to write, so one deadline wraps every kind of send.
 enum Out {
     Reliable(Bytes),
+    Queued(Bytes),
+    Flush,
     On(Channel, Bytes),
     Keepalive,
 }
@@ -460,6 +478,8 @@ async fn write<T: TransportTx>(tx: &mut T, ctx: &SessionCtx, out: Out) -> Result
     let fut = async {
         match out {
             Out::Reliable(m) => tx.send_reliable(m).await.map(|_| Carriage::Stream),
+            Out::Queued(m) => tx.queue_reliable(m).await.map(|_| Carriage::Stream),
+            Out::Flush => tx.flush().await.map(|_| Carriage::Stream),
             Out::On(ch, m) => tx.send_on(ch, m).await.map(|_| Carriage::Stream),
             Out::Keepalive => tx.keepalive().await.map(|_| Carriage::Stream),
         }
@@ -497,11 +517,12 @@ async fn play<R: TransportRx, T: TransportTx>(
     // woken: see `woken`.
     let inbound = futures::stream::unfold(rx, |rx| async move { Some((rx.recv().await, rx)) });
     let mut inbound = std::pin::pin!(woken::PollWhenWoken::new(inbound));
+    // Welcome, the roster and the first snapshot leave in one write.
     let welcome = ServerMsg::Welcome(member.welcome.clone()).to_bytes();
-    if let Err(end) = write(tx, ctx, Out::Reliable(welcome)).await {
+    if let Err(end) = write(tx, ctx, Out::Queued(welcome)).await {
         return end;
     }
-    member.events.mark_written();
+    let mut queued = true;
     let mut woken = true;
     loop {
         if woken {
@@ -511,10 +532,10 @@ async fn play<R: TransportRx, T: TransportTx>(
             loop {
                 match member.events.read_next() {
                     Ok(Some(msg)) => {
-                        if let Err(end) = write(tx, ctx, Out::Reliable(msg)).await {
+                        if let Err(end) = write(tx, ctx, Out::Queued(msg)).await {
                             return end;
                         }
-                        member.events.mark_written();
+                        queued = true;
                     }
                     Ok(None) => break,
                     Err(ReplayError::Gone) => return kicked_end(member),
@@ -553,6 +574,15 @@ async fn play<R: TransportRx, T: TransportTx>(
                     }
                     Err(end) => return end,
                 }
+            }
+            if queued {
+                // Whatever carried the snapshot, the events are out only
+                // once flushed; then the room may write snapshots itself.
+                if let Err(end) = write(tx, ctx, Out::Flush).await {
+                    return end;
+                }
+                member.events.mark_written();
+                queued = false;
             }
         }
         tokio::select! {

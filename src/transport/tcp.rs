@@ -19,11 +19,10 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::http::{route, RALLY_PATH};
-use crate::room::SnapshotSink;
 use crate::server::{ConnGuard, Shared};
 use crate::session::{self, TransportKind};
 use crate::transport::websocket;
-use crate::transport::wire::{FrameSink, Wire, WireIo};
+use crate::transport::wire::{Wire, WireIo};
 
 /// Accepts TCP connections until `listener` errors fatally or the task is
 /// dropped.
@@ -225,9 +224,8 @@ fn upgrade(
                     let wire = Wire::new(parts.io.into_inner(), limit);
                     let io = WireIo::new(wire.clone(), parts.read_buf);
                     let ws = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
-                    let sink = Arc::new(FrameSink::new(wire, shared.metrics.clone()));
                     match endpoint {
-                        Endpoint::Rally => run_ws(ws, shared, claims, Some(sink)).await,
+                        Endpoint::Rally => run_ws(ws, shared, claims, Some(wire)).await,
                         Endpoint::Echo => echo(ws).await,
                     }
                 }
@@ -280,11 +278,11 @@ async fn run_ws<S>(
     ws: WebSocketStream<S>,
     shared: Arc<Shared>,
     claims: Option<crate::auth::Claims>,
-    snapshots: Option<Arc<dyn SnapshotSink>>,
+    wire: Option<Arc<Wire>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (rx, mut tx) = websocket::split(ws, shared.cfg.limits.idle_timeout, snapshots);
+    let (rx, mut tx) = websocket::split(ws, shared.cfg.limits.idle_timeout, wire);
     let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
         shared.refuse_full(TransportKind::WebSocket, &mut tx).await;
         return;

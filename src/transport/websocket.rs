@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
 use crate::room::SnapshotSink;
 use crate::session::{Carriage, Channel, TransportError, TransportRx, TransportTx};
+use crate::transport::wire::{FrameSink, Wire};
 
 /// WebSocket limits: client messages are tiny, so a frame or message above
 /// 4 KiB is refused by tungstenite itself; 256–4096 bytes is refused by the
@@ -33,6 +34,11 @@ use crate::session::{Carriage, Channel, TransportError, TransportRx, TransportTx
 /// connection (`rally load s3`; 1 KiB → 512 B saved another 0.5 KB). Client
 /// messages are at most 256 bytes, and a larger frame grows the buffer to
 /// fit.
+///
+/// tungstenite's write buffer is off: every frame goes straight to the
+/// socket, or on plain TCP to the wire (`wire`), which holds queued
+/// messages until the session flushes and must see each frame whole. A
+/// write buffer would also keep its largest burst allocated.
 pub fn config(limits: &crate::config::Limits) -> WebSocketConfig {
     let max = limits.ws_max_message as usize;
     WebSocketConfig::default()
@@ -52,18 +58,20 @@ pub struct WsRx<S> {
 
 pub struct WsTx<S> {
     sink: SplitSink<WebSocketStream<S>, Message>,
-    /// The room's direct path to this socket (plain TCP only, see `wire`).
-    snapshots: Option<Arc<dyn SnapshotSink>>,
+    /// The plain-TCP socket under tungstenite, when there is one (see
+    /// `wire`): corked while messages are queued.
+    wire: Option<Arc<Wire>>,
 }
 
 /// Splits a WebSocket into the session's halves. A peer that sends nothing
 /// (not even the pongs our keep-alive pings ask for) for `idle_timeout` is
-/// considered gone. `snapshots`, when given, is what the room may use to
-/// write snapshot frames itself.
+/// considered gone. `wire`, when given, is the plain-TCP socket under `ws`:
+/// queued messages are held there until flushed, and the room may write
+/// snapshot frames to it.
 pub fn split<S>(
     ws: WebSocketStream<S>,
     idle_timeout: Duration,
-    snapshots: Option<Arc<dyn SnapshotSink>>,
+    wire: Option<Arc<Wire>>,
 ) -> (WsRx<S>, WsTx<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -74,7 +82,7 @@ where
         idle_timeout,
         idle_deadline: Instant::now() + idle_timeout,
     };
-    (rx, WsTx { sink, snapshots })
+    (rx, WsTx { sink, wire })
 }
 
 fn ws_error(e: WsError) -> TransportError {
@@ -150,8 +158,29 @@ where
         self.send_reliable(msg).await
     }
 
-    fn snapshot_sink(&self, _metrics: &Arc<Metrics>) -> Option<Arc<dyn SnapshotSink>> {
-        self.snapshots.clone()
+    async fn queue_reliable(&mut self, msg: Bytes) -> Result<(), TransportError> {
+        let Some(wire) = &self.wire else {
+            return self.send_reliable(msg).await;
+        };
+        // tungstenite hands the frame to the wire at once (its own write
+        // buffer is off); the corked wire holds it until the flush.
+        wire.cork();
+        self.sink
+            .feed(Message::Binary(msg))
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))
+    }
+
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        self.sink
+            .flush()
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))
+    }
+
+    fn snapshot_sink(&self, metrics: &Arc<Metrics>) -> Option<Arc<dyn SnapshotSink>> {
+        let wire = self.wire.clone()?;
+        Some(Arc::new(FrameSink::new(wire, metrics.clone())))
     }
 
     async fn keepalive(&mut self) -> Result<(), TransportError> {

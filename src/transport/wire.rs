@@ -49,6 +49,9 @@ pub struct Wire {
 struct State {
     /// Accepted, not yet taken by the socket; always ends on a frame end.
     pending: BytesMut,
+    /// Writes go to `pending` only, until the next flush: the session is
+    /// queueing messages to send in one write.
+    corked: bool,
     /// The write side was shut down.
     shut: bool,
 }
@@ -67,6 +70,11 @@ impl Wire {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding it; a poisoned state is still whole.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds the session's writes until its next flush.
+    pub fn cork(&self) {
+        self.lock().corked = true;
     }
 
     /// Writes what is queued, as far as the socket takes it now.
@@ -118,11 +126,12 @@ impl Wire {
         true
     }
 
-    /// Waits until everything queued is written.
+    /// Uncorks, and waits until everything queued is written.
     fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             {
                 let mut st = self.lock();
+                st.corked = false;
                 self.drain(&mut st)?;
                 if st.pending.is_empty() {
                     return Poll::Ready(Ok(()));
@@ -165,8 +174,12 @@ impl AsyncRead for WireIo {
         wire.reader.register(cx.waker());
         // Drive out what a room write left queued (registering for write
         // readiness while some is left); a write error shows again on the
-        // next write, and a read sees the broken socket too.
-        let _ = wire.poll_drained(cx);
+        // next write, and a read sees the broken socket too. What the
+        // session queued waits for its own flush.
+        let corked = wire.lock().corked;
+        if !corked {
+            let _ = wire.poll_drained(cx);
+        }
         loop {
             ready!(wire.tcp.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
@@ -195,6 +208,14 @@ impl AsyncWrite for WireIo {
                 let mut st = wire.lock();
                 if st.shut {
                     return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+                }
+                if st.corked {
+                    if st.pending.len() + buf.len() <= wire.limit {
+                        st.pending.extend_from_slice(buf);
+                        return Poll::Ready(Ok(buf.len()));
+                    }
+                    // Over the bound: send what is held, then go on.
+                    st.corked = false;
                 }
                 wire.drain(&mut st)?;
                 if st.pending.is_empty() {
@@ -277,7 +298,7 @@ mod tests {
     use super::*;
     use futures::{SinkExt, StreamExt};
     use tokio::net::TcpListener;
-    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::WebSocketStream;
 
@@ -392,6 +413,42 @@ mod tests {
         assert!(room < 134, "some room frames must have been declined");
         assert_eq!(got.len(), expected.len());
         assert!(got == expected, "frames differ or are out of order");
+    }
+
+    #[tokio::test]
+    async fn corked_messages_leave_together_at_the_flush() {
+        let (wire, client) = pair(1 << 20).await;
+        let io = WireIo::new(wire.clone(), Bytes::new());
+        // As the server has it: tungstenite hands every frame on at once.
+        let config = WebSocketConfig::default().write_buffer_size(0);
+        let mut server = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        wire.cork();
+        for i in 0..3u8 {
+            server
+                .feed(Message::Binary(Bytes::from(vec![i; 10])))
+                .await
+                .unwrap();
+        }
+        // Held: nothing on the socket, and the room's frame may not jump
+        // the queue.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut probe = [0u8; 1];
+        let held = client.try_read(&mut probe);
+        assert!(
+            matches!(&held, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "{held:?}"
+        );
+        assert!(!sink(&wire).try_send(&mut BytesMut::new(), 9, &snapshot(9, 10)));
+        server.flush().await.unwrap();
+        let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        for i in 0..3u8 {
+            let Some(Ok(Message::Binary(m))) = ws.next().await else {
+                panic!("not a binary message")
+            };
+            assert_eq!(m[..], [i; 10]);
+        }
+        // Uncorked again: the room writes straight away.
+        assert!(sink(&wire).try_send(&mut BytesMut::new(), 9, &snapshot(9, 10)));
     }
 
     #[tokio::test]
