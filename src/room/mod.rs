@@ -83,6 +83,10 @@ pub struct SnapshotRef {
     pub ack_seq: u32,
     /// Encoded `SnapshotBody`, shared by every recipient (empty: none yet).
     pub body: Bytes,
+    /// Snapshots put in this slot so far: a session that finds it more
+    /// than one past the last it took knows how many were replaced unseen
+    /// (those the room sent itself never pass through the slot).
+    pub seq: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -694,10 +698,11 @@ impl Room {
                     continue;
                 }
             }
-            slot.send_replace(SnapshotRef {
-                tick,
-                ack_seq,
-                body: body.clone(),
+            slot.send_modify(|s| {
+                s.seq = s.seq.wrapping_add(1);
+                s.tick = tick;
+                s.ack_seq = ack_seq;
+                s.body = body.clone();
             });
         }
         if every > 1 {
@@ -802,12 +807,17 @@ mod tests {
             "the declined snapshot is in the slot"
         );
 
+        // Each declined snapshot counted once in the slot: the session can
+        // tell how many it never took.
+        assert_eq!(snap.seq, sink.calls.load(Relaxed));
+
         // Accepted again: the slot keeps its last snapshot and the sink
         // carries the new ones.
         sink.decline.store(false, Relaxed);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!sink.sent.lock().unwrap().is_empty());
-        assert_eq!(m.snapshots.borrow_and_update().tick, snap.tick);
+        let after = m.snapshots.borrow_and_update().clone();
+        assert_eq!((after.tick, after.seq), (snap.tick, snap.seq));
     }
 
     #[tokio::test(start_paused = true)]

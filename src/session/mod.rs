@@ -504,7 +504,8 @@ async fn play<R: TransportRx, T: TransportTx>(
     ctx: &SessionCtx,
 ) -> End {
     let counters = ctx.metrics.transport(kind);
-    let mut last_tick_sent: Option<u32> = None;
+    // `SnapshotRef::seq` of the last snapshot taken from the slot.
+    let mut last_taken: Option<u32> = None;
     let mut snap_buf = BytesMut::new();
     let mut bucket = TokenBucket::new(
         ctx.limits.max_msgs_per_sec,
@@ -549,15 +550,16 @@ async fn play<R: TransportRx, T: TransportTx>(
             }
             let snap = member.snapshots.borrow_and_update().clone();
             // Wake-ups for events leave the snapshot as it was.
-            if !snap.body.is_empty() && last_tick_sent != Some(snap.tick) {
-                if let Some(last) = last_tick_sent {
-                    let every = member.welcome.snapshot_every.max(1) as u64;
-                    let skipped = snap.tick.wrapping_sub(last) as u64 / every;
+            if !snap.body.is_empty() && last_taken != Some(snap.seq) {
+                if let Some(last) = last_taken {
+                    let skipped = snap.seq.wrapping_sub(last);
                     if skipped > 1 {
-                        counters.snapshots_skipped.fetch_add(skipped - 1, Relaxed);
+                        counters
+                            .snapshots_skipped
+                            .fetch_add(skipped as u64 - 1, Relaxed);
                     }
                 }
-                last_tick_sent = Some(snap.tick);
+                last_taken = Some(snap.seq);
                 // Only the 5-byte header is written per recipient; the body
                 // was encoded once by the room.
                 match deadline(
