@@ -180,6 +180,14 @@ pub struct Limits {
     #[arg(long, env = "RALLY_TCP_SEND_BUFFER", default_value_t = 64 * 1024)]
     pub tcp_send_buffer: usize,
 
+    /// Kernel receive and send buffers of the UDP socket (SO_RCVBUF,
+    /// SO_SNDBUF). Every QUIC connection shares it: a burst of handshakes
+    /// or of acknowledgements must not overflow it (the kernel's 208 KiB
+    /// default dropped ~5 000 packets while 5 000 clients connected). The
+    /// kernel caps it at `net.core.rmem_max` / `wmem_max`.
+    #[arg(long, env = "RALLY_UDP_BUFFER", default_value_t = 4 * 1024 * 1024)]
+    pub udp_buffer: usize,
+
     /// Largest client message on any channel (PROTOCOL.md §8). The largest
     /// message a well-behaved client sends is under 64 bytes.
     #[arg(long, env = "RALLY_MAX_CLIENT_MESSAGE", default_value_t = 256,
@@ -241,6 +249,7 @@ impl Default for Limits {
             keepalive: Duration::from_secs(10),
             slow_peer_timeout: Duration::from_secs(5),
             tcp_send_buffer: 64 * 1024,
+            udp_buffer: 4 * 1024 * 1024,
             max_client_message: 256,
             ws_max_message: 4096,
             ws_write_buffer: 256 * 1024,

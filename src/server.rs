@@ -178,6 +178,35 @@ fn rustls_config(certs: Arc<CertStore>, alpn: &[&[u8]]) -> anyhow::Result<rustls
     Ok(cfg)
 }
 
+/// The QUIC endpoint's socket, with kernel buffers of `buffer` bytes each
+/// way (as far as the kernel allows: it caps them silently).
+pub(crate) fn udp_socket(
+    addr: std::net::SocketAddr,
+    buffer: usize,
+) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    // Linux reports twice what it grants (the other half is bookkeeping).
+    let got = |size: std::io::Result<usize>| size.map_or(0, |n| n / 2);
+    let (rcv, snd) = (
+        got(socket.recv_buffer_size()),
+        got(socket.send_buffer_size()),
+    );
+    if rcv < buffer || snd < buffer {
+        tracing::warn!(
+            requested = buffer,
+            receive = rcv,
+            send = snd,
+            "UDP socket buffers capped by the kernel (net.core.rmem_max / wmem_max): \
+             bursts of QUIC packets may be dropped"
+        );
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// QUIC transport limits sized for a game session.
 fn transport_config(cfg: &ServeConfig) -> anyhow::Result<quinn::TransportConfig> {
     let l = &cfg.limits;
@@ -282,8 +311,16 @@ pub async fn run(
     let mut attempts = 0;
     let (endpoint, udp, listener) = loop {
         attempts += 1;
-        let endpoint = quinn::Endpoint::server(server_config.clone(), cfg.listen)
+        let socket = udp_socket(cfg.listen, cfg.limits.udp_buffer)
             .with_context(|| format!("binding UDP {}", cfg.listen))?;
+        let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config.clone()),
+            socket,
+            runtime,
+        )
+        .with_context(|| format!("serving QUIC on UDP {}", cfg.listen))?;
         let udp = endpoint.local_addr()?;
         let mut tcp_addr = cfg.tcp_listen;
         if tcp_addr.port() == 0 {
@@ -378,4 +415,27 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// What the kernel lets a socket have: `net.core.<name>`.
+    fn kernel_max(name: &str) -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn udp_socket_gets_the_buffers_asked_for_up_to_the_kernel_cap() {
+        let want = 1 << 20;
+        let s = super::udp_socket("127.0.0.1:0".parse().unwrap(), want).unwrap();
+        let s = socket2::SockRef::from(&s);
+        // Linux reports double what it grants.
+        let rcv = s.recv_buffer_size().unwrap() / 2;
+        let snd = s.send_buffer_size().unwrap() / 2;
+        assert!(rcv >= want.min(kernel_max("rmem_max")), "SO_RCVBUF {rcv}");
+        assert!(snd >= want.min(kernel_max("wmem_max")), "SO_SNDBUF {snd}");
+    }
 }
