@@ -1,6 +1,7 @@
-//! `rally load s1` end to end against the real binary, with tiny counts:
-//! checks the JSON it writes has the documented fields (BENCHMARKS.md,
-//! "Performance"). Benchmarks measure; this test asserts no timings.
+//! `rally load s1|s2|s3` end to end against the real binary, with tiny
+//! counts: checks the JSON each writes has the documented fields
+//! (BENCHMARKS.md, "Performance"). Benchmarks measure; these tests assert no
+//! timings.
 
 use std::process::Command;
 
@@ -109,5 +110,52 @@ fn load_s3_connects_every_session_on_shared_sockets() {
         assert!(r["rss_after_kb"].as_u64().unwrap() > 0, "{t}");
         assert!(r["rss_per_conn_kb"].is_number(), "{t}");
         assert_eq!(r["connect_latency"]["samples"], 30, "{t}");
+    }
+}
+
+/// `rally load s2` with tiny counts: Rally over both transports and the
+/// Node.js `ws` peer (installed by the command with `npm ci`) in one run,
+/// every client receiving the fan-out, and Rally's CPU per message
+/// compared with the peer's from the same run.
+#[test]
+fn load_s2_measures_both_transports_and_the_node_peer_in_one_run() {
+    let v = run_load(&[
+        "s2",
+        "--clients",
+        "20",
+        "--room-size",
+        "10",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0.5",
+    ]);
+    assert_eq!(v["scenario"], "s2");
+    assert_eq!(v["room_size"], 10);
+    let rows = v["rows"].as_array().unwrap();
+    let targets: Vec<&str> = rows.iter().map(|r| r["target"].as_str().unwrap()).collect();
+    assert_eq!(targets, ["rally-ws", "rally-wt", "node-ws"]);
+    for r in rows {
+        let t = r["target"].as_str().unwrap();
+        assert_eq!(r["clients"], 20, "{t}");
+        assert_eq!(r["connected"], 20, "{t}");
+        assert_eq!(r["rooms"], 2, "{t}");
+        // 19 + 12 × 10 players.
+        assert_eq!(r["snapshot_bytes"], 139, "{t}");
+        assert!(
+            r["delivered"].as_u64().unwrap() > 0,
+            "{t}: nothing delivered"
+        );
+        assert!(r["expected"].as_u64().unwrap() > 0, "{t}");
+        assert!(r["latency"]["samples"].as_u64().unwrap() > 0, "{t}");
+        // CPU time comes from /proc in clock ticks: a one-second window of
+        // a near-idle server may show none, so only its presence is checked.
+        assert!(r["cpu_us_per_msg"].as_f64().unwrap() >= 0.0, "{t}");
+        assert!(r["server_rss_kb"].as_u64().unwrap() > 0, "{t}");
+        let ratio = &r["cpu_ratio_to_peer"];
+        assert!(ratio.is_number() || ratio.is_null(), "{t}: {ratio}");
+        if t == "node-ws" && ratio.is_number() {
+            assert_eq!(ratio.as_f64(), Some(1.0));
+        }
     }
 }
