@@ -137,6 +137,10 @@ pub trait TransportTx: Send {
         None
     }
 
+    /// From now on the sink given by [`TransportTx::snapshot_sink`] sends
+    /// nothing: the session is closing and its last messages must be last.
+    fn stop_snapshot_sink(&mut self) {}
+
     /// Sends on the channel the reply belongs to (`Pong` answers a `Ping`).
     fn send_on(
         &mut self,
@@ -220,6 +224,9 @@ pub async fn run<R: TransportRx, T: TransportTx>(
         _ = ctx.shutdown.cancelled() => End::Shutdown,
     };
     let closed_by_us = !matches!(end, End::Gone(_));
+    // The room may still be ticking with this session's sink: nothing of
+    // its may follow the Error and close written next.
+    tx.stop_snapshot_sink();
     finish(kind, &mut tx, ctx, end).await;
     if closed_by_us {
         // Read and discard what the peer still sends until it closes (or a

@@ -183,6 +183,12 @@ where
         Some(Arc::new(FrameSink::new(wire, metrics.clone())))
     }
 
+    fn stop_snapshot_sink(&mut self) {
+        if let Some(wire) = &self.wire {
+            wire.stop_room_writes();
+        }
+    }
+
     async fn keepalive(&mut self) -> Result<(), TransportError> {
         self.sink
             .send(Message::Ping(Bytes::new()))

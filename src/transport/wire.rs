@@ -52,6 +52,9 @@ struct State {
     /// Writes go to `pending` only, until the next flush: the session is
     /// queueing messages to send in one write.
     corked: bool,
+    /// The room may write no more: the session is closing (its Error and
+    /// close frame must be the last frames), or gone.
+    room_stopped: bool,
     /// The write side was shut down.
     shut: bool,
 }
@@ -77,6 +80,13 @@ impl Wire {
         self.lock().corked = true;
     }
 
+    /// Refuses every room write from now on. Under the lock the room
+    /// writes with, so a room frame already written precedes whatever the
+    /// session writes after this.
+    pub fn stop_room_writes(&self) {
+        self.lock().room_stopped = true;
+    }
+
     /// Writes what is queued, as far as the socket takes it now.
     fn drain(&self, st: &mut State) -> io::Result<()> {
         while !st.pending.is_empty() {
@@ -98,7 +108,7 @@ impl Wire {
     /// something is queued before it or the socket takes none of it.
     fn try_write_frame(&self, parts: [&[u8]; 2]) -> bool {
         let mut st = self.lock();
-        if st.shut || !st.pending.is_empty() {
+        if st.room_stopped || st.shut || !st.pending.is_empty() {
             return false;
         }
         let total = parts[0].len() + parts[1].len();
@@ -251,7 +261,7 @@ impl Drop for WireIo {
     fn drop(&mut self) {
         // The session is over: the room must not write any more, even
         // before it hears of the departure.
-        self.wire.lock().shut = true;
+        self.wire.lock().room_stopped = true;
     }
 }
 
@@ -459,6 +469,23 @@ mod tests {
         assert!(s.try_send(&mut BytesMut::new(), 1, &snapshot(1, 10)));
         drop(io);
         assert!(!s.try_send(&mut BytesMut::new(), 2, &snapshot(2, 10)));
+    }
+
+    /// A closing session's Error and close frame are its last frames: the
+    /// room, still ticking, writes nothing after them.
+    #[tokio::test]
+    async fn the_close_frame_is_last_when_room_writes_stop() {
+        let (wire, client) = pair(1 << 20).await;
+        let io = WireIo::new(wire.clone(), Bytes::new());
+        let mut server = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        let s = sink(&wire);
+        assert!(s.try_send(&mut BytesMut::new(), 1, &snapshot(1, 10)));
+        wire.stop_room_writes();
+        server.close(None).await.unwrap();
+        assert!(!s.try_send(&mut BytesMut::new(), 2, &snapshot(2, 10)));
+        let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        assert!(matches!(ws.next().await, Some(Ok(Message::Binary(_)))));
+        assert!(matches!(ws.next().await, Some(Ok(Message::Close(_)))));
     }
 
     #[tokio::test]
