@@ -6,8 +6,9 @@
 //! snapshot slot out. It never knows which transport a player uses.
 //!
 //! Snapshots go straight from the tick to a player's transport when it has
-//! a [`SnapshotSink`] that can take one without waiting (WebTransport
-//! datagrams): no session task is woken for them. Otherwise, and whenever
+//! a [`SnapshotSink`] that can take one without waiting (a WebTransport
+//! datagram, a WebSocket frame on plain TCP): no session task is woken for
+//! them. Otherwise, and whenever
 //! the sink declines, they go through the player's newest-wins slot to its
 //! session.
 //!
@@ -33,7 +34,6 @@ use tracing::Instrument;
 
 use crate::protocol::{
     Buttons, ErrorCode, ServerMsg, Welcome, MAX_INPUTS_PER_MSG, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
-    SNAPSHOT_HEADER_LEN,
 };
 use events::EventLog;
 pub use events::ReplayError;
@@ -73,6 +73,12 @@ pub trait SnapshotSink: Send + Sync {
     /// shared `body`), writing whatever it sends into `arena`, the tick's
     /// one buffer for all recipients. `false`: not sent.
     fn try_send(&self, arena: &mut BytesMut, ack_seq: u32, body: &[u8]) -> bool;
+
+    /// Bytes `try_send` writes into the arena for a body of `body_len`
+    /// (none by default), so the room reserves the tick's buffer at once.
+    fn arena_bytes(&self, _body_len: usize) -> usize {
+        0
+    }
 }
 
 /// One tick's snapshot as one recipient will get it: the shared encoded body
@@ -680,11 +686,12 @@ impl Room {
         let tick = self.state.tick();
         // Encoded once per tick; each recipient gets a cheap clone.
         let body = self.state.snapshot(unix_micros()).encode();
-        // Room for every direct recipient's datagram (a session prefix of up
-        // to 8 bytes, the header, the body) in one allocation.
-        let direct = self.outlets.values().filter(|o| o.sink.is_some()).count();
-        self.arena
-            .reserve(direct * (8 + SNAPSHOT_HEADER_LEN + body.len()));
+        // Room for everything the direct recipients write, in one allocation.
+        let need: usize = (self.outlets.values())
+            .filter_map(|o| o.sink.as_ref())
+            .map(|s| s.arena_bytes(body.len()))
+            .sum();
+        self.arena.reserve(need);
         for (&id, o) in &self.outlets {
             let Some(slot) = &o.snapshots else { continue };
             let ack_seq = self.state.player(id).map_or(0, |p| p.last_seq);
@@ -742,6 +749,10 @@ mod tests {
     }
 
     impl SnapshotSink for Recorder {
+        fn arena_bytes(&self, body_len: usize) -> usize {
+            crate::protocol::SNAPSHOT_HEADER_LEN + body_len
+        }
+
         fn try_send(&self, arena: &mut BytesMut, ack_seq: u32, body: &[u8]) -> bool {
             self.calls.fetch_add(1, Relaxed);
             crate::protocol::encode_snapshot(arena, ack_seq, body);
@@ -789,6 +800,38 @@ mod tests {
         // direct one's slot only ever changed for reliable events.
         assert!(!other.snapshots.borrow_and_update().body.is_empty());
         assert!(direct.snapshots.borrow_and_update().body.is_empty());
+    }
+
+    /// No allocation per recipient: a tick's direct snapshots are written
+    /// one after another into the buffer reserved for all of them.
+    #[tokio::test(start_paused = true)]
+    async fn a_ticks_direct_snapshots_share_one_buffer() {
+        let rooms = rooms();
+        let sinks: Vec<Arc<Recorder>> = (0..3).map(|_| Arc::new(Recorder::default())).collect();
+        let mut members = Vec::new();
+        for (i, sink) in sinks.iter().enumerate() {
+            members.push(
+                rooms
+                    .join("r", &format!("p{i}"), Some(sink.clone()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        members.iter_mut().for_each(written_all);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let last: Vec<Bytes> = sinks
+            .iter()
+            .map(|s| s.sent.lock().unwrap().last().cloned().unwrap())
+            .collect();
+        let mut spans: Vec<(usize, usize)> = last
+            .iter()
+            .map(|b| (b.as_ptr() as usize, b.len()))
+            .collect();
+        spans.sort();
+        assert!(
+            spans.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0),
+            "not contiguous: {spans:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -215,7 +215,6 @@ fn upgrade(
                 Ok(u) => u,
                 Err(e) => return tracing::debug!("upgrade failed: {e}"),
             };
-            let config = Some(websocket::config(&shared.cfg.limits));
             // Plain TCP: the socket becomes a wire the room can write
             // snapshots to. TLS keeps hyper's stream.
             match upgraded.downcast::<TokioIo<TcpStream>>() {
@@ -223,19 +222,10 @@ fn upgrade(
                     let limit = shared.cfg.limits.ws_write_buffer;
                     let wire = Wire::new(parts.io.into_inner(), limit);
                     let io = WireIo::new(wire.clone(), parts.read_buf);
-                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
-                    match endpoint {
-                        Endpoint::Rally => run_ws(ws, shared, claims, Some(wire)).await,
-                        Endpoint::Echo => echo(ws).await,
-                    }
+                    serve_ws(io, endpoint, shared, claims, Some(wire)).await
                 }
                 Err(upgraded) => {
-                    let io = TokioIo::new(upgraded);
-                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
-                    match endpoint {
-                        Endpoint::Rally => run_ws(ws, shared, claims, None).await,
-                        Endpoint::Echo => echo(ws).await,
-                    }
+                    serve_ws(TokioIo::new(upgraded), endpoint, shared, claims, None).await
                 }
             }
         }
@@ -252,6 +242,25 @@ fn upgrade(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     r
+}
+
+/// Runs an upgraded connection as a WebSocket for `endpoint`; `wire` is the
+/// plain-TCP socket under `io`, when there is one.
+async fn serve_ws<S>(
+    io: S,
+    endpoint: Endpoint,
+    shared: Arc<Shared>,
+    claims: Option<crate::auth::Claims>,
+    wire: Option<Arc<Wire>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let config = Some(websocket::config(&shared.cfg.limits));
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
+    match endpoint {
+        Endpoint::Rally => run_ws(ws, shared, claims, wire).await,
+        Endpoint::Echo => echo(ws).await,
+    }
 }
 
 /// Echoes data messages back; tungstenite handles control frames, UTF-8

@@ -268,6 +268,10 @@ struct DatagramSink {
 }
 
 impl SnapshotSink for DatagramSink {
+    fn arena_bytes(&self, body_len: usize) -> usize {
+        datagram_prefix_len(self.session_id) + SNAPSHOT_HEADER_LEN + body_len
+    }
+
     fn try_send(&self, arena: &mut BytesMut, ack_seq: u32, body: &[u8]) -> bool {
         // quinn checks the size against the path's current maximum; too
         // big (or the connection gone) leaves the snapshot to the session,
