@@ -1,10 +1,11 @@
-//! Command line: `rally [serve]`, `rally cert`, `rally bot`, `rally token`, `rally soak`,
-//! `rally compare`, `rally load`.
+//! Command line: `rally [serve]`, `rally cert`, `rally token`. The tools
+//! (`rally bot`, `soak`, `load`, `compare`) are the `rally-tools` binary,
+//! which `rally` runs for them.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use url::Url;
 
 use crate::config::ServeConfig;
 
@@ -15,7 +16,8 @@ use crate::config::ServeConfig;
     about = "Real-time game server: WebTransport over HTTP/3 on UDP, WebSocket fallback on TCP",
     long_about = "Real-time game server: WebTransport over HTTP/3 on UDP, with a WebSocket \
                   fallback on TCP at the same port number.\n\nWithout a subcommand, `rally` \
-                  runs `rally serve` with its defaults."
+                  runs `rally serve` with its defaults. The tools (bot, soak, load, compare) \
+                  are the rally-tools binary; `rally TOOL ...` runs it."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -47,26 +49,26 @@ pub enum RuntimeArg {
 pub enum Command {
     /// Run the game server (the default): HTTP/3 + WebTransport on UDP,
     /// HTTP/1.1 + WebSocket on TCP, both on the same port number.
-    Serve(Box<ServeConfig>),
+    Serve(Box<ServeArgs>),
     /// Create or renew the development certificate and print its SHA-256.
     Cert(CertArgs),
-    /// Run N native bots in a room and print what they saw as JSON.
-    Bot(BotArgs),
-    /// Run a load scenario (s1, s2, s3) against a `rally serve` child
-    /// process on loopback and print its figures (BENCHMARKS.md).
-    Load(crate::load::LoadArgs),
     /// Mint a signed join token for a server started with --token-secret.
     Token(TokenArgs),
-    /// Soak test: bots with join/leave churn and resumes on both transports
-    /// for a set time; reports server memory and file descriptors.
-    Soak(crate::client::soak::SoakArgs),
-    /// Compare transports (WebTransport datagrams, WebTransport stream,
-    /// WebSocket) on one scenario through an impaired network; see
-    /// docs/LAB.md.
-    Compare(crate::lab::CompareArgs),
-    /// Measuring clients of `rally compare` (internal).
-    #[command(hide = true)]
-    LabClient(crate::lab::ProbeArgs),
+    /// Any other command (`bot`, `soak`, `load`, `compare`) is one of the
+    /// tools in the `rally-tools` binary beside this one.
+    #[command(external_subcommand)]
+    Tool(Vec<OsString>),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The game every room runs: dots, relay, shooter or synthetic
+    /// (PROTOCOL.md §11).
+    #[arg(long, env = "RALLY_GAME", default_value = "dots",
+          value_parser = clap::builder::PossibleValuesParser::new(crate::games::NAMES))]
+    pub game: String,
+    #[command(flatten)]
+    pub config: ServeConfig,
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,36 +98,4 @@ pub struct CertArgs {
     /// Replace the certificate when less than this is left.
     #[arg(long, default_value = "2days", value_parser = humantime::parse_duration)]
     pub renew_before: std::time::Duration,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum TransportArg {
-    /// WebTransport (HTTP/3 over QUIC): datagrams + one reliable stream.
-    Wt,
-    /// WebSocket over TCP.
-    Ws,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct BotArgs {
-    /// Server origin; for `wt` over http the certificate hash is fetched
-    /// from `/cert-hash` and pinned.
-    #[arg(long, default_value = "http://127.0.0.1:4433")]
-    pub url: Url,
-    #[arg(long, value_enum, default_value = "wt")]
-    pub transport: TransportArg,
-    #[arg(long, default_value = "lobby")]
-    pub room: String,
-    /// Number of bots.
-    #[arg(long, default_value_t = 1)]
-    pub bots: usize,
-    /// Seconds to play.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
-    /// Print one JSON object (otherwise a short text summary).
-    #[arg(long)]
-    pub json: bool,
-    /// Bot names are this prefix followed by the bot's index.
-    #[arg(long, default_value = "bot-")]
-    pub name_prefix: String,
 }

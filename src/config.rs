@@ -18,12 +18,6 @@ pub enum SnapshotCarriage {
     Stream,
 }
 
-/// Arena size and movement speed are part of the game, not tuning knobs;
-/// clients learn them from `Welcome`.
-pub const ARENA_W: f32 = 960.0;
-pub const ARENA_H: f32 = 540.0;
-pub const SPEED: f32 = 240.0;
-
 /// Time a client has to send `Hello` after its session opens (PROTOCOL.md §8).
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -31,9 +25,17 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
-/// Hard ceiling on `--max-players-per-room`: keeps a snapshot of a full room
-/// inside one 65 535-byte stream frame (19 + 12 × 4000 bytes).
+/// Hard ceiling on `--max-players-per-room`: rosters and replay windows
+/// stay bounded (a full room's roster is 4 000 numbered events).
 pub const MAX_PLAYERS_PER_ROOM_CEILING: usize = 4000;
+
+/// A `key=value` pair of `--game-opt`.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -89,6 +91,11 @@ pub struct ServeConfig {
         default_value = "datagram"
     )]
     pub wt_snapshots: SnapshotCarriage,
+
+    /// An option for the game, `KEY=VALUE` (repeatable; see the game's
+    /// documentation, e.g. `payload=200` for `synthetic`).
+    #[arg(long = "game-opt", env = "RALLY_GAME_OPT", value_delimiter = ',', value_parser = key_value)]
+    pub game_options: Vec<(String, String)>,
 
     #[command(flatten)]
     pub limits: Limits,
@@ -188,11 +195,16 @@ pub struct Limits {
     #[arg(long, env = "RALLY_UDP_BUFFER", default_value_t = 4 * 1024 * 1024)]
     pub udp_buffer: usize,
 
-    /// Largest client message on any channel (PROTOCOL.md §8). The largest
-    /// message a well-behaved client sends is under 64 bytes.
+    /// Largest client message on any channel (PROTOCOL.md §8), sent to
+    /// clients in `Welcome`. Must not exceed --ws-max-message.
     #[arg(long, env = "RALLY_MAX_CLIENT_MESSAGE", default_value_t = 256,
-          value_parser = clap::value_parser!(u64).range(64..=4096))]
+          value_parser = clap::value_parser!(u64).range(64..=65_535))]
     pub max_client_message: u64,
+
+    /// Largest single input of an `Input` message, in bytes (PROTOCOL.md
+    /// §4), sent to clients in `Welcome`.
+    #[arg(long, env = "RALLY_MAX_INPUT_BYTES", default_value_t = 32)]
+    pub max_input_bytes: u8,
 
     /// WebSocket: largest frame and message the WebSocket layer accepts;
     /// above it the peer gets `message_too_large` from the WebSocket layer.
@@ -251,6 +263,7 @@ impl Default for Limits {
             tcp_send_buffer: 64 * 1024,
             udp_buffer: 4 * 1024 * 1024,
             max_client_message: 256,
+            max_input_bytes: 32,
             ws_max_message: 4096,
             ws_write_buffer: 256 * 1024,
             h3_max_header: 16 * 1024,
@@ -265,6 +278,19 @@ impl Default for Limits {
 }
 
 impl ServeConfig {
+    /// Checks what the flags cannot check one by one.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        if l.ws_max_message < l.max_client_message {
+            anyhow::bail!(
+                "--ws-max-message ({}) is below --max-client-message ({}): WebSocket clients could not send what the protocol allows",
+                l.ws_max_message,
+                l.max_client_message
+            );
+        }
+        Ok(())
+    }
+
     pub fn tick_period(&self) -> Duration {
         Duration::from_secs_f64(1.0 / self.tick_hz as f64)
     }
@@ -283,6 +309,7 @@ impl Default for ServeConfig {
             max_players_per_room: 64,
             max_sessions: 10_000,
             wt_snapshots: SnapshotCarriage::Datagram,
+            game_options: Vec::new(),
             limits: Limits::default(),
             ws_echo: false,
             allow_origin: Vec::new(),

@@ -1,9 +1,10 @@
-//! HTTP routes shared by the HTTP/3 and HTTP/1.1 front ends: the demo page
-//! and client files, `/health` and `/cert-hash`.
+//! HTTP routes shared by the HTTP/3 and HTTP/1.1 front ends: the game
+//! pages, the browser client, `/games`, `/health` and `/cert-hash`.
 //!
 //! Pure routing: a request line in, a complete response out. The front ends
 //! own the sockets.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,23 +12,32 @@ use http::{header, Method, Response, StatusCode};
 use include_dir::{include_dir, Dir};
 
 use crate::metrics::Metrics;
-use crate::server::Shared;
+use crate::shared::Shared;
 
-/// The browser client, embedded so the binary serves it from anywhere.
+/// The browser client and the built-in games' pages, embedded so the
+/// binary serves them from anywhere.
 static CLIENT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/client");
 
 /// The WebTransport session and WebSocket endpoint path.
 pub const RALLY_PATH: &str = "/rally";
 
+/// The built-in games that have a page: name, path, title.
+pub const GAME_PAGES: [(&str, &str, &str); 3] = [
+    ("dots", "/dots", "Dots"),
+    ("relay", "/relay", "Relay"),
+    ("shooter", "/shooter", "Shooter"),
+];
+
 fn content_type(path: &str) -> &'static str {
-    match path.rsplit('.').next() {
-        Some("html") => "text/html; charset=utf-8",
+    let ext = path.rsplit_once('.').map(|(_, e)| e);
+    match ext {
+        Some("html") | None => "text/html; charset=utf-8",
         Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
         Some("json") => "application/json",
         Some("svg") => "image/svg+xml",
         Some("png") => "image/png",
-        Some("ts") | Some("md") => "text/plain; charset=utf-8",
+        Some("ts") | Some("md") | Some("txt") => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     }
 }
@@ -64,11 +74,58 @@ fn not_found() -> Response<Bytes> {
     )
 }
 
-fn file(name: &str) -> Option<Response<Bytes>> {
+fn client_file(name: &str) -> Option<Bytes> {
     // include_dir paths are relative and never contain "..": a request for
     // "../x" simply matches nothing.
-    let f = CLIENT.get_file(name)?;
-    Some(respond(StatusCode::OK, content_type(name), f.contents()))
+    CLIENT
+        .get_file(name)
+        .map(|f| Bytes::from_static(f.contents()))
+}
+
+/// The pages a server serves besides the client: the built-in games',
+/// `/` for the running game, and a game developer's own files.
+pub struct Pages {
+    running: String,
+    files: HashMap<String, Bytes>,
+}
+
+impl Pages {
+    /// Pages for a server running `game`, with `extra` files (which take
+    /// precedence, `/` included).
+    pub fn new(game: &str, extra: Vec<(String, Bytes)>) -> Pages {
+        let mut files = HashMap::new();
+        for (name, path, _) in GAME_PAGES {
+            if let Some(page) = client_file(&format!("games/{name}.html")) {
+                files.insert(path.to_string(), page);
+            }
+        }
+        let home = files
+            .get(&format!("/{game}"))
+            .cloned()
+            .or_else(|| client_file("index.html"));
+        if let Some(home) = home {
+            files.insert("/".into(), home);
+        }
+        files.extend(extra);
+        Pages {
+            running: game.to_string(),
+            files,
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<Response<Bytes>> {
+        let body = self.files.get(path)?.clone();
+        Some(respond(StatusCode::OK, content_type(path), body))
+    }
+
+    /// `/games`: which game runs here, and the built-in games' pages.
+    fn games(&self) -> serde_json::Value {
+        let games: Vec<_> = GAME_PAGES
+            .iter()
+            .map(|(name, path, title)| serde_json::json!({"name": name, "path": path, "title": title}))
+            .collect();
+        serde_json::json!({"running": self.running, "games": games})
+    }
 }
 
 /// Serves one request. `path` excludes the query string.
@@ -81,13 +138,18 @@ pub fn route(method: &Method, path: &str, shared: &Arc<Shared>) -> Response<Byte
         );
     }
     match path {
-        "/" | "/index.html" => file("index.html").unwrap_or_else(not_found),
         "/health" => json(health(shared)),
         "/cert-hash" => json(shared.certs.hash_json()),
-        p => match p.strip_prefix("/client/") {
-            Some(name) => file(name).unwrap_or_else(not_found),
-            None => not_found(),
-        },
+        "/games" => json(shared.pages.games()),
+        p => shared
+            .pages
+            .get(p)
+            .or_else(|| {
+                let name = p.strip_prefix("/client/")?;
+                let body = client_file(name)?;
+                Some(respond(StatusCode::OK, content_type(name), body))
+            })
+            .unwrap_or_else(not_found),
     }
 }
 
@@ -96,6 +158,7 @@ fn health(shared: &Shared) -> serde_json::Value {
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "protocol": crate::protocol::PROTOCOL_VERSION,
+        "game": shared.rooms.game_name(),
         "rooms": shared.rooms.len(),
         "metrics": Metrics::snapshot(&shared.metrics),
     })

@@ -1,11 +1,7 @@
-use std::time::Duration;
-
 use anyhow::Context;
 use clap::Parser;
-use rally::cli::{BotArgs, Cli, Command, RuntimeArg, TransportArg};
-use rally::client::bot::{self, BotPlan};
-use rally::client::TransportKind;
-use rally::config::ServeConfig;
+use rally::cli::{Cli, Command, RuntimeArg, ServeArgs};
+use rally::game::{GameOptions, RoomInfo};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
@@ -16,20 +12,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut builder = match cli.runtime {
-        RuntimeArg::MultiThread => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = cli.worker_threads {
-                b.worker_threads(n.max(1));
-            }
-            b
-        }
-        RuntimeArg::CurrentThread => tokio::runtime::Builder::new_current_thread(),
-    };
-    let runtime = builder
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let flavour = (cli.runtime, cli.worker_threads);
     // No subcommand means `rally serve` with its defaults and RALLY_* env.
     let command = match cli.command {
         Some(c) => c,
@@ -38,7 +21,7 @@ fn main() -> anyhow::Result<()> {
             .context("parsing the default serve command")?,
     };
     match command {
-        Command::Serve(cfg) => runtime.block_on(serve(*cfg)),
+        Command::Serve(args) => runtime(flavour)?.block_on(serve(*args)),
         Command::Cert(args) => {
             let policy = rally::cert::DevCertPolicy {
                 validity: time::Duration::try_from(args.validity)?,
@@ -65,21 +48,6 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bot(args) => runtime.block_on(run_bots(args)),
-        Command::Soak(args) => {
-            let json = args.json.clone();
-            let report = runtime.block_on(rally::client::soak::run(args))?;
-            let text = serde_json::to_string_pretty(&report)?;
-            if let Some(path) = json {
-                std::fs::write(&path, &text)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            println!("{text}");
-            Ok(())
-        }
-        Command::Load(args) => runtime.block_on(rally::load::run(args)),
-        Command::Compare(args) => runtime.block_on(rally::lab::compare::run(args)),
-        Command::LabClient(args) => runtime.block_on(rally::lab::probe::run(args)),
         Command::Token(args) => {
             let exp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
@@ -95,79 +63,77 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Tool(args) => tool(&args),
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn stop_signal() {
+fn runtime(
+    (flavour, workers): (RuntimeArg, Option<usize>),
+) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match flavour {
+        RuntimeArg::MultiThread => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = workers {
+                b.worker_threads(n.max(1));
+            }
+            b
+        }
+        RuntimeArg::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let game = rally::games::builtin(&args.game)
+        .with_context(|| format!("no built-in game called {:?}", args.game))?;
+    // A bad game option stops the server here, naming it, rather than
+    // failing every room later.
+    let options = GameOptions::new(args.config.game_options.iter().cloned());
+    let info = RoomInfo {
+        name: "",
+        tick_hz: args.config.tick_hz,
+        snapshot_every: args.config.snapshot_every,
+        max_players: args.config.max_players_per_room as usize,
+        options: &options,
+    };
+    rally::games::check(&args.game, &info).map_err(anyhow::Error::msg)?;
+    rally::Server::builder()
+        .config(args.config)
+        .game_factory(game)
+        .serve()
+        .await
+}
+
+/// Runs `rally-tools` (next to this binary) for a tool command, as git runs
+/// `git-foo`: `rally compare …` is `rally-tools compare …`.
+fn tool(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let tools = exe.with_file_name(format!("rally-tools{}", std::env::consts::EXE_SUFFIX));
+    let name = args
+        .first()
+        .map(|a| a.to_string_lossy())
+        .unwrap_or_default();
+    if !tools.exists() {
+        anyhow::bail!(
+            "`rally {name}` is in the rally-tools binary, which is not built next to {}: run `cargo build --release --workspace`",
+            exe.display()
+        );
+    }
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        use std::os::unix::process::CommandExt;
+        let err = std::process::Command::new(&tools).args(args).exec();
+        Err(err).with_context(|| format!("running {}", tools.display()))
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        let status = std::process::Command::new(&tools)
+            .args(args)
+            .status()
+            .with_context(|| format!("running {}", tools.display()))?;
+        std::process::exit(status.code().unwrap_or(1));
     }
-}
-
-async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
-    rally::server::run(cfg, stop_signal(), |bound, cert| {
-        // One machine-readable line on stdout: tests and scripts wait for it.
-        println!(
-            "{}",
-            serde_json::json!({
-                "event": "listening",
-                "udp": bound.udp.to_string(),
-                "tcp": bound.tcp.to_string(),
-                "cert_sha256": cert.sha256_hex(),
-            })
-        );
-        eprintln!(
-            "Rally is up. Open http://{}/ in Chrome (WebTransport on udp/{}, WebSocket on tcp/{}).",
-            bound.tcp,
-            bound.udp.port(),
-            bound.tcp.port()
-        );
-    })
-    .await
-}
-
-async fn run_bots(args: BotArgs) -> anyhow::Result<()> {
-    let transport = match args.transport {
-        TransportArg::Wt => TransportKind::WebTransport,
-        TransportArg::Ws => TransportKind::WebSocket,
-    };
-    let plan = BotPlan {
-        url: args.url,
-        transport,
-        room: args.room,
-        bots: args.bots,
-        duration: Duration::from_secs_f64(args.duration.max(0.0)),
-        name_prefix: args.name_prefix,
-    };
-    let report = bot::run(plan).await;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!(
-            "{} bots over {}: {} snapshots, {} distinct players, rtt p50 {:.2} ms p99 {:.2} ms, {} errors",
-            report.bots,
-            report.transport,
-            report.snapshots_received,
-            report.distinct_players_seen,
-            report.rtt_ms.p50,
-            report.rtt_ms.p99,
-            report.errors
-        );
-    }
-    Ok(())
 }

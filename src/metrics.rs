@@ -3,8 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::kind::TransportKind;
 use crate::protocol::ErrorCode;
-use crate::session::TransportKind;
 
 #[derive(Debug, Default)]
 pub struct PerTransport {
@@ -36,6 +36,18 @@ pub struct Metrics {
     /// Refused WebTransport CONNECTs (wrong path).
     pub connect_refused: AtomicU64,
     pub http_requests: AtomicU64,
+    /// Game callbacks that panicked (each closed its room).
+    pub game_panics: AtomicU64,
+    /// Room ticks that ran past the start of the next one.
+    pub ticks_overrun: AtomicU64,
+    /// Snapshots not sent because the game wrote more than a frame holds.
+    pub snapshots_too_large: AtomicU64,
+    /// Unreliable application messages dropped for a slow session (a newer
+    /// one took their place).
+    pub app_unreliable_dropped: AtomicU64,
+    /// Unreliable client messages (inputs, `AppUnreliable`) dropped because
+    /// their room's queue was full.
+    pub app_messages_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -78,6 +90,11 @@ impl Metrics {
             "errors": errors,
             "connect_refused": self.connect_refused.load(Relaxed),
             "http_requests": self.http_requests.load(Relaxed),
+            "game_panics": self.game_panics.load(Relaxed),
+            "ticks_overrun": self.ticks_overrun.load(Relaxed),
+            "snapshots_too_large": self.snapshots_too_large.load(Relaxed),
+            "app_unreliable_dropped": self.app_unreliable_dropped.load(Relaxed),
+            "app_messages_dropped": self.app_messages_dropped.load(Relaxed),
         })
     }
 }

@@ -1,172 +1,31 @@
-//! Runtime glue: certificates, the two front ends on one port number, the
-//! shared state they serve from, connection limits, certificate renewal and
+//! The server, as a library: [`Server::builder`] takes the options (the
+//! same type as `rally serve`'s flags), the game and any extra files, and
+//! runs the two front ends on one port number, certificate renewal and
 //! graceful shutdown.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Claims, OriginPolicy, TokenError, TokenKey};
-use crate::cert::{self, CertBundle, CertStore, DevCertPolicy};
-use crate::config::{ServeConfig, ARENA_H, ARENA_W, SPEED};
+use crate::auth::{OriginPolicy, TokenKey};
+use crate::cert::{self, CertStore, DevCertPolicy};
+use crate::config::ServeConfig;
+use crate::game::{GameOptions, MakeGame};
+use crate::http::Pages;
 use crate::metrics::Metrics;
-use crate::protocol::{ErrorCode, ServerMsg};
-use crate::room::state::GameParams;
-use crate::room::{RoomConfig, Rooms};
-use crate::session::{SessionCtx, TransportKind, TransportTx};
+use crate::protocol::ErrorCode;
+use crate::room::{GameFactory, RoomConfig, Rooms};
+use crate::shared::Shared;
 use crate::transport::{quic, tcp};
-
-/// What every connection handler reads.
-pub struct Shared {
-    pub cfg: ServeConfig,
-    pub certs: Arc<CertStore>,
-    pub rooms: Arc<Rooms>,
-    pub metrics: Arc<Metrics>,
-    /// One permit per live session, across both transports.
-    pub sessions: Arc<Semaphore>,
-    /// `Alt-Svc` value advertised over TCP (real certificates only).
-    pub alt_svc: Option<String>,
-    pub origins: OriginPolicy,
-    pub tokens: Option<TokenKey>,
-    /// Cancelled when shutdown begins.
-    pub shutdown: CancellationToken,
-    /// Every connection task, so shutdown can wait for them to drain.
-    pub tasks: TaskTracker,
-    connections: AtomicUsize,
-    // std Mutex: a map update per connection open/close, never across .await.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// Why a session request is refused before any session exists.
-#[derive(Debug, thiserror::Error)]
-pub enum Refusal {
-    #[error("origin not allowed")]
-    Origin,
-    #[error("join token: {0}")]
-    Token(#[from] TokenError),
-}
-
-impl Refusal {
-    pub fn status(&self) -> http::StatusCode {
-        match self {
-            Refusal::Origin => http::StatusCode::FORBIDDEN,
-            Refusal::Token(_) => http::StatusCode::UNAUTHORIZED,
-        }
-    }
-}
-
-/// Holds one slot of the connection limits; dropping it frees the slot.
-pub struct ConnGuard {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.shared.connections.fetch_sub(1, Relaxed);
-        let mut map = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl Shared {
-    pub fn session_ctx(&self, claims: Option<Claims>) -> SessionCtx {
-        SessionCtx {
-            rooms: self.rooms.clone(),
-            metrics: self.metrics.clone(),
-            limits: self.cfg.limits.clone(),
-            shutdown: self.shutdown.clone(),
-            claims,
-        }
-    }
-
-    /// Takes a connection slot for `ip`, or `None` when the total or per-IP
-    /// limit is reached (the caller refuses the connection).
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
-        let limits = &self.cfg.limits;
-        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= limits.max_connections_per_ip
-            || self.connections.load(Relaxed) >= limits.max_connections
-        {
-            if *n == 0 {
-                map.remove(&ip);
-            }
-            self.metrics.connections_refused.fetch_add(1, Relaxed);
-            return None;
-        }
-        *n += 1;
-        self.connections.fetch_add(1, Relaxed);
-        Some(ConnGuard {
-            shared: self.clone(),
-            ip,
-        })
-    }
-
-    /// The checks made before a session is opened, identical for the
-    /// WebSocket upgrade and the WebTransport CONNECT.
-    pub fn authorize(
-        &self,
-        origin: Option<&str>,
-        query: Option<&str>,
-    ) -> Result<Option<Claims>, Refusal> {
-        let result = self.authorize_inner(origin, query);
-        if let Err(e) = &result {
-            self.metrics.sessions_forbidden.fetch_add(1, Relaxed);
-            tracing::info!(origin, "session refused: {e}");
-        }
-        result
-    }
-
-    fn authorize_inner(
-        &self,
-        origin: Option<&str>,
-        query: Option<&str>,
-    ) -> Result<Option<Claims>, Refusal> {
-        if !self.origins.allows(origin) {
-            return Err(Refusal::Origin);
-        }
-        let Some(key) = &self.tokens else {
-            return Ok(None);
-        };
-        let token = crate::auth::token_from_query(query).ok_or(TokenError::Missing)?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-        Ok(Some(key.verify(&token, now)?))
-    }
-
-    /// Tells a peer the server is at its session limit, then closes.
-    pub async fn refuse_full<T: TransportTx>(&self, kind: TransportKind, tx: &mut T) {
-        let code = ErrorCode::ServerFull;
-        self.metrics.count_error(code);
-        tracing::info!(transport = kind.label(), "session refused: server full");
-        let msg = ServerMsg::Error {
-            code: code.as_u16(),
-            reason: "server is at its session limit".into(),
-        };
-        let _ =
-            tokio::time::timeout(Duration::from_secs(2), tx.send_reliable(msg.to_bytes())).await;
-        tx.close(code.close_code(), code.name()).await;
-    }
-}
-
-/// Where the server ended up listening.
-#[derive(Debug, Clone, Copy)]
-pub struct Bound {
-    pub udp: SocketAddr,
-    pub tcp: SocketAddr,
-}
 
 fn rustls_config(certs: Arc<CertStore>, alpn: &[&[u8]]) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -277,11 +136,182 @@ fn to_time(d: Duration) -> time::Duration {
 }
 
 /// Starts the server and runs until `shutdown` resolves, then drains.
-pub async fn run(
+/// A Rally server: build one with [`Server::builder`].
+///
+/// ```no_run
+/// # use rally::game::{Ctx, Game, Join, PlayerId, Reject, RoomInfo};
+/// # struct MyGame;
+/// # impl MyGame { fn new(_: &RoomInfo) -> Self { MyGame } }
+/// # impl Game for MyGame {
+/// #     fn join(&mut self, _: &mut Ctx, _: PlayerId, _: Join) -> Result<(), Reject> { Ok(()) }
+/// #     fn leave(&mut self, _: &mut Ctx, _: PlayerId) {}
+/// # }
+/// # async fn run() -> anyhow::Result<()> {
+/// rally::Server::builder().game(MyGame::new).serve().await
+/// # }
+/// ```
+pub struct Server;
+
+impl Server {
+    pub fn builder() -> Builder {
+        Builder {
+            config: ServeConfig::default(),
+            game: None,
+            files: Vec::new(),
+            on_ready: None,
+        }
+    }
+}
+
+type OnReady = Box<dyn FnOnce(&Listening) + Send>;
+
+/// Configures a [`Server`]: its options (the same as `rally serve`'s), its
+/// game, and extra files to serve.
+pub struct Builder {
+    config: ServeConfig,
+    game: Option<GameFactory>,
+    files: Vec<(String, Bytes)>,
+    on_ready: Option<OnReady>,
+}
+
+/// Where a started server listens, and the certificate hash to pin.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub cert_sha256: String,
+}
+
+impl Listening {
+    /// The line `rally serve` prints on stdout once it listens: what
+    /// scripts and tests wait for (see [`crate::launch`]).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": "listening",
+            "udp": self.udp.to_string(),
+            "tcp": self.tcp.to_string(),
+            "cert_sha256": self.cert_sha256,
+        })
+    }
+}
+
+/// The default announcement: the JSON line on stdout, a human line on stderr.
+fn announce(l: &Listening) {
+    println!("{}", l.json());
+    eprintln!(
+        "Rally is up. Open http://{}/ in a browser (WebTransport on udp/{}, WebSocket on tcp/{}).",
+        l.tcp,
+        l.udp.port(),
+        l.tcp.port()
+    );
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A lower-case game name from a type name: `my_game::MyGame` → `mygame`.
+fn default_game_name<G>() -> String {
+    let full = std::any::type_name::<G>();
+    let last = full.rsplit("::").next().unwrap_or(full);
+    last.split('<').next().unwrap_or(last).to_ascii_lowercase()
+}
+
+impl Builder {
+    /// Every option, as `rally serve` takes them (flags, `RALLY_*`
+    /// environment variables and their defaults are one type).
+    pub fn config(mut self, config: ServeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Reads the options from this process's command line and `RALLY_*`
+    /// environment, exactly as `rally serve` does (`--help` prints them).
+    pub fn config_from_args(self) -> Self {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let args = <Args as clap::Parser>::parse();
+        self.config(args.config)
+    }
+
+    /// The game every room of this server runs, made once per room by
+    /// `make` (e.g. `MyGame::new` with `fn new(room: &RoomInfo) -> Self`).
+    /// Its name, sent to clients in `Welcome.game`, is the type's name in
+    /// lower case; [`Builder::game_named`] sets another.
+    pub fn game<M: MakeGame>(self, make: M) -> Self {
+        let name = default_game_name::<M::Game>();
+        self.game_named(&name, make)
+    }
+
+    pub fn game_named<M: MakeGame>(mut self, name: &str, make: M) -> Self {
+        self.game = Some(GameFactory::new(name, make));
+        self
+    }
+
+    /// A game already made into a factory (e.g. a built-in one).
+    pub fn game_factory(mut self, game: GameFactory) -> Self {
+        self.game = Some(game);
+        self
+    }
+
+    /// Serves `contents` at `path` over HTTP/3 and HTTP/1.1 (content type
+    /// from the extension; `/` and paths without one are HTML). A game's
+    /// page goes here; it loads the client from `/client/rally.js`.
+    pub fn file(mut self, path: &str, contents: impl Into<Bytes>) -> Self {
+        self.files.push((path.to_string(), contents.into()));
+        self
+    }
+
+    /// Called once the server listens (instead of printing the listening
+    /// line on stdout and a greeting on stderr).
+    pub fn on_ready(mut self, f: impl FnOnce(&Listening) + Send + 'static) -> Self {
+        self.on_ready = Some(Box::new(f));
+        self
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        self.serve_until(stop_signal()).await
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully.
+    pub async fn serve_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let game = self
+            .game
+            .ok_or_else(|| anyhow::anyhow!("no game: call Builder::game before serving"))?;
+        let on_ready = self.on_ready.unwrap_or_else(|| Box::new(announce));
+        run(self.config, game, self.files, shutdown, on_ready).await
+    }
+}
+
+async fn run(
     cfg: ServeConfig,
-    shutdown: impl std::future::Future<Output = ()>,
-    on_ready: impl FnOnce(Bound, &CertBundle),
+    game: GameFactory,
+    files: Vec<(String, Bytes)>,
+    shutdown: impl Future<Output = ()>,
+    on_ready: OnReady,
 ) -> anyhow::Result<()> {
+    cfg.check()?;
     let policy = DevCertPolicy {
         validity: to_time(cfg.dev_cert_validity),
         renew_before: to_time(cfg.dev_cert_renew_before),
@@ -349,18 +379,18 @@ pub async fn run(
 
     let metrics = Arc::new(Metrics::default());
     let room_cfg = RoomConfig {
-        game: GameParams {
-            tick_hz: cfg.tick_hz,
-            arena_w: ARENA_W,
-            arena_h: ARENA_H,
-            speed: SPEED,
-            max_players: cfg.max_players_per_room as usize,
-        },
+        tick_hz: cfg.tick_hz,
         snapshot_every: cfg.snapshot_every,
+        max_players: cfg.max_players_per_room as usize,
         resume_window: cfg.resume_window,
+        max_message: cfg.limits.max_client_message as u16,
+        max_input: cfg.limits.max_input_bytes,
+        game_options: GameOptions::new(cfg.game_options.iter().cloned()),
     };
+    let pages = Pages::new(game.name(), files);
     let shared = Arc::new(Shared {
-        rooms: Rooms::new(room_cfg),
+        rooms: Rooms::new(room_cfg, game, metrics.clone()),
+        pages,
         metrics,
         sessions: Arc::new(Semaphore::new(cfg.max_sessions)),
         alt_svc,
@@ -377,13 +407,11 @@ pub async fn run(
         cfg,
     });
 
-    on_ready(
-        Bound {
-            udp,
-            tcp: tcp_bound,
-        },
-        &shared.certs.current(),
-    );
+    on_ready(&Listening {
+        udp,
+        tcp: tcp_bound,
+        cert_sha256: shared.certs.current().sha256_hex(),
+    });
     tracing::info!(%udp, tcp = %tcp_bound, "listening");
 
     let quic_task = tokio::spawn(quic::serve(endpoint.clone(), shared.clone()));

@@ -9,18 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use common::{within, Server, BOTH};
+use common::{dots, snapshot, within, Server, BOTH};
 use rally::client::{Channel, Client, ClientError, DatagramPath, TransportKind};
-use rally::protocol::{Buttons, ClientMsg, ErrorCode, ServerMsg, SnapshotBody};
+use rally::games::dots::{DOWN, LEFT, RIGHT};
+use rally::protocol::{ClientMsg, ErrorCode, ServerMsg, Snapshot};
 use sha2::Digest;
 
 /// Plays `client` for `ticks` inputs holding `buttons`, returning every
-/// snapshot body by tick and the channels snapshots arrived on.
+/// snapshot by tick and the channels snapshots arrived on.
 async fn play(
     client: &mut Client,
-    buttons: Buttons,
+    buttons: u8,
     inputs: usize,
-) -> (BTreeMap<u32, SnapshotBody>, HashMap<&'static str, usize>) {
+) -> (BTreeMap<u32, Snapshot>, HashMap<&'static str, usize>) {
     let mut snaps = BTreeMap::new();
     let mut channels = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(16));
@@ -31,15 +32,15 @@ async fn play(
         tokio::select! {
             _ = tokio::time::sleep_until(drain_until) => break,
             _ = tick.tick(), if sent < inputs => {
-                client.send_input(buttons).await.unwrap();
+                client.send_input(&[buttons]).await.unwrap();
                 sent += 1;
             }
             r = client.recv() => {
                 let r = r.unwrap();
-                if let ServerMsg::Snapshot { body, .. } = r.msg {
+                if let ServerMsg::Snapshot(s) = r.msg {
                     let ch = match r.channel { Channel::Reliable => "reliable", Channel::Unreliable => "datagram" };
                     *channels.entry(ch).or_default() += 1;
-                    snaps.insert(body.tick, body);
+                    snaps.insert(s.tick, s);
                 }
             }
         }
@@ -47,10 +48,10 @@ async fn play(
     (snaps, channels)
 }
 
-fn position(snaps: &BTreeMap<u32, SnapshotBody>, id: u32) -> Vec<(f32, f32)> {
+fn position(snaps: &BTreeMap<u32, Snapshot>, id: u32) -> Vec<(f32, f32)> {
     snaps
         .values()
-        .filter_map(|b| b.players.iter().find(|p| p.id == id).map(|p| (p.x, p.y)))
+        .filter_map(|s| dots(s).into_iter().find(|p| p.0 == id).map(|p| (p.1, p.2)))
         .collect()
 }
 
@@ -68,10 +69,7 @@ async fn webtransport_and_websocket_players_share_a_room_and_see_each_other_move
 
     // WT player moves right, WS player moves down, at the same time.
     let ((wt_snaps, wt_channels), (ws_snaps, _)) = within(20, "playing", async {
-        tokio::join!(
-            play(&mut wt, Buttons(Buttons::RIGHT), 40),
-            play(&mut ws, Buttons(Buttons::DOWN), 40)
-        )
+        tokio::join!(play(&mut wt, RIGHT, 40), play(&mut ws, DOWN, 40))
     })
     .await;
 
@@ -109,7 +107,12 @@ async fn webtransport_and_websocket_players_share_a_room_and_see_each_other_move
         .collect();
     assert!(common.len() > 20, "only {} common ticks", common.len());
     for t in common {
-        assert_eq!(wt_snaps[&t], ws_snaps[&t], "tick {t}");
+        let (a, b) = (&wt_snaps[&t], &ws_snaps[&t]);
+        assert_eq!(
+            (a.server_time_us, &a.payload),
+            (b.server_time_us, &b.payload),
+            "tick {t}"
+        );
     }
 }
 
@@ -119,13 +122,13 @@ async fn snapshot_acknowledges_the_recipients_own_inputs() {
     for transport in BOTH {
         let mut c = server.connect(transport, "ack", "me").await;
         for _ in 0..5 {
-            c.send_input(Buttons(Buttons::LEFT)).await.unwrap();
+            c.send_input(&[LEFT]).await.unwrap();
         }
         let acked = within(5, "ack", async {
             loop {
-                if let ServerMsg::Snapshot { ack_seq, .. } = c.recv().await.unwrap().msg {
-                    if ack_seq == 5 {
-                        return ack_seq;
+                if let Some(s) = snapshot(&c.recv().await.unwrap().msg) {
+                    if s.ack_seq == 5 {
+                        return s.ack_seq;
                     }
                 }
             }
@@ -194,9 +197,9 @@ async fn direct_datagram_path_receives_every_snapshot_and_pong_after_the_first()
         let mut ticks = Vec::new();
         while ticks.len() < 120 {
             let r = c.recv().await.unwrap();
-            if let ServerMsg::Snapshot { body, .. } = r.msg {
+            if let ServerMsg::Snapshot(s) = r.msg {
                 assert_eq!(r.channel, Channel::Unreliable);
-                ticks.push(body.tick);
+                ticks.push(s.tick);
             }
         }
         ticks
@@ -259,14 +262,15 @@ async fn oversized_snapshots_fall_back_to_the_stream_and_are_counted() {
     let snap = within(10, "big snapshot", async {
         loop {
             let r = wt.recv().await.unwrap();
-            if let ServerMsg::Snapshot { body, .. } = r.msg {
-                if body.players.len() == 120 {
-                    return (r.channel, body);
+            if let ServerMsg::Snapshot(s) = r.msg {
+                if dots(&s).len() == 120 {
+                    return (r.channel, s);
                 }
             }
         }
     })
     .await;
+    assert_eq!(17 + snap.1.payload.len(), 19 + 12 * 120);
     assert!(19 + 12 * 120 > max, "snapshot must exceed {max}");
     assert_eq!(snap.0, Channel::Reliable);
     let h = server.health().await;
@@ -284,7 +288,7 @@ async fn oversized_snapshots_fall_back_to_the_stream_and_are_counted() {
 
 /// A real HTTP/3 client (h3 over quinn) that trusts the server's dev cert.
 async fn h3_client(server: &Server) -> (quinn::Endpoint, quinn::Connection) {
-    let pem = std::fs::read(server.cert_dir.join("dev.pem")).unwrap();
+    let pem = std::fs::read(server.cert_dir().join("dev.pem")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(c.unwrap()).unwrap();
@@ -404,7 +408,7 @@ async fn connect_to_an_unknown_path_gets_404() {
 #[tokio::test]
 async fn dev_certificate_is_p256_short_lived_with_the_sans_and_its_hash_is_published() {
     let server = Server::start(&[]);
-    let pem = std::fs::read(server.cert_dir.join("dev.pem")).unwrap();
+    let pem = std::fs::read(server.cert_dir().join("dev.pem")).unwrap();
     let der = rustls_pemfile::certs(&mut pem.as_slice())
         .next()
         .unwrap()
@@ -465,7 +469,7 @@ async fn dev_certificate_is_p256_short_lived_with_the_sans_and_its_hash_is_publi
 
     // The key file is private.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(server.cert_dir.join("dev.key"))
+    let mode = std::fs::metadata(server.cert_dir().join("dev.key"))
         .unwrap()
         .permissions()
         .mode();
@@ -518,9 +522,10 @@ async fn bad_messages_get_a_documented_error_and_close_code_on_both_transports()
         ),
         (
             ClientMsg::Hello {
-                version: 1,
+                version: 2,
                 room: "x".into(),
                 name: "y".into(),
+                app: Bytes::new(),
             }
             .to_bytes(),
             Channel::Reliable,
@@ -565,55 +570,15 @@ async fn wrong_protocol_version_and_bad_names_are_refused_with_clear_errors() {
             }
         }
         let mut opts = rally::client::ConnectOptions::new(server.url(), transport, "ok", "old");
-        opts.protocol_version = 2;
+        opts.protocol_version = 1;
         match Client::connect(opts).await {
             Err(ClientError::Refused { code, reason }) => {
                 assert_eq!(code, ErrorCode::UnsupportedVersion.as_u16());
-                assert!(reason.contains("version 2"), "{reason}");
+                assert!(reason.contains("version 1"), "{reason}");
             }
             Err(e) => panic!("{transport:?}: {e}"),
-            Ok(_) => panic!("{transport:?}: version 2 was accepted"),
+            Ok(_) => panic!("{transport:?}: version 1 was accepted"),
         }
-    }
-}
-
-#[tokio::test]
-async fn bot_command_reports_json_for_both_transports_in_one_room() {
-    let server = Server::start(&[]);
-    let run = |t: &'static str| {
-        let url = server.url().to_string();
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_rally"))
-            .args([
-                "bot",
-                "--url",
-                &url,
-                "--transport",
-                t,
-                "--room",
-                "bots",
-                "--bots",
-                "2",
-            ])
-            .args(["--duration", "3", "--json"])
-            .output()
-    };
-    let (wt, ws) = within(30, "bots", async { tokio::join!(run("wt"), run("ws")) }).await;
-    for (label, out) in [("wt", wt.unwrap()), ("ws", ws.unwrap())] {
-        assert!(
-            out.status.success(),
-            "{label}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["transport"], label);
-        assert_eq!(v["bots"], 2);
-        assert_eq!(v["errors"], 0, "{v}");
-        // 2 bots × ~3 s × 60 Hz snapshots.
-        assert!(v["snapshots_received"].as_u64().unwrap() > 200, "{v}");
-        // Its own two bots and the other command's two.
-        assert_eq!(v["distinct_players_seen"], 4, "{v}");
-        assert!(v["rtt_ms"]["p50"].as_f64().unwrap() > 0.0);
-        assert!(v["rtt_ms"]["p99"].as_f64().unwrap() >= v["rtt_ms"]["p50"].as_f64().unwrap());
     }
 }
 
@@ -627,7 +592,7 @@ async fn wt_snapshots_stream_mode_carries_snapshots_on_the_reliable_stream() {
         let mut seen = Vec::new();
         while seen.len() < 20 {
             let r = wt.recv().await.unwrap();
-            if let ServerMsg::Snapshot { .. } = r.msg {
+            if let ServerMsg::Snapshot(_) = r.msg {
                 seen.push(r.channel);
             }
         }

@@ -7,9 +7,10 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{within, Server, BOTH};
+use common::{dots, within, Server, BOTH};
 use rally::client::{Channel, Client, ClientError, ConnectOptions, TransportKind};
-use rally::protocol::{Buttons, ClientMsg, ErrorCode, ServerMsg};
+use rally::games::dots::{DOWN, UP};
+use rally::protocol::{ClientMsg, ErrorCode, ServerMsg};
 
 /// Reads until the connection closes; returns the `Error` codes seen and
 /// the close code.
@@ -56,7 +57,7 @@ async fn resume_switching_transports_replays_missed_events_exactly_once() {
         let a_id = a.player_id();
         // Roster (observer, alice) → reliable_seq 2 once both are read.
         for _ in 0..3 {
-            a.send_input(Buttons(Buttons::UP)).await.unwrap();
+            a.send_input(&[UP]).await.unwrap();
         }
         let mut got = Vec::new();
         within(5, "roster", async {
@@ -82,7 +83,7 @@ async fn resume_switching_transports_replays_missed_events_exactly_once() {
         tokio::time::sleep(Duration::from_millis(200)).await;
 
         let mut opts = server.options(second, &room, "alice");
-        opts.resume = Some(state);
+        opts.resume = Some(state.clone());
         let mut a = Client::connect(opts).await.unwrap();
         assert!(a.resumed());
         assert_eq!(a.player_id(), a_id, "same player back");
@@ -120,13 +121,13 @@ async fn resume_switching_transports_replays_missed_events_exactly_once() {
         );
         // A full snapshot with alice in it arrives, and she can move again:
         // her input numbering carries on, so the server applies the new one.
-        let seq = a.send_input(Buttons(Buttons::DOWN)).await.unwrap();
+        let seq = a.send_input(&[DOWN]).await.unwrap();
         assert_eq!(seq, state.input_seq + 1);
         within(5, "snapshot after resume", async {
             loop {
-                if let ServerMsg::Snapshot { body, ack_seq } = a.recv().await.unwrap().msg {
-                    if ack_seq == seq {
-                        assert!(body.players.iter().any(|p| p.id == a_id));
+                if let ServerMsg::Snapshot(s) = a.recv().await.unwrap().msg {
+                    if s.ack_seq == seq {
+                        assert!(dots(&s).iter().any(|p| p.0 == a_id));
                         break;
                     }
                 }
@@ -151,6 +152,7 @@ async fn unknown_or_expired_resume_tokens_get_an_error_and_a_fresh_join() {
             token: [7; 16],
             last_seq: 0,
             input_seq: 0,
+            sent: Default::default(),
         });
         let c = Client::connect(opts).await.unwrap();
         assert!(!c.resumed());
@@ -236,8 +238,8 @@ async fn staleness(c: &mut Client, dur: Duration) -> Vec<u64> {
     let mut v = Vec::new();
     let end = tokio::time::Instant::now() + dur;
     while let Ok(r) = tokio::time::timeout_at(end, c.recv()).await {
-        if let ServerMsg::Snapshot { body, .. } = r.unwrap().msg {
-            v.push(rally::client::now_us().saturating_sub(body.server_time_us));
+        if let ServerMsg::Snapshot(s) = r.unwrap().msg {
+            v.push(rally::client::now_us().saturating_sub(s.server_time_us));
         }
     }
     v.sort_unstable();
@@ -282,9 +284,10 @@ async fn a_client_that_stops_reading_is_disconnected_as_too_slow_and_others_are_
     let (mut slow, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
     use futures::SinkExt;
     let hello = ClientMsg::Hello {
-        version: 1,
+        version: 2,
         room: "slow".into(),
         name: "slow".into(),
+        app: Bytes::new(),
     };
     slow.send(tokio_tungstenite::tungstenite::Message::Binary(
         hello.to_bytes(),
@@ -540,9 +543,10 @@ async fn a_second_bidirectional_stream_is_a_protocol_error() {
     let (mut send, _recv) = conn.open_bi().await.unwrap().await.unwrap();
     let mut frame = bytes::BytesMut::new();
     let hello = ClientMsg::Hello {
-        version: 1,
+        version: 2,
         room: "s".into(),
         name: "n".into(),
+        app: Bytes::new(),
     };
     rally::protocol::encode_frame(&mut frame, &hello.to_bytes());
     send.write_all(&frame).await.unwrap();
@@ -630,7 +634,6 @@ async fn the_dev_certificate_is_renewed_while_running_without_dropping_sessions(
         }
     })
     .await;
-    let _ = Bytes::new();
 }
 
 #[tokio::test]

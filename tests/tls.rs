@@ -92,9 +92,10 @@ async fn a_real_certificate_serves_https_and_wss_and_advertises_http3() {
             .await
             .unwrap();
     let hello = ClientMsg::Hello {
-        version: 1,
+        version: 2,
         room: "tls".into(),
         name: "secure".into(),
+        app: Bytes::new(),
     };
     ws.send(Message::Binary(hello.to_bytes())).await.unwrap();
     let first = within(5, "welcome over wss", ws.next())

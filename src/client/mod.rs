@@ -1,12 +1,15 @@
-//! Native client: one API over both transports, for bots, load and tests.
+//! Native client: one API over both transports, for games written in Rust,
+//! bots, load generation and tests. Game-agnostic, like the browser client:
+//! the game's bytes go in (`Hello.app`, inputs, messages) and come out
+//! (`Welcome.app`, snapshot payloads, messages); Rally's part — framing,
+//! input numbering and redundancy, numbered events, resume and the replay
+//! of reliable messages — is done here.
 //!
 //! WebTransport goes through `wtransport` (an implementation independent of
 //! the server's h3 stack) and verifies the server by its certificate hash,
 //! as a browser does; WebSocket goes through tokio-tungstenite.
 
-pub mod bot;
 mod http_get;
-pub mod soak;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,15 +23,17 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
+pub use crate::kind::{Channel, TransportKind};
 use crate::protocol::{
-    encode_frame, Buttons, ClientMsg, ErrorCode, FrameDecoder, ServerMsg, Welcome, MAX_SERVER_MSG,
-    PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+    encode_frame, is_numbered, ClientMsg, ErrorCode, FrameDecoder, Inputs, ServerMsg, Welcome,
+    MAX_SERVER_MSG, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
-pub use crate::session::{Channel, TransportKind};
 pub use http_get::{fetch_cert_hash, http_get};
 
 /// Inputs repeated in each `Input` message (the newest plus three before).
 pub const INPUT_REDUNDANCY: usize = 4;
+/// Reliable `App` messages kept for replay after a resume (PROTOCOL.md §7.2).
+pub const REPLAY_KEPT: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -44,6 +49,12 @@ pub enum ClientError {
     Protocol(String),
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    #[error("{what} of {len} bytes exceeds the server's limit of {max}")]
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +64,8 @@ pub struct ConnectOptions {
     pub transport: TransportKind,
     pub room: String,
     pub name: String,
+    /// The game's join bytes (`Hello.app`).
+    pub app: Bytes,
     /// Pin this SHA-256 certificate hash for WebTransport. When `None` and
     /// the URL is `http`, it is fetched from `/cert-hash`; with `https` the
     /// system roots verify the server.
@@ -125,14 +138,58 @@ impl WtEndpoint {
 }
 
 /// What a client needs to resume its player after a drop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumeState {
     pub token: [u8; RESUME_TOKEN_LEN],
-    /// Number of the last reliable event received.
+    /// Number of the last numbered event received.
     pub last_seq: u32,
     /// Sequence number of the last input sent (client-side only): a resumed
     /// player carries on from it, as the server's ack for it does.
     pub input_seq: u32,
+    /// The reliable `App` messages sent and their numbering, for the replay
+    /// after the resume.
+    pub sent: SentLog,
+}
+
+/// The last [`REPLAY_KEPT`] reliable `App` messages sent, numbered from 1
+/// over the player's life (PROTOCOL.md §7.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentLog {
+    /// Number of the last message sent.
+    last: u32,
+    kept: VecDeque<Bytes>,
+}
+
+impl SentLog {
+    fn push(&mut self, payload: Bytes) {
+        self.last = self.last.wrapping_add(1);
+        if self.kept.len() == REPLAY_KEPT {
+            self.kept.pop_front();
+        }
+        self.kept.push_back(payload);
+    }
+
+    /// The messages numbered above `received` that are still kept, oldest
+    /// first, and how many above it are not (lost).
+    pub fn after(&self, received: u32) -> (Vec<Bytes>, u32) {
+        let missing = self.last.wrapping_sub(received);
+        if missing as i32 <= 0 {
+            return (Vec::new(), 0);
+        }
+        let have = (missing as usize).min(self.kept.len());
+        let out = self
+            .kept
+            .iter()
+            .skip(self.kept.len() - have)
+            .cloned()
+            .collect();
+        (out, missing - have as u32)
+    }
+
+    /// Number of the last message sent.
+    pub fn last(&self) -> u32 {
+        self.last
+    }
 }
 
 impl ConnectOptions {
@@ -142,6 +199,7 @@ impl ConnectOptions {
             transport,
             room: room.into(),
             name: name.into(),
+            app: Bytes::new(),
             cert_hash: None,
             timeout: Duration::from_secs(10),
             protocol_version: PROTOCOL_VERSION,
@@ -180,9 +238,14 @@ pub struct Client {
     conn: Conn,
     welcome: Welcome,
     next_seq: u32,
-    recent: VecDeque<Buttons>,
-    /// Number of the last reliable event received (PROTOCOL.md §7.1).
+    /// The last inputs sent, newest first, for redundancy.
+    recent: VecDeque<Bytes>,
+    /// Number of the last numbered event received (PROTOCOL.md §7.1).
     reliable_seq: u32,
+    /// Reliable `App` messages sent, for a replay after a resume.
+    sent: SentLog,
+    /// Reliable `App` messages the last resume could not replay.
+    lost: u32,
     /// Whether the last connect resumed a player (rather than joining).
     resumed: bool,
 }
@@ -313,25 +376,30 @@ impl Client {
                 player_id: 0,
                 tick_hz: 0,
                 snapshot_every: 0,
-                arena_w: 0.0,
-                arena_h: 0.0,
-                speed: 0.0,
                 tick: 0,
                 resume_token: [0; 16],
                 resume_window_ms: 0,
                 reliable_seq: 0,
+                client_seq: 0,
+                max_message: 0,
+                max_input: 0,
+                game: String::new(),
+                app: Bytes::new(),
             },
             next_seq: 0,
             recent: VecDeque::with_capacity(INPUT_REDUNDANCY),
             reliable_seq: 0,
+            sent: SentLog::default(),
+            lost: 0,
             resumed: false,
         };
         let hello = ClientMsg::Hello {
             version: opts.protocol_version,
             room: opts.room.clone(),
             name: opts.name.clone(),
+            app: opts.app.clone(),
         };
-        let first = match opts.resume {
+        let first = match &opts.resume {
             Some(r) => ClientMsg::Resume {
                 version: opts.protocol_version,
                 token: r.token,
@@ -357,9 +425,24 @@ impl Client {
                 ServerMsg::Welcome(w) => {
                     self.reliable_seq = w.reliable_seq;
                     self.resumed = resume.is_some();
-                    // A resumed player's inputs carry on from where they were.
-                    self.next_seq = resume.map_or(0, |r| r.input_seq);
-                    self.welcome = w;
+                    if let Some(r) = resume {
+                        // A resumed player's inputs carry on from where they
+                        // were, and what the game did not get is sent again.
+                        self.next_seq = r.input_seq;
+                        self.sent = r.sent;
+                        let (replay, lost) = self.sent.after(w.client_seq);
+                        self.lost = lost;
+                        self.welcome = w;
+                        for payload in replay {
+                            let msg = ClientMsg::App {
+                                reliable: true,
+                                payload,
+                            };
+                            self.send_raw(msg.to_bytes(), Channel::Reliable).await?;
+                        }
+                    } else {
+                        self.welcome = w;
+                    }
                     return Ok(self);
                 }
                 ServerMsg::Error { code, .. }
@@ -389,7 +472,15 @@ impl Client {
             token: self.welcome.resume_token,
             last_seq: self.reliable_seq,
             input_seq: self.next_seq,
+            sent: self.sent.clone(),
         }
+    }
+
+    /// Reliable `App` messages sent before a drop that the last resume
+    /// could not replay (the game never got them): 0 unless more than
+    /// [`REPLAY_KEPT`] were in flight.
+    pub fn lost_messages(&self) -> u32 {
+        self.lost
     }
 
     /// True when this session took back a player with `Resume`.
@@ -422,17 +513,17 @@ impl Client {
 
     /// The next message from the server. Cancel-safe.
     pub async fn recv(&mut self) -> Result<Received, ClientError> {
-        let r = self.recv_inner().await?;
-        if matches!(
-            r.msg,
-            ServerMsg::PlayerJoined { .. } | ServerMsg::PlayerLeft { .. }
-        ) {
+        let (bytes, channel) = self.recv_bytes().await?;
+        let msg = ServerMsg::decode(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        // Numbered events arrive only on the reliable channel; counted by
+        // the one table (PROTOCOL.md §7.1).
+        if channel == Channel::Reliable && is_numbered(&bytes) {
             self.reliable_seq = self.reliable_seq.wrapping_add(1);
         }
-        Ok(r)
+        Ok(Received { msg, channel })
     }
 
-    async fn recv_inner(&mut self) -> Result<Received, ClientError> {
+    async fn recv_bytes(&mut self) -> Result<(Bytes, Channel), ClientError> {
         match &mut self.conn {
             Conn::Wt {
                 conn,
@@ -442,7 +533,7 @@ impl Client {
                 ..
             } => loop {
                 match decoder.decode() {
-                    Ok(Some(frame)) => return decode(&frame, Channel::Reliable),
+                    Ok(Some(frame)) => return Ok((frame, Channel::Reliable)),
                     Ok(None) => {}
                     Err(e) => return Err(ClientError::Protocol(e.to_string())),
                 }
@@ -453,12 +544,12 @@ impl Client {
                         Err(_) => return Err(closed_from_wt(conn.closed().await)),
                     },
                     d = conn.receive_datagram(), if *datagrams == DatagramPath::Driver => match d {
-                        Ok(d) => return decode(&d.payload(), Channel::Unreliable),
+                        Ok(d) => return Ok((d.payload(), Channel::Unreliable)),
                         Err(e) => return Err(closed_from_wt(e)),
                     },
                     d = conn.quic_connection().read_datagram(), if *datagrams == DatagramPath::Direct => match d {
                         Ok(d) => match own_datagram(conn, &d) {
-                            Some(payload) => return decode(payload, Channel::Unreliable),
+                            Some(at) => return Ok((d.slice(at..), Channel::Unreliable)),
                             None => continue,
                         },
                         Err(_) => return Err(closed_from_wt(conn.closed().await)),
@@ -467,7 +558,7 @@ impl Client {
             },
             Conn::Ws(ws) => loop {
                 match ws.next().await {
-                    Some(Ok(Message::Binary(b))) => return decode(&b, Channel::Reliable),
+                    Some(Ok(Message::Binary(b))) => return Ok((b, Channel::Reliable)),
                     Some(Ok(Message::Close(frame))) => {
                         return Err(ClientError::Closed {
                             code: frame.as_ref().map(|f| u16::from(f.code) as u64),
@@ -525,20 +616,57 @@ impl Client {
         }
     }
 
-    /// Sends the next input, repeating the previous ones for redundancy, on
+    /// Sends the next input (the game's bytes, at most
+    /// `Welcome.max_input`), repeating the previous ones for redundancy, on
     /// the unreliable channel. Returns its sequence number.
-    pub async fn send_input(&mut self, buttons: Buttons) -> Result<u32, ClientError> {
-        self.next_seq += 1;
+    pub async fn send_input(&mut self, input: &[u8]) -> Result<u32, ClientError> {
+        let max = self.welcome.max_input as usize;
+        if input.len() > max {
+            return Err(ClientError::TooLarge {
+                what: "an input",
+                len: input.len(),
+                max,
+            });
+        }
+        self.next_seq = self.next_seq.wrapping_add(1);
         if self.recent.len() == INPUT_REDUNDANCY {
             self.recent.pop_back();
         }
-        self.recent.push_front(buttons);
+        self.recent.push_front(Bytes::copy_from_slice(input));
+        // Never more inputs than have been numbered (the first has seq 1).
+        let n = self.recent.len().min(self.next_seq.max(1) as usize);
+        let carried: Vec<&[u8]> = self.recent.iter().take(n).map(|b| &b[..]).collect();
         let msg = ClientMsg::Input {
             newest_seq: self.next_seq,
-            buttons: self.recent.iter().copied().collect(),
+            inputs: Inputs::encode(&carried),
         };
         self.send_raw(msg.to_bytes(), Channel::Unreliable).await?;
         Ok(self.next_seq)
+    }
+
+    /// Sends an application message to the game: reliable (`App`, on the
+    /// stream, numbered and replayed after a resume) or not
+    /// (`AppUnreliable`, a datagram on WebTransport).
+    pub async fn send(&mut self, payload: &[u8], reliable: bool) -> Result<(), ClientError> {
+        let max = self.welcome.max_message as usize;
+        if payload.len() + 1 > max {
+            return Err(ClientError::TooLarge {
+                what: "a message",
+                len: payload.len() + 1,
+                max,
+            });
+        }
+        let payload = Bytes::copy_from_slice(payload);
+        if reliable {
+            self.sent.push(payload.clone());
+        }
+        let msg = ClientMsg::App { reliable, payload };
+        let channel = if reliable {
+            Channel::Reliable
+        } else {
+            Channel::Unreliable
+        };
+        self.send_raw(msg.to_bytes(), channel).await
     }
 
     /// Sends a `Ping` carrying the current time on `channel`.
@@ -568,18 +696,43 @@ impl Client {
     }
 }
 
-/// The payload of a QUIC datagram that belongs to this connection's
-/// session (RFC 9297 §2.1: its quarter-stream-id prefix names the session's
-/// CONNECT stream); `None` for anything else, which is dropped as a
-/// datagram may be.
-fn own_datagram<'a>(conn: &wtransport::Connection, quic: &'a [u8]) -> Option<&'a [u8]> {
+/// Where the payload of a QUIC datagram that belongs to this connection's
+/// session starts (RFC 9297 §2.1: its quarter-stream-id prefix names the
+/// session's CONNECT stream); `None` for anything else, which is dropped
+/// as a datagram may be.
+fn own_datagram(conn: &wtransport::Connection, quic: &[u8]) -> Option<usize> {
     let d = wtransport::proto::datagram::Datagram::read(quic).ok()?;
     let prefix = quic.len() - d.payload().len();
-    (d.qstream_id().into_session_id() == conn.session_id()).then(|| &quic[prefix..])
+    (d.qstream_id().into_session_id() == conn.session_id()).then_some(prefix)
 }
 
-fn decode(bytes: &[u8], channel: Channel) -> Result<Received, ClientError> {
-    ServerMsg::decode(bytes)
-        .map(|msg| Received { msg, channel })
-        .map_err(|e| ClientError::Protocol(e.to_string()))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sent_log_replays_what_the_server_did_not_get_and_counts_the_rest() {
+        let mut log = SentLog::default();
+        assert_eq!(log.after(0), (vec![], 0));
+        for i in 0..300u32 {
+            log.push(Bytes::from(i.to_be_bytes().to_vec()));
+        }
+        assert_eq!(log.last(), 300);
+        assert_eq!(log.after(300), (vec![], 0));
+        let (replay, lost) = log.after(298);
+        assert_eq!(lost, 0);
+        assert_eq!(
+            replay,
+            vec![
+                Bytes::from(298u32.to_be_bytes().to_vec()),
+                Bytes::from(299u32.to_be_bytes().to_vec())
+            ]
+        );
+        // Only the last 256 are kept: a server that got 10 lost 34.
+        let (replay, lost) = log.after(10);
+        assert_eq!(
+            (replay.len(), lost),
+            (REPLAY_KEPT, 300 - 10 - REPLAY_KEPT as u32)
+        );
+    }
 }

@@ -1,34 +1,24 @@
-//! Binary codec for protocol messages: big-endian integers and IEEE-754
-//! floats, strings as a u8 byte length followed by UTF-8. One message per
-//! datagram, per WebSocket binary message, or per stream frame.
+//! Binary codec for protocol messages: big-endian integers, strings as a u8
+//! byte length followed by UTF-8, and the game's bytes as the rest of the
+//! message. One message per datagram, per WebSocket binary message, or per
+//! stream frame.
+//!
+//! Decoding takes the message as `Bytes` so that the game's bytes are
+//! slices of it, not copies.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::ErrorCode;
 use super::message::{
-    Buttons, ClientMsg, PlayerState, ServerMsg, SnapshotBody, Welcome, MAX_INPUTS_PER_MSG,
-    MAX_REASON_LEN,
+    ClientMsg, Inputs, ServerMsg, Snapshot, Welcome, MAX_INPUTS_PER_MSG, MAX_REASON_LEN,
 };
-
-mod ty {
-    pub const HELLO: u8 = 0x01;
-    pub const INPUT: u8 = 0x02;
-    pub const PING: u8 = 0x03;
-    pub const LEAVE: u8 = 0x04;
-    pub const RESUME: u8 = 0x05;
-
-    pub const WELCOME: u8 = 0x81;
-    pub const PLAYER_JOINED: u8 = 0x82;
-    pub const PLAYER_LEFT: u8 = 0x83;
-    pub const SNAPSHOT: u8 = 0x84;
-    pub const PONG: u8 = 0x85;
-    pub const ERROR: u8 = 0x86;
-}
+use super::table::ty;
 
 /// Bytes of a snapshot written per recipient: type byte and `ack_seq`.
 pub const SNAPSHOT_HEADER_LEN: usize = 5;
-/// Bytes per player in a snapshot.
-const PLAYER_STATE_LEN: usize = 12;
+/// Bytes of a snapshot's shared part before the game's payload: `tick` and
+/// `server_time_us`.
+pub const SNAPSHOT_PREFIX_LEN: usize = 12;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -58,17 +48,20 @@ impl DecodeError {
 
 /// Cursor over a message; every read checks the remaining length.
 struct Reader<'a> {
-    buf: &'a [u8],
+    msg: &'a Bytes,
+    at: usize,
 }
 
 impl<'a> Reader<'a> {
+    fn new(msg: &'a Bytes) -> Self {
+        Reader { msg, at: 0 }
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.buf.len() < n {
-            return Err(DecodeError::Truncated);
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
+        let end = self.at.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let out = self.msg.get(self.at..end).ok_or(DecodeError::Truncated)?;
+        self.at = end;
+        Ok(out)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
@@ -93,10 +86,6 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
-    fn f32(&mut self) -> Result<f32, DecodeError> {
-        Ok(f32::from_be_bytes(self.array()?))
-    }
-
     fn string(&mut self) -> Result<String, DecodeError> {
         let len = self.u8()? as usize;
         let raw = self.take(len)?;
@@ -105,8 +94,15 @@ impl<'a> Reader<'a> {
             .map_err(|_| DecodeError::InvalidUtf8)
     }
 
+    /// Everything left: the game's bytes, sliced without copying.
+    fn rest(&mut self) -> Bytes {
+        let out = self.msg.slice(self.at..);
+        self.at = self.msg.len();
+        out
+    }
+
     fn finish(self) -> Result<(), DecodeError> {
-        match self.buf.len() {
+        match self.msg.len() - self.at {
             0 => Ok(()),
             n => Err(DecodeError::TrailingBytes(n)),
         }
@@ -130,21 +126,19 @@ impl ClientMsg {
                 version,
                 room,
                 name,
+                app,
             } => {
                 buf.put_u8(ty::HELLO);
                 buf.put_u16(*version);
                 put_string(buf, room, u8::MAX as usize);
                 put_string(buf, name, u8::MAX as usize);
+                buf.put_slice(app);
             }
-            ClientMsg::Input {
-                newest_seq,
-                buttons,
-            } => {
+            ClientMsg::Input { newest_seq, inputs } => {
                 buf.put_u8(ty::INPUT);
                 buf.put_u32(*newest_seq);
-                let n = buttons.len().min(MAX_INPUTS_PER_MSG);
-                buf.put_u8(n as u8);
-                buf.extend(buttons[..n].iter().map(|b| b.0));
+                buf.put_u8(inputs.len() as u8);
+                buf.put_slice(inputs.raw());
             }
             ClientMsg::Ping { client_time_us } => {
                 buf.put_u8(ty::PING);
@@ -161,6 +155,14 @@ impl ClientMsg {
                 buf.put_slice(token);
                 buf.put_u32(*last_seq);
             }
+            ClientMsg::App { reliable, payload } => {
+                buf.put_u8(if *reliable {
+                    ty::APP
+                } else {
+                    ty::APP_UNRELIABLE
+                });
+                buf.put_slice(payload);
+            }
         }
     }
 
@@ -170,37 +172,28 @@ impl ClientMsg {
         buf.freeze()
     }
 
-    pub fn decode(msg: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader { buf: msg };
+    pub fn decode(msg: &Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(msg);
         let out = match r.u8().map_err(|_| DecodeError::Empty)? {
             ty::HELLO => ClientMsg::Hello {
                 version: r.u16()?,
                 room: r.string()?,
                 name: r.string()?,
+                app: r.rest(),
             },
             ty::INPUT => {
                 let newest_seq = r.u32()?;
-                let n = r.u8()? as usize;
-                if n == 0 || n > MAX_INPUTS_PER_MSG {
+                let n = r.u8()?;
+                if n == 0 || n as usize > MAX_INPUTS_PER_MSG {
                     return Err(DecodeError::InvalidField("input count"));
                 }
                 // Sequence numbers start at 1, so the oldest carried input
                 // (newest_seq - n + 1) must be at least 1.
-                if (newest_seq as usize) < n {
+                if newest_seq < n as u32 {
                     return Err(DecodeError::InvalidField("input sequence"));
                 }
-                let buttons = r
-                    .take(n)?
-                    .iter()
-                    .map(|&b| match b & !Buttons::ALL {
-                        0 => Ok(Buttons(b)),
-                        _ => Err(DecodeError::InvalidField("buttons")),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                ClientMsg::Input {
-                    newest_seq,
-                    buttons,
-                }
+                let inputs = Inputs::parse(r.rest(), n).ok_or(DecodeError::Truncated)?;
+                ClientMsg::Input { newest_seq, inputs }
             }
             ty::PING => ClientMsg::Ping {
                 client_time_us: r.u64()?,
@@ -211,6 +204,14 @@ impl ClientMsg {
                 token: r.array()?,
                 last_seq: r.u32()?,
             },
+            ty::APP => ClientMsg::App {
+                reliable: true,
+                payload: r.rest(),
+            },
+            ty::APP_UNRELIABLE => ClientMsg::App {
+                reliable: false,
+                payload: r.rest(),
+            },
             other => return Err(DecodeError::UnknownType(other)),
         };
         r.finish()?;
@@ -218,57 +219,28 @@ impl ClientMsg {
     }
 }
 
-impl SnapshotBody {
-    /// Encodes the shared part of a snapshot (everything after `ack_seq`).
-    pub fn encode(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(14 + self.players.len() * PLAYER_STATE_LEN);
-        buf.put_u32(self.tick);
-        buf.put_u64(self.server_time_us);
-        // The room caps its player count far below u16::MAX (config check).
-        buf.put_u16(self.players.len() as u16);
-        for p in &self.players {
-            buf.put_u32(p.id);
-            buf.put_f32(p.x);
-            buf.put_f32(p.y);
-        }
-        buf.freeze()
-    }
-
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let tick = r.u32()?;
-        let server_time_us = r.u64()?;
-        let n = r.u16()? as usize;
-        if r.buf.len() < n * PLAYER_STATE_LEN {
-            return Err(DecodeError::Truncated);
-        }
-        let mut players = Vec::with_capacity(n);
-        for _ in 0..n {
-            players.push(PlayerState {
-                id: r.u32()?,
-                x: r.f32()?,
-                y: r.f32()?,
-            });
-        }
-        Ok(SnapshotBody {
-            tick,
-            server_time_us,
-            players,
-        })
-    }
-}
-
-/// Writes a full snapshot message for one recipient: its 5-byte header
-/// (type, `ack_seq`) followed by the shared, already encoded body.
-pub fn encode_snapshot(buf: &mut BytesMut, ack_seq: u32, body: &[u8]) {
-    buf.reserve(SNAPSHOT_HEADER_LEN + body.len());
-    buf.put_slice(&snapshot_header(ack_seq));
-    buf.put_slice(body);
-}
-
 /// The per-recipient part of a snapshot message: type and `ack_seq`.
 pub fn snapshot_header(ack_seq: u32) -> [u8; SNAPSHOT_HEADER_LEN] {
     let [a, b, c, d] = ack_seq.to_be_bytes();
     [ty::SNAPSHOT, a, b, c, d]
+}
+
+/// Writes the shared part's prefix: `tick` and `server_time_us`. The game's
+/// payload follows it.
+pub fn put_snapshot_prefix(buf: &mut BytesMut, tick: u32, server_time_us: u64) {
+    buf.put_u32(tick);
+    buf.put_u64(server_time_us);
+}
+
+/// The one-byte header of an `AppUnreliable` message (the payload follows).
+pub const APP_UNRELIABLE_HEADER: [u8; 1] = [ty::SERVER_APP_UNRELIABLE];
+
+/// A server `App` message (reliable, numbered) around `payload`.
+pub fn encode_server_app(payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(1 + payload.len());
+    buf.put_u8(ty::SERVER_APP);
+    buf.put_slice(payload);
+    buf.freeze()
 }
 
 impl ServerMsg {
@@ -280,13 +252,15 @@ impl ServerMsg {
                 buf.put_u32(w.player_id);
                 buf.put_u16(w.tick_hz);
                 buf.put_u16(w.snapshot_every);
-                buf.put_f32(w.arena_w);
-                buf.put_f32(w.arena_h);
-                buf.put_f32(w.speed);
                 buf.put_u32(w.tick);
                 buf.put_slice(&w.resume_token);
                 buf.put_u32(w.resume_window_ms);
                 buf.put_u32(w.reliable_seq);
+                buf.put_u32(w.client_seq);
+                buf.put_u16(w.max_message);
+                buf.put_u8(w.max_input);
+                put_string(buf, &w.game, u8::MAX as usize);
+                buf.put_slice(&w.app);
             }
             ServerMsg::PlayerJoined { player_id, name } => {
                 buf.put_u8(ty::PLAYER_JOINED);
@@ -297,7 +271,11 @@ impl ServerMsg {
                 buf.put_u8(ty::PLAYER_LEFT);
                 buf.put_u32(*player_id);
             }
-            ServerMsg::Snapshot { ack_seq, body } => encode_snapshot(buf, *ack_seq, &body.encode()),
+            ServerMsg::Snapshot(s) => {
+                buf.put_slice(&snapshot_header(s.ack_seq));
+                put_snapshot_prefix(buf, s.tick, s.server_time_us);
+                buf.put_slice(&s.payload);
+            }
             ServerMsg::Pong {
                 client_time_us,
                 server_time_us,
@@ -311,6 +289,14 @@ impl ServerMsg {
                 buf.put_u16(*code);
                 put_string(buf, reason, MAX_REASON_LEN);
             }
+            ServerMsg::App { reliable, payload } => {
+                buf.put_u8(if *reliable {
+                    ty::SERVER_APP
+                } else {
+                    ty::SERVER_APP_UNRELIABLE
+                });
+                buf.put_slice(payload);
+            }
         }
     }
 
@@ -320,21 +306,23 @@ impl ServerMsg {
         buf.freeze()
     }
 
-    pub fn decode(msg: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader { buf: msg };
+    pub fn decode(msg: &Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(msg);
         let out = match r.u8().map_err(|_| DecodeError::Empty)? {
             ty::WELCOME => ServerMsg::Welcome(Welcome {
                 version: r.u16()?,
                 player_id: r.u32()?,
                 tick_hz: r.u16()?,
                 snapshot_every: r.u16()?,
-                arena_w: r.f32()?,
-                arena_h: r.f32()?,
-                speed: r.f32()?,
                 tick: r.u32()?,
                 resume_token: r.array()?,
                 resume_window_ms: r.u32()?,
                 reliable_seq: r.u32()?,
+                client_seq: r.u32()?,
+                max_message: r.u16()?,
+                max_input: r.u8()?,
+                game: r.string()?,
+                app: r.rest(),
             }),
             ty::PLAYER_JOINED => ServerMsg::PlayerJoined {
                 player_id: r.u32()?,
@@ -343,11 +331,12 @@ impl ServerMsg {
             ty::PLAYER_LEFT => ServerMsg::PlayerLeft {
                 player_id: r.u32()?,
             },
-            ty::SNAPSHOT => {
-                let ack_seq = r.u32()?;
-                let body = SnapshotBody::decode(&mut r)?;
-                ServerMsg::Snapshot { ack_seq, body }
-            }
+            ty::SNAPSHOT => ServerMsg::Snapshot(Snapshot {
+                ack_seq: r.u32()?,
+                tick: r.u32()?,
+                server_time_us: r.u64()?,
+                payload: r.rest(),
+            }),
             ty::PONG => ServerMsg::Pong {
                 client_time_us: r.u64()?,
                 server_time_us: r.u64()?,
@@ -356,6 +345,14 @@ impl ServerMsg {
                 code: r.u16()?,
                 reason: r.string()?,
             },
+            ty::SERVER_APP => ServerMsg::App {
+                reliable: true,
+                payload: r.rest(),
+            },
+            ty::SERVER_APP_UNRELIABLE => ServerMsg::App {
+                reliable: false,
+                payload: r.rest(),
+            },
             other => return Err(DecodeError::UnknownType(other)),
         };
         r.finish()?;
@@ -363,81 +360,101 @@ impl ServerMsg {
     }
 }
 
+/// Reads a snapshot's shared part (after the header): `tick`,
+/// `server_time_us`, and the payload. `None` when too short.
+pub fn split_snapshot_body(body: &Bytes) -> Option<(u32, u64, Bytes)> {
+    let mut head = body.get(..SNAPSHOT_PREFIX_LEN)?;
+    let tick = head.get_u32();
+    let time = head.get_u64();
+    Some((tick, time, body.slice(SNAPSHOT_PREFIX_LEN..)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::message::RESUME_TOKEN_LEN;
     use proptest::prelude::*;
+
+    fn b(s: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(s)
+    }
 
     fn client_msgs() -> Vec<ClientMsg> {
         vec![
             ClientMsg::Hello {
-                version: 1,
+                version: 2,
                 room: "lobby".into(),
                 name: "Zoë".into(),
+                app: b(b"\x01\x02"),
+            },
+            ClientMsg::Hello {
+                version: 2,
+                room: "r".into(),
+                name: "n".into(),
+                app: Bytes::new(),
             },
             ClientMsg::Input {
                 newest_seq: 42,
-                buttons: vec![Buttons(Buttons::UP), Buttons(0), Buttons(Buttons::ALL)],
+                inputs: Inputs::encode(&[&b"\x01"[..], b"", b"\x0f\x00\x07"]),
             },
             ClientMsg::Ping {
                 client_time_us: u64::MAX - 7,
             },
             ClientMsg::Leave,
             ClientMsg::Resume {
-                version: 1,
-                token: [0xab; 16],
+                version: 2,
+                token: [0xab; RESUME_TOKEN_LEN],
                 last_seq: 9,
+            },
+            ClientMsg::App {
+                reliable: true,
+                payload: b(b"hello"),
+            },
+            ClientMsg::App {
+                reliable: false,
+                payload: Bytes::new(),
             },
         ]
     }
 
+    fn welcome() -> Welcome {
+        Welcome {
+            version: 2,
+            player_id: 7,
+            tick_hz: 60,
+            snapshot_every: 1,
+            tick: 12345,
+            resume_token: *b"0123456789abcdef",
+            resume_window_ms: 10_000,
+            reliable_seq: 3,
+            client_seq: 4,
+            max_message: 256,
+            max_input: 32,
+            game: "dots".into(),
+            app: b(&[0x44, 0x70, 0, 0]),
+        }
+    }
+
     fn server_msgs() -> Vec<ServerMsg> {
         vec![
-            ServerMsg::Welcome(Welcome {
-                version: 1,
-                player_id: 7,
-                tick_hz: 60,
-                snapshot_every: 1,
-                arena_w: 960.0,
-                arena_h: 540.0,
-                speed: 240.0,
-                tick: 12345,
-                resume_token: *b"0123456789abcdef",
-                resume_window_ms: 10_000,
-                reliable_seq: 3,
-            }),
+            ServerMsg::Welcome(welcome()),
             ServerMsg::PlayerJoined {
                 player_id: 9,
                 name: "bot-1".into(),
             },
             ServerMsg::PlayerLeft { player_id: 9 },
-            ServerMsg::Snapshot {
+            ServerMsg::Snapshot(Snapshot {
                 ack_seq: 77,
-                body: SnapshotBody {
-                    tick: 99,
-                    server_time_us: 1_700_000_000_000_000,
-                    players: vec![
-                        PlayerState {
-                            id: 1,
-                            x: 1.5,
-                            y: -2.25,
-                        },
-                        PlayerState {
-                            id: 2,
-                            x: 960.0,
-                            y: 0.0,
-                        },
-                    ],
-                },
-            },
-            ServerMsg::Snapshot {
+                tick: 99,
+                server_time_us: 1_700_000_000_000_000,
+                payload: b(&[1, 2, 3, 4, 5]),
+            }),
+            ServerMsg::Snapshot(Snapshot {
                 ack_seq: 0,
-                body: SnapshotBody {
-                    tick: 0,
-                    server_time_us: 0,
-                    players: vec![],
-                },
-            },
+                tick: 0,
+                server_time_us: 0,
+                payload: Bytes::new(),
+            }),
             ServerMsg::Pong {
                 client_time_us: 5,
                 server_time_us: 6,
@@ -445,6 +462,14 @@ mod tests {
             ServerMsg::Error {
                 code: ErrorCode::RoomFull.as_u16(),
                 reason: "room 'x' is full".into(),
+            },
+            ServerMsg::App {
+                reliable: true,
+                payload: b(b"\x00\x00\x00\x01hi"),
+            },
+            ServerMsg::App {
+                reliable: false,
+                payload: b(b"x"),
             },
         ]
     }
@@ -465,22 +490,36 @@ mod tests {
         }
     }
 
+    /// Messages whose last field is not `rest`: every cut is an error.
+    /// Those ending in the game's bytes decode when cut inside them (the
+    /// bytes are then shorter), but never when cut before.
     #[test]
-    fn every_truncation_is_an_error() {
+    fn every_truncation_before_the_games_bytes_is_an_error() {
         for msg in client_msgs() {
             let bytes = msg.to_bytes();
-            for cut in 0..bytes.len() {
+            let fixed = match &msg {
+                ClientMsg::Hello { app, .. } => bytes.len() - app.len(),
+                ClientMsg::App { .. } => 1,
+                _ => bytes.len(),
+            };
+            for cut in 0..fixed {
                 assert!(
-                    ClientMsg::decode(&bytes[..cut]).is_err(),
+                    ClientMsg::decode(&bytes.slice(..cut)).is_err(),
                     "{msg:?} cut {cut}"
                 );
             }
         }
         for msg in server_msgs() {
             let bytes = msg.to_bytes();
-            for cut in 0..bytes.len() {
+            let fixed = match &msg {
+                ServerMsg::Welcome(w) => bytes.len() - w.app.len(),
+                ServerMsg::Snapshot(s) => bytes.len() - s.payload.len(),
+                ServerMsg::App { .. } => 1,
+                _ => bytes.len(),
+            };
+            for cut in 0..fixed {
                 assert!(
-                    ServerMsg::decode(&bytes[..cut]).is_err(),
+                    ServerMsg::decode(&bytes.slice(..cut)).is_err(),
                     "{msg:?} cut {cut}"
                 );
             }
@@ -489,42 +528,99 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_rejected() {
-        let mut b = BytesMut::new();
-        ClientMsg::Leave.encode(&mut b);
-        b.put_u8(0);
-        assert_eq!(ClientMsg::decode(&b), Err(DecodeError::TrailingBytes(1)));
+        let mut m = BytesMut::new();
+        ClientMsg::Leave.encode(&mut m);
+        m.put_u8(0);
+        assert_eq!(
+            ClientMsg::decode(&m.freeze()),
+            Err(DecodeError::TrailingBytes(1))
+        );
+        let mut ping = ClientMsg::Ping { client_time_us: 1 }.to_bytes().to_vec();
+        ping.push(9);
+        assert_eq!(
+            ClientMsg::decode(&b(&ping)),
+            Err(DecodeError::TrailingBytes(1))
+        );
     }
 
     #[test]
     fn specific_bad_inputs_map_to_documented_codes() {
-        assert_eq!(ClientMsg::decode(&[]), Err(DecodeError::Empty));
-        let unknown = ClientMsg::decode(&[0x7f]).unwrap_err();
+        assert_eq!(ClientMsg::decode(&Bytes::new()), Err(DecodeError::Empty));
+        let unknown = ClientMsg::decode(&b(&[0x7f])).unwrap_err();
         assert_eq!(unknown.code(), ErrorCode::UnknownMessage);
-        // Zero inputs, too many inputs, undefined button bits, seq underflow.
+        // Zero inputs, too many inputs, seq underflow, an input whose
+        // length runs past the end, a byte left over after the last input.
         let bad = [
             vec![ty::INPUT, 0, 0, 0, 5, 0],
             vec![ty::INPUT, 0, 0, 0, 50, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            vec![ty::INPUT, 0, 0, 0, 5, 1, 0x10],
             vec![ty::INPUT, 0, 0, 0, 1, 2, 0, 0],
+            vec![ty::INPUT, 0, 0, 0, 5, 1, 3, 1, 2],
+            vec![ty::INPUT, 0, 0, 0, 5, 1, 1, 1, 9],
         ];
-        for b in bad {
-            let err = ClientMsg::decode(&b).unwrap_err();
-            assert_eq!(err.code(), ErrorCode::BadMessage, "{b:?}");
+        for m in bad {
+            let err = ClientMsg::decode(&b(&m)).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::BadMessage, "{m:?}");
         }
-        // Invalid UTF-8 in a name.
-        let hello = [ty::HELLO, 0, 1, 1, b'a', 2, 0xff, 0xfe];
-        assert_eq!(ClientMsg::decode(&hello), Err(DecodeError::InvalidUtf8));
+        // Invalid UTF-8 in a name is bad_message, not invalid_name.
+        let hello = [ty::HELLO, 0, 2, 1, b'a', 2, 0xff, 0xfe];
+        let err = ClientMsg::decode(&b(&hello)).unwrap_err();
+        assert_eq!(err, DecodeError::InvalidUtf8);
+        assert_eq!(err.code(), ErrorCode::BadMessage);
     }
 
     #[test]
-    fn snapshot_header_plus_shared_body_equals_full_encoding() {
-        let msg = &server_msgs()[3];
-        let ServerMsg::Snapshot { ack_seq, body } = msg else {
+    fn a_version_1_hello_and_resume_decode_and_show_their_version() {
+        // v1 Hello: type, version 1, room, name; v1 Resume: same layout as v2.
+        let hello = [ty::HELLO, 0, 1, 1, b'r', 1, b'n'];
+        assert!(matches!(
+            ClientMsg::decode(&b(&hello)),
+            Ok(ClientMsg::Hello { version: 1, ref app, .. }) if app.is_empty()
+        ));
+        let mut resume = vec![ty::RESUME, 0, 1];
+        resume.extend([0u8; 16]);
+        resume.extend([0, 0, 0, 3]);
+        assert!(matches!(
+            ClientMsg::decode(&b(&resume)),
+            Ok(ClientMsg::Resume { version: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn inputs_iterate_newest_first_and_slice_the_message() {
+        let msg = ClientMsg::Input {
+            newest_seq: 10,
+            inputs: Inputs::encode(&[&b"ab"[..], b"c", b""]),
+        }
+        .to_bytes();
+        let ClientMsg::Input { newest_seq, inputs } = ClientMsg::decode(&msg).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(newest_seq, 10);
+        let all: Vec<&[u8]> = inputs.iter().collect();
+        assert_eq!(all, vec![&b"ab"[..], b"c", b""]);
+        assert_eq!(inputs.max_len(), 2);
+        // Zero-copy: the inputs point into the received message.
+        let range = msg.as_ptr_range();
+        assert!(range.contains(&inputs.raw().as_ptr()));
+    }
+
+    #[test]
+    fn snapshot_header_prefix_and_payload_equal_the_full_encoding() {
+        let ServerMsg::Snapshot(s) = &server_msgs()[3] else {
             unreachable!()
         };
         let mut split = BytesMut::new();
-        encode_snapshot(&mut split, *ack_seq, &body.encode());
-        assert_eq!(split.freeze(), msg.to_bytes());
+        split.put_slice(&snapshot_header(s.ack_seq));
+        put_snapshot_prefix(&mut split, s.tick, s.server_time_us);
+        split.put_slice(&s.payload);
+        assert_eq!(split.freeze(), ServerMsg::Snapshot(s.clone()).to_bytes());
+        let body = ServerMsg::Snapshot(s.clone())
+            .to_bytes()
+            .slice(SNAPSHOT_HEADER_LEN..);
+        assert_eq!(
+            split_snapshot_body(&body),
+            Some((s.tick, s.server_time_us, s.payload.clone()))
+        );
     }
 
     #[test]
@@ -542,38 +638,71 @@ mod tests {
         assert!(reason.starts_with(&got));
     }
 
+    fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
+        prop::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+    }
+
     fn arb_client_msg() -> impl Strategy<Value = ClientMsg> {
         prop_oneof![
-            (any::<u16>(), "[a-z0-9]{0,32}", "\\PC{0,24}").prop_map(|(version, room, name)| {
-                ClientMsg::Hello {
+            (any::<u16>(), "[a-z0-9]{0,32}", "\\PC{0,24}", arb_bytes(64)).prop_map(
+                |(version, room, name, app)| ClientMsg::Hello {
                     version,
                     room,
                     name,
+                    app
                 }
-            }),
-            (8u32.., prop::collection::vec(0u8..16, 1..=8)).prop_map(|(newest_seq, b)| {
-                ClientMsg::Input {
+            ),
+            (
+                8u32..,
+                prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..=8)
+            )
+                .prop_map(|(newest_seq, inputs)| ClientMsg::Input {
                     newest_seq,
-                    buttons: b.into_iter().map(Buttons).collect(),
-                }
-            }),
+                    inputs: Inputs::encode(&inputs),
+                }),
             any::<u64>().prop_map(|client_time_us| ClientMsg::Ping { client_time_us }),
             Just(ClientMsg::Leave),
             (any::<u16>(), any::<[u8; 16]>(), any::<u32>()).prop_map(
-                |(version, token, last_seq)| {
-                    ClientMsg::Resume {
-                        version,
-                        token,
-                        last_seq,
-                    }
+                |(version, token, last_seq)| ClientMsg::Resume {
+                    version,
+                    token,
+                    last_seq,
                 }
             ),
+            (any::<bool>(), arb_bytes(200))
+                .prop_map(|(reliable, payload)| ClientMsg::App { reliable, payload }),
+        ]
+    }
+
+    fn arb_server_msg() -> impl Strategy<Value = ServerMsg> {
+        prop_oneof![
+            (any::<u32>(), any::<u32>(), "[a-z]{0,16}", arb_bytes(64)).prop_map(
+                |(player_id, client_seq, game, app)| ServerMsg::Welcome(Welcome {
+                    player_id,
+                    client_seq,
+                    game,
+                    app,
+                    ..welcome()
+                })
+            ),
+            (any::<u32>(), "\\PC{0,24}")
+                .prop_map(|(player_id, name)| ServerMsg::PlayerJoined { player_id, name }),
+            (any::<u32>(), any::<u32>(), any::<u64>(), arb_bytes(2000)).prop_map(
+                |(ack_seq, tick, server_time_us, payload)| ServerMsg::Snapshot(Snapshot {
+                    ack_seq,
+                    tick,
+                    server_time_us,
+                    payload
+                })
+            ),
+            (any::<bool>(), arb_bytes(200))
+                .prop_map(|(reliable, payload)| ServerMsg::App { reliable, payload }),
         ]
     }
 
     proptest! {
         #[test]
-        fn decoders_never_panic_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        fn decoders_never_panic_on_arbitrary_bytes(bytes in arb_bytes(300)) {
             let _ = ClientMsg::decode(&bytes);
             let _ = ServerMsg::decode(&bytes);
         }
@@ -586,15 +715,17 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_snapshots_round_trip(
-            ack in any::<u32>(), tick in any::<u32>(), t in any::<u64>(),
-            players in prop::collection::vec((any::<u32>(), -1e6f32..1e6, -1e6f32..1e6), 0..100)
-        ) {
-            let msg = ServerMsg::Snapshot { ack_seq: ack, body: SnapshotBody {
-                tick, server_time_us: t,
-                players: players.into_iter().map(|(id, x, y)| PlayerState { id, x, y }).collect(),
-            }};
+        fn arbitrary_server_messages_round_trip(msg in arb_server_msg()) {
             prop_assert_eq!(ServerMsg::decode(&msg.to_bytes()).unwrap(), msg);
+        }
+
+        /// Whatever decodes re-encodes to the same bytes: decoding is
+        /// strict and the encoding canonical.
+        #[test]
+        fn decoded_client_bytes_re_encode_identically(bytes in arb_bytes(80)) {
+            if let Ok(msg) = ClientMsg::decode(&bytes) {
+                prop_assert_eq!(msg.to_bytes(), bytes);
+            }
         }
     }
 }

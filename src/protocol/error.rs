@@ -46,6 +46,11 @@ pub enum ErrorCode {
     ResumeFailed = 16,
     /// Another session resumed this player; this one is closed.
     Replaced = 17,
+    /// The game refused the join; the reason is the game's.
+    JoinRefused = 18,
+    /// Nothing arrived from the peer for the idle timeout. Sent only as a
+    /// WebSocket close code; the player is kept for resume.
+    IdleTimeout = 19,
 }
 
 impl ErrorCode {
@@ -74,12 +79,14 @@ impl ErrorCode {
             15 => TokenExpired,
             16 => ResumeFailed,
             17 => Replaced,
+            18 => JoinRefused,
+            19 => IdleTimeout,
             _ => return None,
         })
     }
 
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 17] = {
+    pub const ALL: [ErrorCode; 19] = {
         use ErrorCode::*;
         [
             BadMessage,
@@ -99,6 +106,8 @@ impl ErrorCode {
             TokenExpired,
             ResumeFailed,
             Replaced,
+            JoinRefused,
+            IdleTimeout,
         ]
     };
 
@@ -139,6 +148,8 @@ impl ErrorCode {
             TokenExpired => "token_expired",
             ResumeFailed => "resume_failed",
             Replaced => "replaced",
+            JoinRefused => "join_refused",
+            IdleTimeout => "idle_timeout",
         }
     }
 }
@@ -155,7 +166,7 @@ mod tests {
 
     #[test]
     fn close_codes_round_trip_and_stay_in_the_application_range() {
-        for v in 1..=17 {
+        for v in 1..=19 {
             let code = ErrorCode::from_u16(v).unwrap();
             assert_eq!(code.as_u16(), v);
             let close = code.close_code();
@@ -163,7 +174,7 @@ mod tests {
             assert_eq!(ErrorCode::from_close_code(close as u64), Some(code));
         }
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(18), None);
+        assert_eq!(ErrorCode::from_u16(20), None);
         for (i, c) in ErrorCode::ALL.iter().enumerate() {
             assert_eq!(c.as_u16() as usize, i + 1);
         }

@@ -1,4 +1,10 @@
-//! Message types of protocol version 1. Layouts are in PROTOCOL.md.
+//! Message types of protocol version 2. Layouts are in PROTOCOL.md §4–§5.
+//!
+//! Rally's own fields are typed; the game's travel as `Bytes` (`app`,
+//! `payload`, inputs) that Rally never interprets. Decoding slices them out
+//! of the received message without copying.
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Longest room name, in bytes.
 pub const MAX_ROOM_LEN: usize = 32;
@@ -11,99 +17,186 @@ pub const MAX_REASON_LEN: usize = 200;
 /// Length of a resume token.
 pub const RESUME_TOKEN_LEN: usize = 16;
 
-/// Held movement keys for one client frame. Bits outside the four below are
-/// a decode error, so future meanings cannot be silently misread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub struct Buttons(pub u8);
+/// The inputs of one `Input` message, newest first: a validated view of the
+/// message's `count × (len:u8, bytes)` section.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Inputs {
+    /// The `count × (len, bytes)` section, already checked to be exactly
+    /// `count` well-formed entries.
+    raw: Bytes,
+    count: u8,
+}
 
-impl Buttons {
-    pub const UP: u8 = 1;
-    pub const DOWN: u8 = 2;
-    pub const LEFT: u8 = 4;
-    pub const RIGHT: u8 = 8;
-    pub const ALL: u8 = Self::UP | Self::DOWN | Self::LEFT | Self::RIGHT;
+impl Inputs {
+    /// Encodes `inputs` (newest first, 1–8 of at most 255 bytes each).
+    ///
+    /// Panics on an empty list, more than 8 inputs, or an input over 255
+    /// bytes: callers bound these before (the clients keep 4 inputs, and
+    /// `Welcome.max_input` is a `u8`).
+    pub fn encode<I: AsRef<[u8]>>(inputs: &[I]) -> Inputs {
+        assert!(
+            (1..=MAX_INPUTS_PER_MSG).contains(&inputs.len()),
+            "1-8 inputs"
+        );
+        let mut raw = BytesMut::with_capacity(inputs.iter().map(|i| 1 + i.as_ref().len()).sum());
+        for i in inputs {
+            let i = i.as_ref();
+            raw.put_u8(u8::try_from(i.len()).expect("an input is at most 255 bytes"));
+            raw.put_slice(i);
+        }
+        Inputs {
+            raw: raw.freeze(),
+            count: inputs.len() as u8,
+        }
+    }
 
-    /// Unit direction (-1, 0 or 1 per axis); y grows downwards as on a canvas.
-    pub fn direction(self) -> (f32, f32) {
-        let axis = |neg: u8, pos: u8| -> f32 {
-            (self.0 & pos != 0) as i8 as f32 - (self.0 & neg != 0) as i8 as f32
-        };
-        (axis(Self::LEFT, Self::RIGHT), axis(Self::UP, Self::DOWN))
+    /// Checks `raw` holds exactly `count` entries; `None` if not.
+    pub(crate) fn parse(raw: Bytes, count: u8) -> Option<Inputs> {
+        let mut rest = &raw[..];
+        for _ in 0..count {
+            let (&len, tail) = rest.split_first()?;
+            rest = tail.get(len as usize..)?;
+        }
+        rest.is_empty().then_some(Inputs { raw, count })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The inputs, newest first.
+    pub fn iter(&self) -> InputsIter<'_> {
+        InputsIter { rest: &self.raw }
+    }
+
+    /// Length of the longest input.
+    pub fn max_len(&self) -> usize {
+        self.iter().map(<[u8]>::len).max().unwrap_or(0)
+    }
+
+    /// The encoded `count × (len, bytes)` section.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+}
+
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Iterator over [`Inputs`], newest first.
+pub struct InputsIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for InputsIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        // `Inputs::parse` checked every entry, so these never fail.
+        let (&len, tail) = self.rest.split_first()?;
+        let (input, rest) = tail.split_at_checked(len as usize)?;
+        self.rest = rest;
+        Some(input)
     }
 }
 
 /// Client → server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMsg {
-    /// First message on the reliable channel: join `room` as `name`.
+    /// First message on the reliable channel: join `room` as `name`, with
+    /// the game's join bytes.
     Hello {
         version: u16,
         room: String,
         name: String,
+        app: Bytes,
     },
-    /// Inputs, newest first: `buttons[i]` is input number `newest_seq - i`.
+    /// Inputs, newest first: input `i` is number `newest_seq - i`.
     /// Repeating the last few inputs makes one lost datagram lose no input.
-    Input {
-        newest_seq: u32,
-        buttons: Vec<Buttons>,
-    },
+    Input { newest_seq: u32, inputs: Inputs },
     /// Round-trip probe; the server echoes `client_time_us` in `Pong`.
     Ping { client_time_us: u64 },
     /// The player leaves; the server closes the session normally.
     Leave,
     /// First message instead of `Hello`: take back the player of a dropped
-    /// session. `last_seq` is the sequence number of the last reliable event
-    /// the client received (see `Welcome::reliable_seq`).
+    /// session. `last_seq` is the number of the last numbered event the
+    /// client received (see `Welcome::reliable_seq`).
     Resume {
         version: u16,
         token: [u8; RESUME_TOKEN_LEN],
         last_seq: u32,
     },
+    /// An application message for the game: `App` (reliable, numbered by
+    /// the client) or `AppUnreliable`.
+    App { reliable: bool, payload: Bytes },
 }
 
-/// One player's state in a snapshot.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PlayerState {
-    pub id: u32,
-    pub x: f32,
-    pub y: f32,
+impl ClientMsg {
+    /// The message's name as PROTOCOL.md spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientMsg::Hello { .. } => "Hello",
+            ClientMsg::Input { .. } => "Input",
+            ClientMsg::Ping { .. } => "Ping",
+            ClientMsg::Leave => "Leave",
+            ClientMsg::Resume { .. } => "Resume",
+            ClientMsg::App { reliable: true, .. } => "App",
+            ClientMsg::App {
+                reliable: false, ..
+            } => "AppUnreliable",
+        }
+    }
 }
 
-/// The part of a snapshot that is the same for every recipient: encoded once
-/// per tick and shared.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SnapshotBody {
+/// A snapshot as a recipient gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The recipient's own last input handed to the game (0: none yet).
+    pub ack_seq: u32,
     pub tick: u32,
-    /// Server wall clock (microseconds since the Unix epoch) when the tick ran.
+    /// Server wall clock (microseconds since the Unix epoch) at the tick.
     pub server_time_us: u64,
-    pub players: Vec<PlayerState>,
+    /// The game's bytes.
+    pub payload: Bytes,
 }
 
-/// Session parameters sent once after a successful `Hello`.
-#[derive(Debug, Clone, PartialEq)]
+/// Session parameters sent after a successful `Hello` or `Resume`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
     pub version: u16,
     pub player_id: u32,
     pub tick_hz: u16,
     /// A snapshot is sent every `snapshot_every` ticks.
     pub snapshot_every: u16,
-    pub arena_w: f32,
-    pub arena_h: f32,
-    /// Movement speed in arena units per second; one input moves a player
-    /// by `speed / tick_hz` along its direction.
-    pub speed: f32,
     pub tick: u32,
     /// Present this in `Resume` to get this player back after a drop.
     pub resume_token: [u8; RESUME_TOKEN_LEN],
     /// How long the server keeps the player after the session drops.
     pub resume_window_ms: u32,
-    /// Sequence number of the last reliable event before this `Welcome`
-    /// (0 on a fresh join). Each later `PlayerJoined`/`PlayerLeft` is the next.
+    /// Number of the last numbered event before this `Welcome` (0 on a
+    /// fresh join). Each later numbered event is the next.
     pub reliable_seq: u32,
+    /// Number of the client's reliable `App` messages the game received.
+    pub client_seq: u32,
+    /// Largest client message the server accepts.
+    pub max_message: u16,
+    /// Largest single input the server accepts.
+    pub max_input: u8,
+    /// The game this server runs.
+    pub game: String,
+    /// The game's welcome bytes.
+    pub app: Bytes,
 }
 
 /// Server → client.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMsg {
     Welcome(Welcome),
     PlayerJoined {
@@ -113,12 +206,7 @@ pub enum ServerMsg {
     PlayerLeft {
         player_id: u32,
     },
-    /// `ack_seq` is the recipient's own last applied input (0: none yet);
-    /// the rest is shared by every recipient of the tick.
-    Snapshot {
-        ack_seq: u32,
-        body: SnapshotBody,
-    },
+    Snapshot(Snapshot),
     Pong {
         client_time_us: u64,
         server_time_us: u64,
@@ -126,6 +214,12 @@ pub enum ServerMsg {
     Error {
         code: u16,
         reason: String,
+    },
+    /// An application message from the game: `App` (reliable, numbered) or
+    /// `AppUnreliable` (latest-only).
+    App {
+        reliable: bool,
+        payload: Bytes,
     },
 }
 

@@ -3,73 +3,54 @@
 //! transport carries it.
 //!
 //! The driver runs the Hello handshake, joins the room, then moves messages
-//! between the room and the transport by delivery class: reliable events in
-//! order, snapshots newest-wins, inputs to the room. It does no socket I/O
-//! itself; adapters in `transport/` do.
+//! between the room and the transport by delivery class: numbered events in
+//! order, snapshots newest-wins, unreliable messages latest-only, inputs and
+//! application messages to the room. It does no socket I/O itself; adapters
+//! in `transport/` do.
 
+pub mod memory;
 pub mod rate;
+mod woken;
 
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Claims;
 use crate::config::{Limits, HELLO_TIMEOUT};
+use crate::kind::{Channel, TransportKind};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    encode_snapshot, valid_player_name, valid_room_name, ClientMsg, ErrorCode, ServerMsg,
-    PROTOCOL_VERSION,
+    valid_player_name, valid_room_name, ClientMsg, Close, CloseCode, ErrorCode, ServerMsg,
+    APP_UNRELIABLE_HEADER, PROTOCOL_VERSION,
 };
-use crate::room::{JoinError, Membership, ReplayError, Rooms, SnapshotSink};
+use crate::room::{DirectSink, JoinError, Membership, ReplayError, Rooms};
 use rate::{TokenBucket, Verdict};
-
-mod woken;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TransportKind {
-    WebTransport,
-    WebSocket,
-}
-
-impl TransportKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            TransportKind::WebTransport => "webtransport",
-            TransportKind::WebSocket => "websocket",
-        }
-    }
-}
-
-/// Which channel a message travelled on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    /// Ordered and complete: the WebTransport stream, or any WebSocket message.
-    Reliable,
-    /// May be lost or reordered: WebTransport datagrams.
-    Unreliable,
-}
 
 /// How a latest-only message was carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carriage {
     Datagram,
-    /// Did not fit a datagram (or the transport has none): sent reliably.
+    /// Did not fit a datagram (or the transport has none): queued on the
+    /// reliable channel, to leave with the next flush.
     Stream,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// The peer broke the protocol below the message layer (framing, size,
-    /// text frames); it gets this code.
+    /// text frames, extra streams); it gets this code.
     #[error("{reason}")]
     Peer { code: ErrorCode, reason: String },
+    /// Nothing arrived from the peer for the idle timeout.
+    #[error("idle for {0:?}")]
+    Idle(Duration),
     /// The connection is gone; nothing more can be sent.
     #[error("connection lost: {0}")]
     Closed(String),
@@ -84,77 +65,42 @@ pub trait TransportRx: Send {
     ) -> impl Future<Output = Result<Option<(Bytes, Channel)>, TransportError>> + Send;
 }
 
-/// The sending half of a transport.
+/// The sending half of a transport. What a session writes in one turn
+/// (events, a snapshot, replies) is queued and leaves in one write at the
+/// flush.
 pub trait TransportTx: Send {
-    /// Sends one message on the reliable channel, waiting for buffer space.
-    fn send_reliable(
-        &mut self,
-        msg: Bytes,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
-
-    /// Queues one message on the reliable channel, to go out with the next
-    /// send or [`TransportTx::flush`]: what a session writes in one turn
-    /// (events, then a snapshot) leaves in one write. By default it is sent
-    /// at once.
-    fn queue_reliable(
-        &mut self,
-        msg: Bytes,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send {
-        self.send_reliable(msg)
-    }
+    /// Queues one message on the reliable channel. It leaves at the next
+    /// [`TransportTx::flush`], or earlier when the queue is full (waiting
+    /// for buffer space then).
+    fn queue(&mut self, msg: Bytes) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// Sends everything queued, waiting for buffer space.
-    fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send {
-        std::future::ready(Ok(()))
-    }
+    fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
 
-    /// Sends a latest-only message: a datagram when it fits the current
-    /// maximum datagram size, else the reliable channel.
+    /// Sends a latest-only message made of `head` and `body`: a datagram
+    /// when it fits the current maximum datagram size, else queued on the
+    /// reliable channel.
     fn send_latest(
         &mut self,
-        msg: Bytes,
-    ) -> impl Future<Output = Result<Carriage, TransportError>> + Send;
-
-    /// Sends one recipient's snapshot: its header (`ack_seq`) and the
-    /// room's shared, already encoded body, through `buf` (reused across
-    /// ticks). The default encodes the message and calls `send_latest`; a
-    /// transport that prefixes its own bytes overrides it to copy the body
-    /// only once.
-    fn send_snapshot(
-        &mut self,
-        buf: &mut BytesMut,
-        ack_seq: u32,
+        head: &[u8],
         body: &[u8],
-    ) -> impl Future<Output = Result<Carriage, TransportError>> + Send {
-        encode_snapshot(buf, ack_seq, body);
-        self.send_latest(buf.split().freeze())
-    }
-
-    /// A path the room may use to send this session's snapshots itself,
-    /// without waking the session (see [`SnapshotSink`]); `None` (the
-    /// default) sends every snapshot through the session.
-    fn snapshot_sink(&self, _metrics: &Arc<Metrics>) -> Option<Arc<dyn SnapshotSink>> {
-        None
-    }
-
-    /// From now on the sink given by [`TransportTx::snapshot_sink`] sends
-    /// nothing: the session is closing and its last messages must be last.
-    fn stop_snapshot_sink(&mut self) {}
-
-    /// Sends on the channel the reply belongs to (`Pong` answers a `Ping`).
-    fn send_on(
-        &mut self,
-        channel: Channel,
-        msg: Bytes,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    ) -> impl Future<Output = Result<Carriage, TransportError>> + Send;
 
     /// Keeps an idle connection alive through proxies and NATs (a WebSocket
     /// ping); transports with their own keep-alive do nothing.
     fn keepalive(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// Closes the session with a close code and reason (PROTOCOL.md §6),
-    /// after flushing what was already sent where the transport allows.
-    fn close(&mut self, code: u16, reason: &str) -> impl Future<Output = ()> + Send;
+    /// after flushing what was already queued where the transport allows;
+    /// `None` ends it without a close of its own.
+    fn close(&mut self, code: Option<CloseCode>) -> impl Future<Output = ()> + Send;
+
+    /// A path the room may use to send this session's latest-only messages
+    /// itself, without waking the session (see [`DirectSink`]); `None` (the
+    /// default) sends them all through the session.
+    fn direct_sink(&self, _metrics: &Arc<Metrics>) -> Option<Arc<dyn DirectSink>> {
+        None
+    }
 }
 
 /// What a session needs from the server.
@@ -171,14 +117,14 @@ pub struct SessionCtx {
 /// Why a session ended.
 #[derive(Debug)]
 enum End {
-    /// The client sent `Leave`.
-    Left,
     /// The peer went away; its player is kept for resume.
     Gone(String),
-    /// We end it with an error the peer is told about.
-    Error(ErrorCode, String),
-    /// The server is stopping.
-    Shutdown,
+    /// We end it, telling the peer.
+    Close(Close),
+}
+
+fn fail(code: ErrorCode, reason: impl Into<String>) -> End {
+    End::Close(Close::error(code, reason))
 }
 
 fn now_us() -> u64 {
@@ -192,19 +138,20 @@ fn now_unix() -> u64 {
     now_us() / 1_000_000
 }
 
-fn decode(msg: &[u8], max: usize) -> Result<ClientMsg, End> {
+fn decode(msg: &Bytes, max: usize) -> Result<ClientMsg, End> {
     if msg.len() > max {
-        return Err(End::Error(
+        return Err(fail(
             ErrorCode::MessageTooLarge,
             format!("message of {} bytes exceeds {max}", msg.len()),
         ));
     }
-    ClientMsg::decode(msg).map_err(|e| End::Error(e.code(), e.to_string()))
+    ClientMsg::decode(msg).map_err(|e| fail(e.code(), e.to_string()))
 }
 
 fn transport_end(e: TransportError) -> End {
     match e {
-        TransportError::Peer { code, reason } => End::Error(code, reason),
+        TransportError::Peer { code, reason } => fail(code, reason),
+        TransportError::Idle(_) => End::Close(Close::Idle),
         TransportError::Closed(why) => End::Gone(why),
     }
 }
@@ -219,14 +166,17 @@ pub async fn run<R: TransportRx, T: TransportTx>(
     let counters = ctx.metrics.transport(kind);
     counters.sessions_opened.fetch_add(1, Relaxed);
     counters.sessions_active.fetch_add(1, Relaxed);
+    let sink = tx.direct_sink(&ctx.metrics);
     let end = tokio::select! {
-        end = session(kind, &mut rx, &mut tx, ctx) => end,
-        _ = ctx.shutdown.cancelled() => End::Shutdown,
+        end = session(kind, &mut rx, &mut tx, sink.clone(), ctx) => end,
+        _ = ctx.shutdown.cancelled() => End::Close(Close::Shutdown),
     };
-    let closed_by_us = !matches!(end, End::Gone(_));
     // The room may still be ticking with this session's sink: nothing of
     // its may follow the Error and close written next.
-    tx.stop_snapshot_sink();
+    if let Some(sink) = &sink {
+        sink.stop();
+    }
+    let closed_by_us = matches!(end, End::Close(_));
     finish(kind, &mut tx, ctx, end).await;
     if closed_by_us {
         // Read and discard what the peer still sends until it closes (or a
@@ -244,43 +194,44 @@ pub async fn run<R: TransportRx, T: TransportTx>(
     counters.sessions_active.fetch_sub(1, Relaxed);
 }
 
-async fn finish<T: TransportTx>(kind: TransportKind, tx: &mut T, ctx: &SessionCtx, end: End) {
-    let (code, reason, close_code) = match end {
-        End::Left => return tx.close(close_normal(kind), "bye").await,
-        End::Gone(why) => return tracing::debug!(%why, "session ended by peer"),
-        End::Shutdown => {
-            let code = ErrorCode::ShuttingDown;
-            // RFC 6455 §7.4.1: 1001 "going away" is what a WebSocket client
-            // expects from a server that is stopping.
-            let close = match kind {
-                TransportKind::WebSocket => 1001,
-                TransportKind::WebTransport => code.close_code(),
-            };
-            (code, "server shutting down".to_string(), close)
-        }
-        End::Error(code, reason) => (code, reason, code.close_code()),
-    };
-    ctx.metrics.count_error(code);
-    tracing::info!(code = code.name(), %reason, transport = kind.label(), "closing session with error");
-    let err = ServerMsg::Error {
-        code: code.as_u16(),
-        reason,
-    };
-    // Best effort and bounded: the peer may be gone or not reading.
-    let grace = ctx.limits.slow_peer_timeout.min(Duration::from_secs(2));
-    let _ = tokio::time::timeout(grace, tx.send_reliable(err.to_bytes())).await;
-    let reason = match close_code {
-        1001 => "server shutting down",
-        _ => code.name(),
-    };
-    tx.close(close_code, reason).await;
+/// Tells the peer how its session ended (PROTOCOL.md §6): the `Error`
+/// first when there is one, then the transport's close.
+pub async fn close_with<T: TransportTx>(
+    kind: TransportKind,
+    tx: &mut T,
+    ctx_metrics: &Metrics,
+    grace: Duration,
+    close: &Close,
+) {
+    if let Some(code) = close.code() {
+        ctx_metrics.count_error(code);
+    }
+    if let Some(msg) = close.message() {
+        // Best effort and bounded: the peer may be gone or not reading.
+        let _ = tokio::time::timeout(grace, async {
+            tx.queue(msg.to_bytes()).await?;
+            tx.flush().await
+        })
+        .await;
+    }
+    tx.close(close.close_code(kind)).await;
 }
 
-fn close_normal(kind: TransportKind) -> u16 {
-    match kind {
-        TransportKind::WebSocket => 1000,
-        TransportKind::WebTransport => 0,
+async fn finish<T: TransportTx>(kind: TransportKind, tx: &mut T, ctx: &SessionCtx, end: End) {
+    let close = match end {
+        End::Gone(why) => return tracing::debug!(%why, "session ended by peer"),
+        End::Close(close) => close,
+    };
+    match &close {
+        Close::Bye => tracing::debug!(transport = kind.label(), "session left"),
+        Close::Idle => tracing::info!(transport = kind.label(), "closing idle session"),
+        Close::Shutdown => tracing::debug!(transport = kind.label(), "closing session: shutdown"),
+        Close::Error(code, reason) => {
+            tracing::info!(code = code.name(), %reason, transport = kind.label(), "closing session with error")
+        }
     }
+    let grace = ctx.limits.slow_peer_timeout.min(Duration::from_secs(2));
+    close_with(kind, tx, &ctx.metrics, grace, &close).await;
 }
 
 /// Handshake then play; owns the membership so it can choose between
@@ -289,6 +240,7 @@ async fn session<R: TransportRx, T: TransportTx>(
     kind: TransportKind,
     rx: &mut R,
     tx: &mut T,
+    sink: Option<Arc<dyn DirectSink>>,
     ctx: &SessionCtx,
 ) -> End {
     let deadline = Instant::now() + HELLO_TIMEOUT;
@@ -298,13 +250,13 @@ async fn session<R: TransportRx, T: TransportTx>(
         // otherwise take its room in the session's future for life.
         let first = Box::pin(tokio::time::timeout_at(deadline, first_message(rx, max)));
         let first = match first.await {
-            Err(_) => return End::Error(ErrorCode::HelloTimeout, "no Hello within 5 s".into()),
+            Err(_) => return fail(ErrorCode::HelloTimeout, "no Hello within 5 s"),
             Ok(Err(end)) => return end,
             Ok(Ok(m)) => m,
         };
-        match admit(first, ctx, tx.snapshot_sink(&ctx.metrics)).await {
+        match admit(first, ctx, sink.clone()).await {
             Ok(m) => break m,
-            Err(End::Error(ErrorCode::ResumeFailed, reason)) => {
+            Err(End::Close(Close::Error(ErrorCode::ResumeFailed, reason))) => {
                 // Not fatal: tell the client, and let it join afresh.
                 ctx.metrics.count_error(ErrorCode::ResumeFailed);
                 tracing::debug!(%reason, "resume refused");
@@ -312,7 +264,12 @@ async fn session<R: TransportRx, T: TransportTx>(
                     code: ErrorCode::ResumeFailed.as_u16(),
                     reason,
                 };
-                if let Err(e) = write(tx, ctx, tx_reliable(err.to_bytes())).await {
+                if let Err(e) = deadline_for(ctx, async {
+                    tx.queue(err.to_bytes()).await?;
+                    tx.flush().await
+                })
+                .await
+                {
                     return e;
                 }
             }
@@ -323,13 +280,14 @@ async fn session<R: TransportRx, T: TransportTx>(
     let end = tokio::select! {
         end = play(kind, rx, tx, &mut member, ctx) => end,
         // Token expiry ends the session mid-game.
-        _ = expiry(ctx.claims.as_ref()) => End::Error(ErrorCode::TokenExpired, "join token expired".into()),
+        _ = expiry(ctx.claims.as_ref()) => fail(ErrorCode::TokenExpired, "join token expired"),
     };
     span.in_scope(|| tracing::debug!(?end, "session over"));
     match &end {
-        // A dropped connection keeps the player for resume.
-        End::Gone(_) | End::Shutdown => {}
-        _ => member.leave_on_drop(),
+        // A dropped or idle connection, or a stopping server, keeps the
+        // player for resume.
+        End::Gone(_) | End::Close(Close::Shutdown | Close::Idle) => {}
+        End::Close(_) => member.leave_on_drop(),
     }
     end
 }
@@ -361,7 +319,7 @@ fn check_version(version: u16) -> Result<(), End> {
     if version == PROTOCOL_VERSION {
         return Ok(());
     }
-    Err(End::Error(
+    Err(fail(
         ErrorCode::UnsupportedVersion,
         format!(
             "protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"
@@ -371,7 +329,7 @@ fn check_version(version: u16) -> Result<(), End> {
 
 fn check_room(room: &str, ctx: &SessionCtx) -> Result<(), End> {
     match ctx.claims.as_ref().and_then(|c| c.room.as_deref()) {
-        Some(allowed) if allowed != room => Err(End::Error(
+        Some(allowed) if allowed != room => Err(fail(
             ErrorCode::Unauthorized,
             format!("the join token does not allow room '{room}'"),
         )),
@@ -384,32 +342,28 @@ fn check_room(room: &str, ctx: &SessionCtx) -> Result<(), End> {
 async fn admit(
     first: ClientMsg,
     ctx: &SessionCtx,
-    sink: Option<Arc<dyn SnapshotSink>>,
+    sink: Option<Arc<dyn DirectSink>>,
 ) -> Result<Membership, End> {
+    let join_end = |e: JoinError| End::Close(e.close());
     match first {
         ClientMsg::Hello {
             version,
             room,
             name,
+            app,
         } => {
             check_version(version)?;
             if !valid_room_name(&room) {
-                return Err(End::Error(
-                    ErrorCode::InvalidName,
-                    "invalid room name".into(),
-                ));
+                return Err(fail(ErrorCode::InvalidName, "invalid room name"));
             }
             if !valid_player_name(&name) {
-                return Err(End::Error(
-                    ErrorCode::InvalidName,
-                    "invalid player name".into(),
-                ));
+                return Err(fail(ErrorCode::InvalidName, "invalid player name"));
             }
             check_room(&room, ctx)?;
             ctx.rooms
-                .join(&room, &name, sink)
+                .join(&room, &name, app, sink)
                 .await
-                .map_err(|e| End::Error(e.code(), e.to_string()))
+                .map_err(join_end)
         }
         ClientMsg::Resume {
             version,
@@ -421,56 +375,27 @@ async fn admit(
                 .rooms
                 .resume(token, last_seq, sink)
                 .await
-                .map_err(|e| match e {
-                    JoinError::UnknownToken | JoinError::Gap(_) => End::Error(
-                        ErrorCode::ResumeFailed,
-                        format!("{e}; send Hello to join afresh"),
-                    ),
-                    other => End::Error(other.code(), other.to_string()),
-                })?;
+                .map_err(join_end)?;
             check_room(&room, ctx)?;
             Ok(m)
         }
-        other => Err(End::Error(
+        other => Err(fail(
             ErrorCode::UnexpectedMessage,
-            format!("expected Hello or Resume, got {}", msg_name(&other)),
+            format!("expected Hello or Resume, got {}", other.name()),
         )),
     }
 }
 
-fn msg_name(m: &ClientMsg) -> &'static str {
-    match m {
-        ClientMsg::Hello { .. } => "Hello",
-        ClientMsg::Input { .. } => "Input",
-        ClientMsg::Ping { .. } => "Ping",
-        ClientMsg::Leave => "Leave",
-        ClientMsg::Resume { .. } => "Resume",
-    }
-}
-
-/// What to write, so one deadline wraps every kind of send.
-enum Out {
-    Reliable(Bytes),
-    Queued(Bytes),
-    Flush,
-    On(Channel, Bytes),
-    Keepalive,
-}
-
-fn tx_reliable(msg: Bytes) -> Out {
-    Out::Reliable(msg)
-}
-
 /// Runs one send with the slow-peer deadline: a connection that accepts
 /// nothing for that long is closed with `too_slow`.
-async fn deadline<V>(
+async fn deadline_for<V>(
     ctx: &SessionCtx,
     send: impl Future<Output = Result<V, TransportError>>,
 ) -> Result<V, End> {
     match tokio::time::timeout(ctx.limits.slow_peer_timeout, send).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(transport_end(e)),
-        Err(_) => Err(End::Error(
+        Err(_) => Err(fail(
             ErrorCode::TooSlow,
             format!(
                 "the connection accepted nothing for {:?}",
@@ -480,27 +405,68 @@ async fn deadline<V>(
     }
 }
 
-/// Writes one message with the slow-peer deadline.
-async fn write<T: TransportTx>(tx: &mut T, ctx: &SessionCtx, out: Out) -> Result<Carriage, End> {
-    let fut = async {
-        match out {
-            Out::Reliable(m) => tx.send_reliable(m).await.map(|_| Carriage::Stream),
-            Out::Queued(m) => tx.queue_reliable(m).await.map(|_| Carriage::Stream),
-            Out::Flush => tx.flush().await.map(|_| Carriage::Stream),
-            Out::On(ch, m) => tx.send_on(ch, m).await.map(|_| Carriage::Stream),
-            Out::Keepalive => tx.keepalive().await.map(|_| Carriage::Stream),
-        }
-    };
-    deadline(ctx, fut).await
+fn kicked_end(member: &Membership) -> End {
+    End::Close(
+        member
+            .kicked
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Close::error(ErrorCode::Internal, "removed from the room")),
+    )
 }
 
-fn kicked_end(member: &Membership) -> End {
-    let code = member.kicked.get().copied().unwrap_or(ErrorCode::Internal);
-    let reason = match code {
-        ErrorCode::Replaced => "another session resumed this player",
-        _ => "removed from the room",
-    };
-    End::Error(code, reason.into())
+/// Writes what the room has for this session: numbered events first (a
+/// join must not be overtaken by the snapshot that already shows the
+/// player), then the newest snapshot, then unreliable messages; then one
+/// flush, after which the room may write to the transport directly.
+async fn write_turn<T: TransportTx>(
+    kind: TransportKind,
+    tx: &mut T,
+    member: &mut Membership,
+    last_taken: &mut Option<u32>,
+    ctx: &SessionCtx,
+) -> Result<(), End> {
+    let counters = ctx.metrics.transport(kind);
+    loop {
+        match member.events.read_next() {
+            Ok(Some(msg)) => deadline_for(ctx, tx.queue(msg)).await?,
+            Ok(None) => break,
+            Err(ReplayError::Gone) => return Err(kicked_end(member)),
+            Err(ReplayError::Gap | ReplayError::Ahead) => {
+                return Err(fail(
+                    ErrorCode::TooSlow,
+                    "fell too far behind the room's numbered events",
+                ))
+            }
+        }
+    }
+    let snap = member.snapshots.borrow_and_update().clone();
+    // Wake-ups for events leave the snapshot as it was.
+    if !snap.body.is_empty() && *last_taken != Some(snap.seq) {
+        if let Some(last) = *last_taken {
+            let skipped = snap.seq.wrapping_sub(last);
+            if skipped > 1 {
+                counters
+                    .snapshots_skipped
+                    .fetch_add(skipped as u64 - 1, Relaxed);
+            }
+        }
+        *last_taken = Some(snap.seq);
+        // Only the 5-byte header is written per recipient; the body was
+        // encoded once by the room.
+        let head = crate::protocol::snapshot_header(snap.ack_seq);
+        let carriage = deadline_for(ctx, tx.send_latest(&head, &snap.body)).await?;
+        counters.snapshots_sent.fetch_add(1, Relaxed);
+        if carriage == Carriage::Stream && kind == TransportKind::WebTransport {
+            counters.snapshots_on_stream.fetch_add(1, Relaxed);
+        }
+    }
+    for payload in member.latest.drain() {
+        deadline_for(ctx, tx.send_latest(&APP_UNRELIABLE_HEADER, &payload)).await?;
+    }
+    deadline_for(ctx, tx.flush()).await?;
+    member.events.mark_written();
+    Ok(())
 }
 
 async fn play<R: TransportRx, T: TransportTx>(
@@ -513,7 +479,6 @@ async fn play<R: TransportRx, T: TransportTx>(
     let counters = ctx.metrics.transport(kind);
     // `SnapshotRef::seq` of the last snapshot taken from the slot.
     let mut last_taken: Option<u32> = None;
-    let mut snap_buf = BytesMut::new();
     let mut bucket = TokenBucket::new(
         ctx.limits.max_msgs_per_sec,
         ctx.limits.msg_burst,
@@ -527,71 +492,15 @@ async fn play<R: TransportRx, T: TransportTx>(
     let mut inbound = std::pin::pin!(woken::PollWhenWoken::new(inbound));
     // Welcome, the roster and the first snapshot leave in one write.
     let welcome = ServerMsg::Welcome(member.welcome.clone()).to_bytes();
-    if let Err(end) = write(tx, ctx, Out::Queued(welcome)).await {
+    if let Err(end) = deadline_for(ctx, tx.queue(welcome)).await {
         return end;
     }
-    let mut queued = true;
     let mut woken = true;
     loop {
         if woken {
             woken = false;
-            // Reliable events first: a join must not be overtaken by the
-            // snapshot that already shows the player.
-            loop {
-                match member.events.read_next() {
-                    Ok(Some(msg)) => {
-                        if let Err(end) = write(tx, ctx, Out::Queued(msg)).await {
-                            return end;
-                        }
-                        queued = true;
-                    }
-                    Ok(None) => break,
-                    Err(ReplayError::Gone) => return kicked_end(member),
-                    Err(ReplayError::Gap | ReplayError::Ahead) => {
-                        return End::Error(
-                            ErrorCode::TooSlow,
-                            "fell too far behind the room's reliable events".into(),
-                        )
-                    }
-                }
-            }
-            let snap = member.snapshots.borrow_and_update().clone();
-            // Wake-ups for events leave the snapshot as it was.
-            if !snap.body.is_empty() && last_taken != Some(snap.seq) {
-                if let Some(last) = last_taken {
-                    let skipped = snap.seq.wrapping_sub(last);
-                    if skipped > 1 {
-                        counters
-                            .snapshots_skipped
-                            .fetch_add(skipped as u64 - 1, Relaxed);
-                    }
-                }
-                last_taken = Some(snap.seq);
-                // Only the 5-byte header is written per recipient; the body
-                // was encoded once by the room.
-                match deadline(
-                    ctx,
-                    tx.send_snapshot(&mut snap_buf, snap.ack_seq, &snap.body),
-                )
-                .await
-                {
-                    Ok(carriage) => {
-                        counters.snapshots_sent.fetch_add(1, Relaxed);
-                        if carriage == Carriage::Stream && kind == TransportKind::WebTransport {
-                            counters.snapshots_on_stream.fetch_add(1, Relaxed);
-                        }
-                    }
-                    Err(end) => return end,
-                }
-            }
-            if queued {
-                // Whatever carried the snapshot, the events are out only
-                // once flushed; then the room may write snapshots itself.
-                if let Err(end) = write(tx, ctx, Out::Flush).await {
-                    return end;
-                }
-                member.events.mark_written();
-                queued = false;
+            if let Err(end) = write_turn(kind, tx, member, &mut last_taken, ctx).await {
+                return end;
             }
         }
         tokio::select! {
@@ -603,7 +512,7 @@ async fn play<R: TransportRx, T: TransportTx>(
                 woken = true;
             },
             _ = keepalive.tick() => {
-                if let Err(end) = write(tx, ctx, Out::Keepalive).await {
+                if let Err(end) = deadline_for(ctx, tx.keepalive()).await {
                     return end;
                 }
             }
@@ -623,34 +532,79 @@ async fn play<R: TransportRx, T: TransportTx>(
                         continue;
                     }
                     Verdict::Close => {
-                        return End::Error(
+                        return fail(
                             ErrorCode::RateLimited,
                             format!("more than {} messages per second", ctx.limits.max_msgs_per_sec),
                         )
                     }
                 }
-                match decode(&msg, ctx.limits.max_client_message as usize) {
+                let msg = match decode(&msg, ctx.limits.max_client_message as usize) {
+                    Ok(m) => m,
                     Err(end) => return end,
-                    Ok(ClientMsg::Input { newest_seq, buttons }) => {
-                        if !member.input(newest_seq, &buttons) {
-                            ctx.metrics.inputs_dropped.fetch_add(1, Relaxed);
-                        }
-                    }
-                    Ok(ClientMsg::Ping { client_time_us }) => {
-                        let pong = ServerMsg::Pong { client_time_us, server_time_us: now_us() };
-                        if let Err(end) = write(tx, ctx, Out::On(channel, pong.to_bytes())).await {
-                            return end;
-                        }
-                    }
-                    Ok(ClientMsg::Leave) if channel == Channel::Reliable => return End::Left,
-                    Ok(other) => {
-                        return End::Error(
-                            ErrorCode::UnexpectedMessage,
-                            format!("{} is not allowed here", msg_name(&other)),
-                        )
-                    }
+                };
+                if let Err(end) = handle(msg, channel, tx, member, ctx).await {
+                    return end;
                 }
             }
         }
     }
+}
+
+/// Acts on one client message after the handshake.
+async fn handle<T: TransportTx>(
+    msg: ClientMsg,
+    channel: Channel,
+    tx: &mut T,
+    member: &mut Membership,
+    ctx: &SessionCtx,
+) -> Result<(), End> {
+    match msg {
+        ClientMsg::Input { newest_seq, inputs } => {
+            let max = ctx.limits.max_input_bytes as usize;
+            if inputs.max_len() > max {
+                return Err(fail(
+                    ErrorCode::MessageTooLarge,
+                    format!("an input of {} bytes exceeds {max}", inputs.max_len()),
+                ));
+            }
+            if !member.input(newest_seq, inputs) {
+                ctx.metrics.inputs_dropped.fetch_add(1, Relaxed);
+            }
+        }
+        ClientMsg::App { reliable: true, .. } if channel == Channel::Unreliable => {
+            return Err(fail(
+                ErrorCode::UnexpectedMessage,
+                "App is not allowed on a datagram",
+            ))
+        }
+        ClientMsg::App { reliable, payload } => {
+            if !member.message(reliable, payload).await && !reliable {
+                ctx.metrics.app_messages_dropped.fetch_add(1, Relaxed);
+            }
+        }
+        ClientMsg::Ping { client_time_us } => {
+            let pong = ServerMsg::Pong {
+                client_time_us,
+                server_time_us: now_us(),
+            }
+            .to_bytes();
+            // The server answers on the channel the Ping came on.
+            match channel {
+                Channel::Reliable => deadline_for(ctx, tx.queue(pong)).await?,
+                Channel::Unreliable => {
+                    deadline_for(ctx, tx.send_latest(&pong, &[])).await?;
+                }
+            }
+            deadline_for(ctx, tx.flush()).await?;
+            member.events.mark_written();
+        }
+        ClientMsg::Leave if channel == Channel::Reliable => return Err(End::Close(Close::Bye)),
+        other => {
+            return Err(fail(
+                ErrorCode::UnexpectedMessage,
+                format!("{} is not allowed here", other.name()),
+            ))
+        }
+    }
+    Ok(())
 }

@@ -12,7 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use tracing::Instrument;
 
 use crate::http::{route, RALLY_PATH};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::transport::webtransport;
 
 /// Time a client has to send a request's headers once its stream is open.

@@ -19,8 +19,9 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::http::{route, RALLY_PATH};
-use crate::server::{ConnGuard, Shared};
-use crate::session::{self, TransportKind};
+use crate::kind::TransportKind;
+use crate::session;
+use crate::shared::{ConnGuard, Shared};
 use crate::transport::websocket;
 use crate::transport::wire::{Wire, WireIo};
 
@@ -199,8 +200,8 @@ fn upgrade(
         Ok(c) => c,
         Err(refusal) => {
             let body = match refusal {
-                crate::server::Refusal::Origin => "origin not allowed\n",
-                crate::server::Refusal::Token(_) => "missing, invalid or expired join token\n",
+                crate::shared::Refusal::Origin => "origin not allowed\n",
+                crate::shared::Refusal::Token(_) => "missing, invalid or expired join token\n",
             };
             return plain(refusal.status(), body);
         }

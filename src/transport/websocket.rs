@@ -12,15 +12,16 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::kind::Channel;
 use crate::metrics::Metrics;
-use crate::protocol::ErrorCode;
-use crate::room::SnapshotSink;
-use crate::session::{Carriage, Channel, TransportError, TransportRx, TransportTx};
+use crate::protocol::{CloseCode, ErrorCode};
+use crate::room::DirectSink;
+use crate::session::{Carriage, TransportError, TransportRx, TransportTx};
 use crate::transport::wire::{FrameSink, Wire};
 
 /// WebSocket limits: client messages are tiny, so a frame or message above
@@ -116,9 +117,7 @@ where
             let next = tokio::select! {
                 next = self.stream.next() => next,
                 _ = tokio::time::sleep_until(self.idle_deadline) => {
-                    return Err(TransportError::Closed(format!(
-                        "idle for {:?}", self.idle_timeout
-                    )));
+                    return Err(TransportError::Idle(self.idle_timeout));
                 }
             };
             self.idle_deadline = Instant::now() + self.idle_timeout;
@@ -139,28 +138,26 @@ where
     }
 }
 
+impl<S> WsTx<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn send_now(&mut self, msg: Message) -> Result<(), TransportError> {
+        self.sink
+            .send(msg)
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))
+    }
+}
+
 impl<S> TransportTx for WsTx<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    async fn send_reliable(&mut self, msg: Bytes) -> Result<(), TransportError> {
-        self.sink
-            .send(Message::Binary(msg))
-            .await
-            .map_err(|e| TransportError::Closed(e.to_string()))
-    }
-
-    async fn send_latest(&mut self, msg: Bytes) -> Result<Carriage, TransportError> {
-        self.send_reliable(msg).await.map(|_| Carriage::Stream)
-    }
-
-    async fn send_on(&mut self, _channel: Channel, msg: Bytes) -> Result<(), TransportError> {
-        self.send_reliable(msg).await
-    }
-
-    async fn queue_reliable(&mut self, msg: Bytes) -> Result<(), TransportError> {
+    async fn queue(&mut self, msg: Bytes) -> Result<(), TransportError> {
         let Some(wire) = &self.wire else {
-            return self.send_reliable(msg).await;
+            // TLS: no wire to hold frames; each goes out as it comes.
+            return self.send_now(Message::Binary(msg)).await;
         };
         // tungstenite hands the frame to the wire at once (its own write
         // buffer is off); the corked wire holds it until the flush.
@@ -178,32 +175,31 @@ where
             .map_err(|e| TransportError::Closed(e.to_string()))
     }
 
-    fn snapshot_sink(&self, metrics: &Arc<Metrics>) -> Option<Arc<dyn SnapshotSink>> {
+    async fn send_latest(&mut self, head: &[u8], body: &[u8]) -> Result<Carriage, TransportError> {
+        self.queue(Bytes::from([head, body].concat())).await?;
+        Ok(Carriage::Stream)
+    }
+
+    fn direct_sink(&self, metrics: &Arc<Metrics>) -> Option<Arc<dyn DirectSink>> {
         let wire = self.wire.clone()?;
         Some(Arc::new(FrameSink::new(wire, metrics.clone())))
     }
 
-    fn stop_snapshot_sink(&mut self) {
-        if let Some(wire) = &self.wire {
-            wire.stop_room_writes();
-        }
-    }
-
     async fn keepalive(&mut self) -> Result<(), TransportError> {
-        self.sink
-            .send(Message::Ping(Bytes::new()))
-            .await
-            .map_err(|e| TransportError::Closed(e.to_string()))
+        self.send_now(Message::Ping(Bytes::new())).await
     }
 
-    async fn close(&mut self, code: u16, reason: &str) {
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.to_string().into(),
-        };
+    async fn close(&mut self, code: Option<CloseCode>) {
         // Bounded: a peer that never reads must not hold the task.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-            let _ = self.sink.send(Message::Close(Some(frame))).await;
+            let _ = self.sink.flush().await;
+            if let Some(c) = code {
+                let frame = CloseFrame {
+                    code: WsCloseCode::from(c.code),
+                    reason: c.reason.into(),
+                };
+                let _ = self.sink.send(Message::Close(Some(frame))).await;
+            }
             let _ = self.sink.close().await;
         })
         .await;

@@ -4,29 +4,34 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use h3::quic::BidiStream as _;
-use h3_datagram::datagram_handler::{DatagramReader, DatagramSender, SendDatagramError};
+use h3_datagram::datagram_handler::DatagramReader;
 use h3_webtransport::server::{AcceptedBi, WebTransportSession};
 use h3_webtransport::stream::{BidiStream, RecvStream, SendStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{SnapshotCarriage, HELLO_TIMEOUT};
+use crate::kind::{Channel, TransportKind};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    encode_frame, encode_snapshot, ErrorCode, FrameDecoder, FrameError, SNAPSHOT_HEADER_LEN,
+    encode_frame, snapshot_header, Close, CloseCode, ErrorCode, FrameDecoder, FrameError,
+    FRAME_HEADER_LEN,
 };
-use crate::room::SnapshotSink;
-use crate::server::Shared;
-use crate::session::{
-    self, Carriage, Channel, TransportError, TransportKind, TransportRx, TransportTx,
-};
+use crate::room::DirectSink;
+use crate::session::{self, Carriage, TransportError, TransportRx, TransportTx};
+use crate::shared::Shared;
 
 pub type Session = WebTransportSession<h3_quinn::Connection, Bytes>;
 type Send = SendStream<h3_quinn::SendStream<Bytes>, Bytes>;
 type Recv = RecvStream<h3_quinn::RecvStream, Bytes>;
 type Datagrams = DatagramReader<h3_quinn::datagram::RecvDatagramHandler>;
-type DatagramOut = DatagramSender<h3_quinn::datagram::SendDatagramHandler, Bytes>;
+
+/// Queued reliable bytes above which `queue` writes them out at once.
+const QUEUE_LIMIT: usize = 64 * 1024;
 
 /// Writes `v` as a QUIC variable-length integer (RFC 9000 §16).
 fn put_varint(buf: &mut BytesMut, v: u64) {
@@ -38,9 +43,9 @@ fn put_varint(buf: &mut BytesMut, v: u64) {
     }
 }
 
-/// Bytes of the quarter-stream-id prefix h3 puts before each datagram
-/// payload of the session whose CONNECT stream is `stream_id`
-/// (RFC 9297 §2.1, a QUIC varint).
+/// Bytes of the quarter-stream-id prefix before each datagram payload of
+/// the session whose CONNECT stream is `stream_id` (RFC 9297 §2.1, a QUIC
+/// varint).
 pub fn datagram_prefix_len(stream_id: u64) -> usize {
     match stream_id / 4 {
         0..=63 => 1,
@@ -50,16 +55,62 @@ pub fn datagram_prefix_len(stream_id: u64) -> usize {
     }
 }
 
-/// One recipient's snapshot as a whole datagram payload, split off `buf`:
-/// the session's prefix, then the message.
-fn snapshot_datagram(buf: &mut BytesMut, session_id: u64, ack_seq: u32, body: &[u8]) -> Bytes {
+/// Every datagram of a session is made here: the session's prefix, then
+/// the message (`head` and `body`), written whole into `buf` and split off
+/// it, to be handed to quinn as is. (h3-datagram's sender would chain the
+/// prefix before the message and copy both into a new buffer, and
+/// h3-datagram 0.0.2 writes the prefix as zeros of the right length: right
+/// only for a session on stream 0.)
+fn datagram(buf: &mut BytesMut, session_id: u64, head: &[u8], body: &[u8]) -> Bytes {
     //= https://www.rfc-editor.org/rfc/rfc9297#section-2.1
     //# Quarter Stream ID: A variable-length integer that contains the
     //# value of the client-initiated bidirectional stream that this
     //# datagram is associated with divided by four
+    buf.reserve(datagram_prefix_len(session_id) + head.len() + body.len());
     put_varint(buf, session_id / 4);
-    encode_snapshot(buf, ack_seq, body);
+    buf.put_slice(head);
+    buf.put_slice(body);
     buf.split().freeze()
+}
+
+/// A session's datagram path: its connection and its prefix.
+#[derive(Clone)]
+struct DatagramOut {
+    quic: quinn::Connection,
+    /// Stream id of the session's CONNECT request.
+    session_id: u64,
+}
+
+impl DatagramOut {
+    /// Whether a message of `len` bytes fits one datagram now. Strictly
+    /// below the limit: an exact fit has been seen to fail as TooLarge
+    /// (hyperium/h3#209).
+    fn fits(&self, len: usize) -> bool {
+        self.quic
+            .max_datagram_size()
+            .is_some_and(|max| len + datagram_prefix_len(self.session_id) < max)
+    }
+
+    /// Sends `head` + `body` as one datagram through `buf`; `Ok(false)`
+    /// when it is too big for one now.
+    fn send(
+        &self,
+        buf: &mut BytesMut,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<bool, quinn::SendDatagramError> {
+        if !self.fits(head.len() + body.len()) {
+            return Ok(false);
+        }
+        match self
+            .quic
+            .send_datagram(datagram(buf, self.session_id, head, body))
+        {
+            Ok(()) => Ok(true),
+            Err(quinn::SendDatagramError::TooLarge) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 pub struct WtRx {
@@ -74,12 +125,11 @@ pub struct WtRx {
 pub struct WtTx {
     send: Send,
     datagrams: DatagramOut,
-    quic: quinn::Connection,
-    /// Stream id of the session's CONNECT request.
-    session_id: u64,
-    prefix_len: usize,
-    frame: BytesMut,
-    /// Send snapshots on the stream even when they fit a datagram.
+    /// Frames queued for the next flush.
+    queued: BytesMut,
+    /// Where datagrams are built (reused).
+    scratch: BytesMut,
+    /// Send latest-only messages on the stream even when they fit a datagram.
     force_stream: bool,
 }
 
@@ -159,83 +209,52 @@ impl TransportRx for WtRx {
     }
 }
 
-impl WtTx {
-    fn fits_datagram(&self, len: usize) -> bool {
-        if self.force_stream {
-            return false;
-        }
-        // Strictly below the limit: an exact fit has been seen to fail as
-        // TooLarge (hyperium/h3#209).
-        self.quic
-            .max_datagram_size()
-            .is_some_and(|max| len + self.prefix_len < max)
-    }
-}
-
 impl TransportTx for WtTx {
-    async fn send_reliable(&mut self, msg: Bytes) -> Result<(), TransportError> {
-        encode_frame(&mut self.frame, &msg);
-        let frame = self.frame.split();
-        self.send.write_all(&frame).await.map_err(closed)
-    }
-
-    async fn send_latest(&mut self, msg: Bytes) -> Result<Carriage, TransportError> {
-        if self.fits_datagram(msg.len()) {
-            match self.datagrams.send_datagram(msg.clone()) {
-                Ok(()) => return Ok(Carriage::Datagram),
-                Err(SendDatagramError::TooLarge { .. }) => {}
-                Err(e) => return Err(closed(e)),
-            }
+    async fn queue(&mut self, msg: Bytes) -> Result<(), TransportError> {
+        encode_frame(&mut self.queued, &msg);
+        if self.queued.len() >= QUEUE_LIMIT {
+            self.flush().await?;
         }
-        self.send_reliable(msg).await.map(|_| Carriage::Stream)
+        Ok(())
     }
 
-    async fn send_snapshot(
-        &mut self,
-        buf: &mut BytesMut,
-        ack_seq: u32,
-        body: &[u8],
-    ) -> Result<Carriage, TransportError> {
-        // The datagram is written whole into `buf`: the session's prefix,
-        // then the message, and handed to quinn as is. h3-datagram's sender
-        // would chain the prefix before the message and copy both into a
-        // new buffer (h3-quinn `copy_to_bytes`), and h3-datagram 0.0.2 writes
-        // the prefix as zeros of the right length (right only for a session
-        // on stream 0).
-        if self.fits_datagram(SNAPSHOT_HEADER_LEN + body.len()) {
-            match self
-                .quic
-                .send_datagram(snapshot_datagram(buf, self.session_id, ack_seq, body))
-            {
-                Ok(()) => return Ok(Carriage::Datagram),
-                Err(quinn::SendDatagramError::TooLarge) => buf.clear(),
-                Err(e) => return Err(closed(e)),
-            }
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        if self.queued.is_empty() {
+            return Ok(());
         }
-        encode_snapshot(buf, ack_seq, body);
-        self.send_reliable(buf.split().freeze())
-            .await
-            .map(|_| Carriage::Stream)
-    }
-
-    async fn send_on(&mut self, channel: Channel, msg: Bytes) -> Result<(), TransportError> {
-        match channel {
-            Channel::Reliable => self.send_reliable(msg).await,
-            // A pong that does not fit is dropped, as a datagram may be.
-            Channel::Unreliable => match self.datagrams.send_datagram(msg) {
-                Ok(()) | Err(SendDatagramError::TooLarge { .. }) => Ok(()),
-                Err(e) => Err(closed(e)),
-            },
+        let frames = self.queued.split();
+        self.send.write_all(&frames).await.map_err(closed)?;
+        // Give back the memory of a burst; an idle session holds none.
+        if self.queued.capacity() > 4096 {
+            self.queued = BytesMut::new();
         }
+        Ok(())
     }
 
-    fn snapshot_sink(&self, metrics: &Arc<Metrics>) -> Option<Arc<dyn SnapshotSink>> {
+    async fn send_latest(&mut self, head: &[u8], body: &[u8]) -> Result<Carriage, TransportError> {
+        if !self.force_stream
+            && self
+                .datagrams
+                .send(&mut self.scratch, head, body)
+                .map_err(closed)?
+        {
+            return Ok(Carriage::Datagram);
+        }
+        let len = head.len() + body.len();
+        self.queued.reserve(FRAME_HEADER_LEN + len);
+        self.queued.put_u16(len as u16);
+        self.queued.put_slice(head);
+        self.queued.put_slice(body);
+        Ok(Carriage::Stream)
+    }
+
+    fn direct_sink(&self, metrics: &Arc<Metrics>) -> Option<Arc<dyn DirectSink>> {
         (!self.force_stream).then(|| {
             Arc::new(DatagramSink {
-                quic: self.quic.clone(),
-                session_id: self.session_id,
+                out: self.datagrams.clone(),
+                stopped: AtomicBool::new(false),
                 metrics: metrics.clone(),
-            }) as Arc<dyn SnapshotSink>
+            }) as Arc<dyn DirectSink>
         })
     }
 
@@ -244,49 +263,52 @@ impl TransportTx for WtTx {
         Ok(())
     }
 
-    async fn close(&mut self, code: u16, reason: &str) {
+    async fn close(&mut self, code: Option<CloseCode>) {
+        let quic = self.datagrams.quic.clone();
+        let Some(code) = code else {
+            return quic.close(quinn::VarInt::from_u32(0), b"");
+        };
         // Finish the stream, then give the peer a few round trips to read
         // what is in flight (closing the connection discards unsent stream
         // data) or to close first itself.
+        let _ = self.flush().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.send.shutdown()).await;
-        let grace = (self.quic.rtt() * 3).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let _ = tokio::time::timeout(grace, self.quic.closed()).await;
-        self.quic
-            .close(quinn::VarInt::from_u32(code as u32), reason.as_bytes());
+        let grace = (quic.rtt() * 3).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let _ = tokio::time::timeout(grace, quic.closed()).await;
+        quic.close(
+            quinn::VarInt::from_u32(code.code as u32),
+            code.reason.as_bytes(),
+        );
     }
 }
 
-/// The room's direct path to one session's snapshots: a datagram each,
-/// handed to quinn from the room's tick. `send_datagram` never waits (a full
-/// send buffer drops its oldest datagram: newest wins), so no session task
-/// runs per snapshot.
+/// The room's direct path to one session: a datagram per message, handed
+/// to quinn from the room's tick. `send_datagram` never waits (a full send
+/// buffer drops its oldest datagram: newest wins), so no session task runs
+/// per snapshot.
 struct DatagramSink {
-    quic: quinn::Connection,
-    /// Stream id of the session's CONNECT request.
-    session_id: u64,
+    out: DatagramOut,
+    stopped: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
-impl SnapshotSink for DatagramSink {
-    fn arena_bytes(&self, body_len: usize) -> usize {
-        datagram_prefix_len(self.session_id) + SNAPSHOT_HEADER_LEN + body_len
+impl DirectSink for DatagramSink {
+    fn arena_bytes(&self, len: usize) -> usize {
+        datagram_prefix_len(self.out.session_id) + len
     }
 
-    fn try_send(&self, arena: &mut BytesMut, ack_seq: u32, body: &[u8]) -> bool {
-        // quinn checks the size against the path's current maximum; too
-        // big (or the connection gone) leaves the snapshot to the session,
-        // which sends it on the stream or ends.
-        let datagram = snapshot_datagram(arena, self.session_id, ack_seq, body);
-        match self.quic.send_datagram(datagram) {
-            Ok(()) => {
-                self.metrics
-                    .wt
-                    .snapshots_sent
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                true
-            }
-            Err(_) => false,
+    fn try_send(&self, arena: &mut BytesMut, head: &[u8], body: &[u8]) -> bool {
+        // Too big for a datagram now (or the connection gone) leaves the
+        // message to the session, which sends it on the stream or ends.
+        let sent = !self.stopped.load(Relaxed) && self.out.send(arena, head, body).unwrap_or(false);
+        if sent && head.first() == Some(&snapshot_header(0)[0]) {
+            self.metrics.wt.snapshots_sent.fetch_add(1, Relaxed);
         }
+        sent
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Relaxed);
     }
 }
 
@@ -334,17 +356,32 @@ pub async fn run(accepted: Accepted, shared: Arc<Shared>) {
         quic,
         claims,
     } = accepted;
+    let kind = TransportKind::WebTransport;
     // Boxed: a transient state, kept out of the session's lasting size.
     let first = Box::pin(tokio::time::timeout(HELLO_TIMEOUT, first_bidi(&session)));
-    let Ok(Some(stream)) = first.await else {
-        let code = ErrorCode::HelloTimeout;
-        shared.metrics.count_error(code);
-        tracing::info!("no reliable stream within {HELLO_TIMEOUT:?}; closing");
-        quic.close(
-            quinn::VarInt::from_u32(code.close_code() as u32),
-            code.name().as_bytes(),
-        );
-        return;
+    let stream = match first.await {
+        Ok(Some(stream)) => stream,
+        Ok(None) => {
+            // The client closed its session before opening its stream: a
+            // normal end (a browser abandoning the transport race does
+            // this), not a timeout.
+            shared
+                .metrics
+                .transport(kind)
+                .sessions_opened
+                .fetch_add(1, Relaxed);
+            tracing::debug!("the client closed the session before opening its stream");
+            return;
+        }
+        Err(_) => {
+            let close = Close::error(ErrorCode::HelloTimeout, "no stream within 5 s");
+            tracing::info!("no reliable stream within {HELLO_TIMEOUT:?}; closing");
+            shared.metrics.count_error(ErrorCode::HelloTimeout);
+            if let Some(c) = close.close_code(kind) {
+                quic.close(quinn::VarInt::from_u32(c.code as u32), c.reason.as_bytes());
+            }
+            return;
+        }
     };
     let (send, recv) = stream.split();
     let rx = WtRx {
@@ -356,26 +393,19 @@ pub async fn run(accepted: Accepted, shared: Arc<Shared>) {
     };
     let mut tx = WtTx {
         send,
-        datagrams: session.datagram_sender(),
-        quic: quic.clone(),
-        session_id: connect_stream_id,
-        prefix_len: datagram_prefix_len(connect_stream_id),
-        frame: BytesMut::new(),
+        datagrams: DatagramOut {
+            quic,
+            session_id: connect_stream_id,
+        },
+        queued: BytesMut::new(),
+        scratch: BytesMut::new(),
         force_stream: shared.cfg.wt_snapshots == SnapshotCarriage::Stream,
     };
     let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
-        shared
-            .refuse_full(TransportKind::WebTransport, &mut tx)
-            .await;
+        shared.refuse_full(kind, &mut tx).await;
         return;
     };
-    session::run(
-        TransportKind::WebTransport,
-        rx,
-        tx,
-        &shared.session_ctx(claims),
-    )
-    .await;
+    session::run(kind, rx, tx, &shared.session_ctx(claims)).await;
 }
 
 #[cfg(test)]

@@ -28,12 +28,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 use crate::metrics::Metrics;
-use crate::protocol::{snapshot_header, SNAPSHOT_HEADER_LEN};
-use crate::room::SnapshotSink;
+use crate::room::DirectSink;
 
 /// Longest WebSocket frame header: 2 bytes, 8 of length (server frames are
 /// not masked, RFC 6455 §5.1).
 const MAX_FRAME_HEADER: usize = 10;
+/// Longest per-recipient head the room writes (a snapshot's type and
+/// `ack_seq`).
+const MAX_HEAD: usize = 8;
 
 pub struct Wire {
     tcp: TcpStream,
@@ -265,9 +267,9 @@ impl Drop for WireIo {
     }
 }
 
-/// The room's direct path to a WebSocket session's snapshots: one binary
-/// frame each, header on the stack and body straight from the room's
-/// shared buffer.
+/// The room's direct path to a WebSocket session: one binary frame per
+/// message, frame header and the recipient's head on the stack, the body
+/// straight from the room's shared buffer.
 pub struct FrameSink {
     wire: Arc<Wire>,
     metrics: Arc<Metrics>,
@@ -279,33 +281,39 @@ impl FrameSink {
     }
 }
 
-impl SnapshotSink for FrameSink {
-    fn try_send(&self, _arena: &mut BytesMut, ack_seq: u32, body: &[u8]) -> bool {
-        let len = SNAPSHOT_HEADER_LEN + body.len();
+impl DirectSink for FrameSink {
+    fn try_send(&self, _arena: &mut BytesMut, head: &[u8], body: &[u8]) -> bool {
+        if head.len() > MAX_HEAD {
+            return false;
+        }
+        let len = head.len() + body.len();
         let header = FrameHeader {
             opcode: OpCode::Data(Data::Binary),
             ..FrameHeader::default()
         };
-        let mut head = [0u8; MAX_FRAME_HEADER + SNAPSHOT_HEADER_LEN];
-        let mut out = &mut head[..];
+        let mut buf = [0u8; MAX_FRAME_HEADER + MAX_HEAD];
+        let mut out = &mut buf[..];
         if header.format(len as u64, &mut out).is_err() {
             return false;
         }
-        let at = MAX_FRAME_HEADER + SNAPSHOT_HEADER_LEN - out.len();
-        head[at..at + SNAPSHOT_HEADER_LEN].copy_from_slice(&snapshot_header(ack_seq));
-        let sent = self
-            .wire
-            .try_write_frame([&head[..at + SNAPSHOT_HEADER_LEN], body]);
-        if sent {
+        let at = MAX_FRAME_HEADER + MAX_HEAD - out.len();
+        buf[at..at + head.len()].copy_from_slice(head);
+        let sent = self.wire.try_write_frame([&buf[..at + head.len()], body]);
+        if sent && head.first() == Some(&crate::protocol::snapshot_header(0)[0]) {
             self.metrics.ws.snapshots_sent.fetch_add(1, Relaxed);
         }
         sent
+    }
+
+    fn stop(&self) {
+        self.wire.stop_room_writes();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::snapshot_header;
     use futures::{SinkExt, StreamExt};
     use tokio::net::TcpListener;
     use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -348,8 +356,8 @@ mod tests {
         let _io = WireIo::new(wire.clone(), Bytes::new());
         let s = sink(&wire);
         let mut arena = BytesMut::new();
-        assert!(s.try_send(&mut arena, 7, &snapshot(1, 100)));
-        assert!(s.try_send(&mut arena, 8, &snapshot(2, 300)));
+        assert!(s.try_send(&mut arena, &snapshot_header(7), &snapshot(1, 100)));
+        assert!(s.try_send(&mut arena, &snapshot_header(8), &snapshot(2, 300)));
         let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         for (ack, n, len) in [(7u32, 1u32, 100usize), (8, 2, 300)] {
             let Some(Ok(Message::Binary(m))) = ws.next().await else {
@@ -384,7 +392,7 @@ mod tests {
                     let msg = Bytes::from(format!("reliable {n}").into_bytes());
                     tx.send(Message::Binary(msg)).await.unwrap();
                     expected.push(format!("reliable {n}").into_bytes());
-                } else if s.try_send(&mut arena, n, &snapshot(n, LEN)) {
+                } else if s.try_send(&mut arena, &snapshot_header(n), &snapshot(n, LEN)) {
                     expected.push([&snapshot_header(n)[..], &snapshot(n, LEN)].concat());
                 }
                 tokio::task::yield_now().await;
@@ -448,7 +456,7 @@ mod tests {
             matches!(&held, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
             "{held:?}"
         );
-        assert!(!sink(&wire).try_send(&mut BytesMut::new(), 9, &snapshot(9, 10)));
+        assert!(!sink(&wire).try_send(&mut BytesMut::new(), &snapshot_header(9), &snapshot(9, 10)));
         server.flush().await.unwrap();
         let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         for i in 0..3u8 {
@@ -458,7 +466,7 @@ mod tests {
             assert_eq!(m[..], [i; 10]);
         }
         // Uncorked again: the room writes straight away.
-        assert!(sink(&wire).try_send(&mut BytesMut::new(), 9, &snapshot(9, 10)));
+        assert!(sink(&wire).try_send(&mut BytesMut::new(), &snapshot_header(9), &snapshot(9, 10)));
     }
 
     #[tokio::test]
@@ -466,9 +474,9 @@ mod tests {
         let (wire, _client) = pair(1 << 20).await;
         let io = WireIo::new(wire.clone(), Bytes::new());
         let s = sink(&wire);
-        assert!(s.try_send(&mut BytesMut::new(), 1, &snapshot(1, 10)));
+        assert!(s.try_send(&mut BytesMut::new(), &snapshot_header(1), &snapshot(1, 10)));
         drop(io);
-        assert!(!s.try_send(&mut BytesMut::new(), 2, &snapshot(2, 10)));
+        assert!(!s.try_send(&mut BytesMut::new(), &snapshot_header(2), &snapshot(2, 10)));
     }
 
     /// A closing session's Error and close frame are its last frames: the
@@ -479,10 +487,10 @@ mod tests {
         let io = WireIo::new(wire.clone(), Bytes::new());
         let mut server = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
         let s = sink(&wire);
-        assert!(s.try_send(&mut BytesMut::new(), 1, &snapshot(1, 10)));
+        assert!(s.try_send(&mut BytesMut::new(), &snapshot_header(1), &snapshot(1, 10)));
         wire.stop_room_writes();
         server.close(None).await.unwrap();
-        assert!(!s.try_send(&mut BytesMut::new(), 2, &snapshot(2, 10)));
+        assert!(!s.try_send(&mut BytesMut::new(), &snapshot_header(2), &snapshot(2, 10)));
         let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         assert!(matches!(ws.next().await, Some(Ok(Message::Binary(_)))));
         assert!(matches!(ws.next().await, Some(Ok(Message::Close(_)))));
