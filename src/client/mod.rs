@@ -161,7 +161,9 @@ pub struct SentLog {
 }
 
 impl SentLog {
-    fn push(&mut self, payload: Bytes) {
+    /// Records a message as sent (the client does this for every reliable
+    /// `App`; a test may record one that never left, as if lost in flight).
+    pub fn record(&mut self, payload: Bytes) {
         self.last = self.last.wrapping_add(1);
         if self.kept.len() == REPLAY_KEPT {
             self.kept.pop_front();
@@ -658,7 +660,7 @@ impl Client {
         }
         let payload = Bytes::copy_from_slice(payload);
         if reliable {
-            self.sent.push(payload.clone());
+            self.sent.record(payload.clone());
         }
         let msg = ClientMsg::App { reliable, payload };
         let channel = if reliable {
@@ -715,7 +717,7 @@ mod tests {
         let mut log = SentLog::default();
         assert_eq!(log.after(0), (vec![], 0));
         for i in 0..300u32 {
-            log.push(Bytes::from(i.to_be_bytes().to_vec()));
+            log.record(Bytes::from(i.to_be_bytes().to_vec()));
         }
         assert_eq!(log.last(), 300);
         assert_eq!(log.after(300), (vec![], 0));

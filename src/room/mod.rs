@@ -412,3 +412,6 @@ impl Rooms {
         Ok((room, m))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -608,3 +608,6 @@ async fn handle<T: TransportTx>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
