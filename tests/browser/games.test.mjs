@@ -156,6 +156,25 @@ test('relay: a WebTransport page and a WebSocket page see each other\'s cursor a
   assert.equal((await state(ann)).stamps.length, 2, "ann keeps her own stamp and bob's");
 });
 
+test('an unreliable message too big for a datagram travels on the WebTransport stream, both ways (PROTOCOL.md §1)', { timeout: TEST_TIMEOUT }, async (t) => {
+  const own = await startServer({ game: 'relay', extraArgs: ['--max-client-message', '3000'] });
+  t.after(async () => {
+    await own.stop();
+    removeDir(own.certDir);
+  });
+  const room = freshRoom('big');
+  const ann = await open(t, 'relay', `transport=wt&room=${room}&name=ann`, {}, own);
+  const bob = await open(t, 'relay', `transport=wt&room=${room}&name=bob`, {}, own);
+  const cat = await open(t, 'relay', `transport=ws&room=${room}&name=cat`, {}, own);
+  assert.equal((await state(ann)).welcome.maxMessage, 3000);
+  const received = (page) => page.evaluate(() => window.rally.client.stats.appUnreliableReceived);
+  const [bob0, cat0] = [await received(bob), await received(cat)];
+  // 2001 bytes: no QUIC datagram is that large (Chromium allowed 1024 here).
+  await ann.evaluate(() => window.rally.client.send(new Uint8Array(2000).fill(7), { reliable: false }));
+  await bob.waitForFunction((n) => window.rally.client.stats.appUnreliableReceived > n, bob0, { timeout: 5000 });
+  await cat.waitForFunction((n) => window.rally.client.stats.appUnreliableReceived > n, cat0, { timeout: 5000 });
+});
+
 test('shooter: one page shoots the other; the victim\'s health drops and the kill feed shows the kill', { timeout: 90_000 }, async (t) => {
   const room = freshRoom('shoot');
   const hunter = await open(t, 'shooter', `transport=wt&room=${room}&name=hunter`);

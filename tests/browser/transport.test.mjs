@@ -268,6 +268,35 @@ test('a dropped WebSocket resumes its player: same id, inputs still acknowledged
   assert.ok(!s.events.some((e) => / joined$/.test(e)), `no join events on a resume: ${JSON.stringify(s.events)}`);
 });
 
+test('reliable messages across a drop reach the game exactly once, in order, those sent while away included (PROTOCOL.md §7.2)', { timeout: TEST_TIMEOUT }, async (t) => {
+  const own = await startServer({ game: 'dots' });
+  t.after(async () => {
+    await own.stop();
+    removeDir(own.certDir);
+  });
+  const room = freshRoom('replay');
+  const ann = (await openDots(t, `transport=ws&room=${room}&name=ann`, { label: 'replay/ann', allowNetworkErrors: true }, own)).page;
+  // Bob listens on WebTransport, which the TCP reset leaves alone.
+  const bob = (await openDots(t, `transport=wt&room=${room}&name=bob`, { label: 'replay/bob' }, own)).page;
+  const sendLines = (from, to) => ann.evaluate(([a, b]) => {
+    for (let i = a; i <= b; i++) window.rally.client.send(new TextEncoder().encode(`line ${i}`));
+  }, [from, to]);
+  await sendLines(1, 20);
+  await dropTcpTo(own.tcpPort); // some of those may still be in flight
+  await ann.waitForFunction(() => window.rally.status === 'reconnecting', null, { timeout: 5000 });
+  await sendLines(21, 25); // queued until the resume
+  await ann.waitForFunction(() => window.rally.sessions === 2 && window.rally.status === 'connected', null, { timeout: 10_000 });
+  await sendLines(26, 30);
+  const expected = Array.from({ length: 30 }, (_, i) => `line ${i + 1}`);
+  await bob.waitForFunction((n) => window.rally.chat.filter((c) => c.name === 'ann').length >= n, expected.length, { timeout: 10_000 });
+  await bob.waitForTimeout(300); // a duplicate would come right behind
+  const got = (await state(bob)).chat.filter((c) => c.name === 'ann').map((c) => c.text);
+  assert.deepEqual(got, expected);
+  const a = await state(ann);
+  assert.equal(a.resumed, true);
+  t.diagnostic(`ann re-sent ${await ann.evaluate(() => window.rally.client.stats.appResent)} after the resume (Welcome.client_seq ${await ann.evaluate(() => window.rally.client.welcome.clientSeq)})`);
+});
+
 test('join tokens: a page with ?token= from `rally token` plays over WebTransport; one without is refused', { timeout: TEST_TIMEOUT }, async (t) => {
   const secret = 'browser-test-secret-0123456789abcdef';
   const own = await startServer({ game: 'dots', extraArgs: ['--token-secret', secret] });
