@@ -208,8 +208,6 @@ export class WebTransportLink {
   writer = null;
   /** @type {WritableStreamDefaultWriter<Uint8Array> | null} */
   dgramWriter = null;
-  /** Largest datagram payload the session takes (known once ready). */
-  maxDatagramSize = 0;
   /** @type {(msg: ServerMessage, channel: Channel) => void} */
   onMessage = noop;
   /** @type {(info: CloseInfo) => void} */
@@ -246,7 +244,6 @@ export class WebTransportLink {
     this.writer = stream.writable.getWriter();
     this.writer.closed.catch(noop);
     const dg = wt.datagrams;
-    this.maxDatagramSize = dg.maxDatagramSize;
     // Safari has no `datagrams.writable`, only createWritable() (WEBTRANSPORT-NOTES.md).
     const dgAny = /** @type {{ createWritable?: () => WritableStream<Uint8Array> }} */ (/** @type {unknown} */ (dg));
     const writable = typeof dgAny.createWritable === 'function' ? dgAny.createWritable() : dg.writable;
@@ -317,10 +314,11 @@ export class WebTransportLink {
 
   /** @param {Uint8Array} bytes */
   sendUnreliable(bytes) {
-    if (this.closed || !this.dgramWriter) return;
+    if (this.closed || !this.dgramWriter || !this.wt) return;
     // A datagram must fit one QUIC packet; a bigger message takes the
-    // stream, as the server does for its own (PROTOCOL.md §1).
-    if (bytes.length > this.maxDatagramSize) {
+    // stream, as the server does for its own (PROTOCOL.md §1). The limit
+    // is read each time: it follows the path's MTU.
+    if (bytes.length > this.wt.datagrams.maxDatagramSize) {
       this.sendReliable(bytes);
       return;
     }
