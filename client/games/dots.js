@@ -25,6 +25,8 @@ const state = Object.assign(rally, {
   chat: [],
   /** @type {number | null} the interpolation buffer's render delay */
   renderDelayMs: null,
+  /** @type {World | null} the arena, from Welcome.app */
+  world: null,
 });
 
 /** @type {World | null} */
@@ -147,6 +149,7 @@ startGame({
   onJoin(welcome, resumed) {
     const w = decodeWelcome(welcome.app);
     world = { ...w, tickHz: welcome.tickHz };
+    state.world = world;
     view.setWorld(w.arenaW, w.arenaH);
     // A resumed player is in the same room at the same ticks: its buffer stays.
     if (!resumed || !buffer) {

@@ -59,10 +59,7 @@ async function moveAndWatch(mover, watcher) {
   const m = await state(mover);
   const id = m.playerId;
   const start = await positionSeenBy(watcher, id);
-  const { arenaW, speed } = await mover.evaluate(() => {
-    const v = new DataView(window.rally.welcome.app.buffer, window.rally.welcome.app.byteOffset);
-    return { arenaW: v.getFloat32(0), speed: v.getFloat32(8) };
-  });
+  const { arenaW, speed } = m.world;
   const sign = start.x < arenaW / 2 ? 1 : -1;
   const key = sign > 0 ? 'ArrowRight' : 'ArrowLeft';
   await mover.bringToFront();
@@ -142,10 +139,7 @@ test('holding ArrowRight for 0.5 s moves the dot right in the server snapshots; 
   const { page } = await openDots(t, `transport=auto&room=${room}`, { label: 'd' });
   const s = await state(page);
   const id = s.playerId;
-  const { arenaW, speed } = await page.evaluate(() => {
-    const v = new DataView(window.rally.welcome.app.buffer, window.rally.welcome.app.byteOffset);
-    return { arenaW: v.getFloat32(0), speed: v.getFloat32(8) };
-  });
+  const { arenaW, speed } = s.world;
   let x0 = (await positionSeenBy(page, id)).x;
   await page.bringToFront();
   if (x0 > arenaW - speed * 0.6) {
