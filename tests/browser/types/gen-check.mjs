@@ -29,7 +29,7 @@ function typeExports(source) {
 const names = new Map([...typeExports(derived), ...typeExports(declared)]);
 const lines = [...names].sort(([a], [b]) => a.localeCompare(b)).map(([name, arity]) => {
   const args = arity ? `<${new Array(arity).fill('unknown').join(', ')}>` : '';
-  return `agree<D.${name}${args}, I.${name}${args}>(true);`;
+  return `agree<D.${name}${args}, I.${name}${args}>('${name}');`;
 });
 
 writeFileSync(
@@ -44,8 +44,8 @@ type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ?
 type Drift<A, B> = {
   [K in keyof A | keyof B]: K extends keyof A ? (K extends keyof B ? (Same<A[K], B[K]> extends true ? never : K) : K) : K;
 }[keyof A | keyof B];
-/** Compiles only when A and B are identical. */
-declare function agree<A, B>(ok: Same<A, B>): void;
+/** Compiles only when A and B are identical; the error names the type otherwise. */
+declare function agree<A, B>(name: Same<A, B> extends true ? string : never): void;
 
 // A value export that differs (or exists on one side only) shows here by name.
 export const valuesAgree: [Drift<typeof D, typeof I>] extends [never] ? true : \`differs: \${Drift<typeof D, typeof I>}\` = true;
