@@ -1,70 +1,70 @@
-// Rally wire codec (PROTOCOL.md v1): message layouts, strict decoding and
+// @ts-check
+// Rally wire codec (PROTOCOL.md v2): message layouts, strict decoding and
 // stream framing. Pure: bytes in, values out; no I/O, no clocks, no DOM, so
 // it runs unchanged in browsers and in Node.
+//
+// The type bytes, the numbered events and the error names come from
+// wire.js, generated from the server's table: this file never restates them.
 
-export const PROTOCOL_VERSION = 1;
+import { PROTOCOL_VERSION, MsgType, NUMBERED, ERROR_NAMES } from './wire.js';
 
-/** Message type bytes (PROTOCOL.md §4, §5). */
-export const MsgType = Object.freeze({
-  HELLO: 0x01,
-  INPUT: 0x02,
-  PING: 0x03,
-  LEAVE: 0x04,
-  RESUME: 0x05,
-  WELCOME: 0x81,
-  PLAYER_JOINED: 0x82,
-  PLAYER_LEFT: 0x83,
-  SNAPSHOT: 0x84,
-  PONG: 0x85,
-  ERROR: 0x86,
-});
+/** @typedef {(typeof ERROR_NAMES)[keyof typeof ERROR_NAMES]} ErrorName */
 
-/** Input button bits (PROTOCOL.md §4, Input). */
-export const Buttons = Object.freeze({ UP: 1, DOWN: 2, LEFT: 4, RIGHT: 8, ALL: 15 });
+/**
+ * @typedef {object} Welcome
+ * @property {'welcome'} type
+ * @property {number} version
+ * @property {number} playerId
+ * @property {number} tickHz
+ * @property {number} snapshotEvery
+ * @property {number} tick
+ * @property {Uint8Array} resumeToken
+ * @property {number} resumeWindowMs
+ * @property {number} reliableSeq
+ * @property {number} clientSeq
+ * @property {number} maxMessage
+ * @property {number} maxInput
+ * @property {string} game
+ * @property {Uint8Array} app
+ */
+/** @typedef {{ type: 'player_joined', playerId: number, name: string }} PlayerJoined */
+/** @typedef {{ type: 'player_left', playerId: number }} PlayerLeft */
+/** @typedef {{ type: 'snapshot', ackSeq: number, tick: number, serverTimeUs: number, payload: Uint8Array }} SnapshotMsg */
+/** @typedef {{ type: 'pong', clientTimeUs: number, serverTimeUs: number }} Pong */
+/** @typedef {{ type: 'error', code: number, codeName: string, reason: string }} ErrorMsg */
+/** @typedef {{ type: 'app', payload: Uint8Array }} AppMsg */
+/** @typedef {{ type: 'app_unreliable', payload: Uint8Array }} AppUnreliableMsg */
+/** @typedef {Welcome | PlayerJoined | PlayerLeft | SnapshotMsg | Pong | ErrorMsg | AppMsg | AppUnreliableMsg} ServerMessage */
 
-/** Error code → name (PROTOCOL.md §6). */
-export const ERROR_NAMES = Object.freeze({
-  1: 'bad_message',
-  2: 'unsupported_version',
-  3: 'unknown_message',
-  4: 'message_too_large',
-  5: 'unexpected_message',
-  6: 'invalid_name',
-  7: 'room_full',
-  8: 'server_full',
-  9: 'too_slow',
-  10: 'shutting_down',
-  11: 'hello_timeout',
-  12: 'internal',
-  13: 'rate_limited',
-  14: 'unauthorized',
-  15: 'token_expired',
-  16: 'resume_failed',
-  17: 'replaced',
-});
+/** Error code by name, inverted from ERROR_NAMES (PROTOCOL.md §6). */
+export const ErrorCode = /** @type {Readonly<Record<ErrorName, number>>} */ (
+  Object.freeze(Object.fromEntries(Object.entries(ERROR_NAMES).map(([code, name]) => [name, Number(code)])))
+);
 
-/** Error codes (PROTOCOL.md §6) the client acts on by number. */
-export const ErrorCode = Object.freeze({ RESUME_FAILED: 16, REPLACED: 17 });
+/**
+ * Errors after which reconnecting cannot help: the same Hello would be
+ * refused again, or another session now owns the player.
+ */
+export const NO_RETRY_CODES = Object.freeze(
+  /** @type {ErrorName[]} */ (['unsupported_version', 'invalid_name', 'unauthorized', 'replaced', 'join_refused']).map((n) => ErrorCode[n]),
+);
 
-/** Errors after which reconnecting cannot help: the same Hello would fail again. */
-export const NO_RETRY_CODES = Object.freeze([2, 6, 14, 17]);
-
-/** Largest message a client may send on any channel (PROTOCOL.md §8). */
-export const MAX_CLIENT_MESSAGE = 256;
 /** Inputs carried per Input message: the newest plus 3 repeats (PROTOCOL.md §4). */
 export const INPUT_REDUNDANCY = 4;
+/** Most inputs one Input message may carry (PROTOCOL.md §4). */
+export const MAX_INPUTS_PER_MESSAGE = 8;
 export const MAX_ROOM_BYTES = 32;
 export const MAX_NAME_BYTES = 24;
-
-// ---------------------------------------------------------------------------
-// Codec (pure)
-// ---------------------------------------------------------------------------
+/** A frame's length is a u16 (PROTOCOL.md §2): no message can be longer. */
+const MAX_FRAME = 0xffff;
 
 const utf8 = new TextEncoder();
 const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+const EMPTY = new Uint8Array(0);
 
 /** A server message failed to decode. */
 export class DecodeError extends Error {
+  /** @param {string} message */
   constructor(message) {
     super(message);
     this.name = 'DecodeError';
@@ -73,21 +73,38 @@ export class DecodeError extends Error {
 
 /** The server reported an Error message (or closed with a Rally close code). */
 export class RallyError extends Error {
-  constructor(code, reason) {
-    const name = ERROR_NAMES[code] || `error_${code}`;
+  /**
+   * @param {number} code
+   * @param {string} [reason]
+   */
+  constructor(code, reason = '') {
+    const name = errorName(code);
     super(reason ? `${name}: ${reason}` : name);
     this.name = 'RallyError';
     this.code = code;
     this.codeName = name;
-    this.reason = reason || '';
+    this.reason = reason;
   }
+}
+
+/**
+ * The name of error `code`, or `error_N` for a code this client does not know.
+ * @param {number} code
+ * @returns {string}
+ */
+function errorName(code) {
+  return /** @type {Record<number, string>} */ (ERROR_NAMES)[code] ?? `error_${code}`;
 }
 
 const ROOM_RE = /^[A-Za-z0-9_-]+$/;
 // Unicode category Cc, as Rust's char::is_control.
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 
-/** Returns null when `room` is a valid room name, else why not. */
+/**
+ * Returns null when `room` is a valid room name, else why not.
+ * @param {unknown} room
+ * @returns {string | null}
+ */
 export function checkRoom(room) {
   if (typeof room !== 'string') return 'room must be a string';
   const n = utf8.encode(room).length;
@@ -96,16 +113,26 @@ export function checkRoom(room) {
   return null;
 }
 
-/** Returns null when `name` is a valid player name, else why not. */
+/**
+ * Returns null when `name` is a valid player name, else why not.
+ * @param {unknown} name
+ * @returns {string | null}
+ */
 export function checkName(name) {
   if (typeof name !== 'string') return 'name must be a string';
   const n = utf8.encode(name).length;
   if (n < 1 || n > MAX_NAME_BYTES) return `name must be 1-${MAX_NAME_BYTES} bytes of UTF-8`;
   if (CONTROL_RE.test(name)) return 'name must not contain control characters';
+  if (name.trim() === '') return 'name must not be only whitespace';
   return null;
 }
 
-/** Cuts `s` to at most `maxBytes` of UTF-8 without splitting a character. */
+/**
+ * Cuts `s` to at most `maxBytes` of UTF-8 without splitting a character.
+ * @param {string} s
+ * @param {number} maxBytes
+ * @returns {string}
+ */
 export function truncateUtf8(s, maxBytes) {
   let out = '';
   let n = 0;
@@ -118,100 +145,179 @@ export function truncateUtf8(s, maxBytes) {
   return out;
 }
 
-function toBigU64(v) {
-  const b = typeof v === 'bigint' ? v : BigInt(Math.max(0, Math.floor(Number(v))));
+/**
+ * @param {unknown} bytes
+ * @param {string} what
+ * @returns {Uint8Array}
+ */
+function requireBytes(bytes, what) {
+  if (!(bytes instanceof Uint8Array)) throw new TypeError(`${what} must be a Uint8Array`);
+  return bytes;
+}
+
+/** @param {number | bigint} v */
+function toU64(v) {
+  const b = typeof v === 'bigint' ? v : BigInt(Math.max(0, Math.floor(v)));
   return BigInt.asUintN(64, b);
 }
 
-/** Hello (0x01): version u16, room str, name str. Throws TypeError on bad names. */
-export function encodeHello(room, name, version = PROTOCOL_VERSION) {
+/**
+ * One message of `size` bytes starting with `type`.
+ * @param {number} type
+ * @param {number} size
+ */
+function message(type, size) {
+  if (size > MAX_FRAME) throw new RangeError(`a message is at most ${MAX_FRAME} bytes (got ${size})`);
+  const out = new Uint8Array(size);
+  out[0] = type;
+  return { out, dv: new DataView(out.buffer) };
+}
+
+/**
+ * Hello (0x01): version u16, room str, name str, app rest (PROTOCOL.md §4).
+ * Throws TypeError on names the server would refuse.
+ * @param {string} room
+ * @param {string} name
+ * @param {Uint8Array} [app] the game's join bytes
+ * @param {number} [version] only tests send another version than PROTOCOL_VERSION
+ * @returns {Uint8Array}
+ */
+export function encodeHello(room, name, app = EMPTY, version = PROTOCOL_VERSION) {
   const bad = checkRoom(room) || checkName(name);
   if (bad) throw new TypeError(bad);
+  requireBytes(app, 'Hello app');
   const r = utf8.encode(room);
   const n = utf8.encode(name);
-  const out = new Uint8Array(5 + r.length + n.length);
-  const dv = new DataView(out.buffer);
-  out[0] = MsgType.HELLO;
+  const { out, dv } = message(MsgType.HELLO, 5 + r.length + n.length + app.length);
   dv.setUint16(1, version);
   out[3] = r.length;
   out.set(r, 4);
   out[4 + r.length] = n.length;
   out.set(n, 5 + r.length);
+  out.set(app, 5 + r.length + n.length);
   return out;
 }
 
-/** Input (0x02): newest_seq u32, count u8, buttons newest first. */
-export function encodeInput(newestSeq, buttonsNewestFirst) {
-  const count = buttonsNewestFirst.length;
-  if (count < 1 || count > 8) throw new RangeError('an Input carries 1-8 inputs');
+/**
+ * The size of an Input message carrying `inputs` (PROTOCOL.md §4).
+ * @param {readonly Uint8Array[]} inputs
+ * @returns {number}
+ */
+export function inputMessageSize(inputs) {
+  let size = 6 + inputs.length;
+  for (const b of inputs) size += b.length;
+  return size;
+}
+
+/**
+ * Input (0x02): newest_seq u32, count u8, count × (len u8, bytes), newest first.
+ * @param {number} newestSeq
+ * @param {readonly Uint8Array[]} inputsNewestFirst
+ * @returns {Uint8Array}
+ */
+export function encodeInput(newestSeq, inputsNewestFirst) {
+  const count = inputsNewestFirst.length;
+  if (count < 1 || count > MAX_INPUTS_PER_MESSAGE) throw new RangeError(`an Input carries 1-${MAX_INPUTS_PER_MESSAGE} inputs`);
   if (!Number.isInteger(newestSeq) || newestSeq < count || newestSeq > 0xffffffff) {
-    throw new RangeError('newest_seq must be an integer >= count');
+    throw new RangeError('newest_seq must be a u32 >= count');
   }
-  const out = new Uint8Array(6 + count);
-  const dv = new DataView(out.buffer);
-  out[0] = MsgType.INPUT;
+  for (const b of inputsNewestFirst) {
+    if (requireBytes(b, 'an input').length > 0xff) throw new RangeError('an input is at most 255 bytes');
+  }
+  const { out, dv } = message(MsgType.INPUT, inputMessageSize(inputsNewestFirst));
   dv.setUint32(1, newestSeq);
   out[5] = count;
-  for (let i = 0; i < count; i++) {
-    const b = buttonsNewestFirst[i];
-    if (!Number.isInteger(b) || (b & ~Buttons.ALL) !== 0) throw new RangeError('bad buttons byte');
-    out[6 + i] = b;
+  let o = 6;
+  for (const b of inputsNewestFirst) {
+    out[o++] = b.length;
+    out.set(b, o);
+    o += b.length;
   }
   return out;
 }
 
-/** Ping (0x03): client_time_us u64 (number or bigint). */
+/**
+ * Ping (0x03): client_time_us u64 (number or bigint).
+ * @param {number | bigint} clientTimeUs
+ * @returns {Uint8Array}
+ */
 export function encodePing(clientTimeUs) {
-  const out = new Uint8Array(9);
-  out[0] = MsgType.PING;
-  new DataView(out.buffer).setBigUint64(1, toBigU64(clientTimeUs));
+  const { out, dv } = message(MsgType.PING, 9);
+  dv.setBigUint64(1, toU64(clientTimeUs));
   return out;
 }
 
-/** Leave (0x04): the type byte only. */
+/**
+ * Leave (0x04): the type byte only.
+ * @returns {Uint8Array}
+ */
 export function encodeLeave() {
   return Uint8Array.of(MsgType.LEAVE);
 }
 
-/** Resume (0x05): version u16, token 16 bytes, last_seq u32 (PROTOCOL.md §7.1). */
+/**
+ * Resume (0x05): version u16, token 16 bytes, last_seq u32 (PROTOCOL.md §4, §7.1).
+ * @param {Uint8Array} token
+ * @param {number} lastSeq
+ * @returns {Uint8Array}
+ */
 export function encodeResume(token, lastSeq) {
-  const t = asBytes(token);
-  if (t.length !== 16) throw new RangeError('a resume token is 16 bytes');
-  const out = new Uint8Array(23);
-  const dv = new DataView(out.buffer);
-  out[0] = MsgType.RESUME;
+  if (requireBytes(token, 'a resume token').length !== 16) throw new RangeError('a resume token is 16 bytes');
+  const { out, dv } = message(MsgType.RESUME, 23);
   dv.setUint16(1, PROTOCOL_VERSION);
-  out.set(t, 3);
+  out.set(token, 3);
   dv.setUint32(19, lastSeq >>> 0);
   return out;
 }
 
-/** Prefixes one message with its u16 big-endian length (PROTOCOL.md §2). */
-export function encodeFrame(message) {
-  if (message.length < 1 || message.length > 0xffff) throw new RangeError('frame length must be 1..=65535');
-  const out = new Uint8Array(2 + message.length);
-  out[0] = message.length >> 8;
-  out[1] = message.length & 0xff;
-  out.set(message, 2);
+/**
+ * App (0x06) or AppUnreliable (0x07): the game's bytes after the type byte.
+ * @param {Uint8Array} payload
+ * @param {boolean} [reliable]
+ * @returns {Uint8Array}
+ */
+export function encodeApp(payload, reliable = true) {
+  requireBytes(payload, 'an App payload');
+  const { out } = message(reliable ? MsgType.APP : MsgType.APP_UNRELIABLE, 1 + payload.length);
+  out.set(payload, 1);
   return out;
 }
 
+/**
+ * Prefixes one message with its u16 big-endian length (PROTOCOL.md §2).
+ * @param {Uint8Array} msg
+ * @returns {Uint8Array}
+ */
+export function encodeFrame(msg) {
+  if (msg.length < 1 || msg.length > MAX_FRAME) throw new RangeError(`frame length must be 1..=${MAX_FRAME}`);
+  const out = new Uint8Array(2 + msg.length);
+  out[0] = msg.length >> 8;
+  out[1] = msg.length & 0xff;
+  out.set(msg, 2);
+  return out;
+}
+
+/** A bounds-checked big-endian reader over one message. */
 class Reader {
+  /** @param {Uint8Array} bytes */
   constructor(bytes) {
     this.b = bytes;
     this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.o = 0;
   }
+  /** @param {number} n */
   need(n) {
     if (this.o + n > this.b.length) throw new DecodeError('message truncated');
   }
   u8() { this.need(1); return this.b[this.o++]; }
   u16() { this.need(2); const v = this.dv.getUint16(this.o); this.o += 2; return v; }
   u32() { this.need(4); const v = this.dv.getUint32(this.o); this.o += 4; return v; }
-  // Microsecond clocks fit a double exactly until year 2255.
+  // Microsecond clocks fit a double exactly until the year 2255.
   u64() { this.need(8); const v = this.dv.getBigUint64(this.o); this.o += 8; return Number(v); }
-  f32() { this.need(4); const v = this.dv.getFloat32(this.o); this.o += 4; return v; }
+  /** @param {number} n */
   bytes(n) { this.need(n); const v = this.b.slice(this.o, this.o + n); this.o += n; return v; }
+  /** Every remaining byte (PROTOCOL.md §3 `rest`): a view, not a copy. */
+  rest() { const v = this.b.subarray(this.o); this.o = this.b.length; return v; }
   str() {
     const n = this.u8();
     this.need(n);
@@ -224,11 +330,15 @@ class Reader {
     }
   }
   finish() {
-    const rest = this.b.length - this.o;
-    if (rest !== 0) throw new DecodeError(`${rest} trailing bytes after message`);
+    const left = this.b.length - this.o;
+    if (left !== 0) throw new DecodeError(`${left} trailing bytes after message`);
   }
 }
 
+/**
+ * @param {ArrayBuffer | ArrayBufferView} data
+ * @returns {Uint8Array}
+ */
 function asBytes(data) {
   if (data instanceof Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
@@ -237,31 +347,48 @@ function asBytes(data) {
 }
 
 /**
+ * @param {Reader} r
+ * @returns {Welcome}
+ */
+function decodeWelcome(r) {
+  const version = r.u16();
+  // The rest of the layout is version 2's: another version cannot be read.
+  if (version !== PROTOCOL_VERSION) throw new DecodeError(`Welcome of protocol version ${version}; this client speaks ${PROTOCOL_VERSION}`);
+  return {
+    type: 'welcome',
+    version,
+    playerId: r.u32(),
+    tickHz: r.u16(),
+    snapshotEvery: r.u16(),
+    tick: r.u32(),
+    resumeToken: r.bytes(16),
+    resumeWindowMs: r.u32(),
+    reliableSeq: r.u32(),
+    clientSeq: r.u32(),
+    maxMessage: r.u16(),
+    maxInput: r.u8(),
+    game: r.str(),
+    app: r.rest(),
+  };
+}
+
+/**
  * Decodes one server→client message. Throws DecodeError on anything
- * PROTOCOL.md does not allow (unknown type, truncation, trailing bytes).
+ * PROTOCOL.md does not allow (unknown type, truncation, trailing bytes,
+ * invalid UTF-8). `rest` fields (payload, app) are views into `data`.
+ * @param {ArrayBuffer | ArrayBufferView} data
+ * @returns {ServerMessage}
  */
 export function decodeServerMessage(data) {
   const bytes = asBytes(data);
   if (bytes.length === 0) throw new DecodeError('empty message');
   const r = new Reader(bytes);
   const type = r.u8();
+  /** @type {ServerMessage} */
   let msg;
   switch (type) {
     case MsgType.WELCOME:
-      msg = {
-        type: 'welcome',
-        version: r.u16(),
-        playerId: r.u32(),
-        tickHz: r.u16(),
-        snapshotEvery: r.u16(),
-        arenaW: r.f32(),
-        arenaH: r.f32(),
-        speed: r.f32(),
-        tick: r.u32(),
-        resumeToken: r.bytes(16),
-        resumeWindowMs: r.u32(),
-        reliableSeq: r.u32(),
-      };
+      msg = decodeWelcome(r);
       break;
     case MsgType.PLAYER_JOINED:
       msg = { type: 'player_joined', playerId: r.u32(), name: r.str() };
@@ -269,26 +396,23 @@ export function decodeServerMessage(data) {
     case MsgType.PLAYER_LEFT:
       msg = { type: 'player_left', playerId: r.u32() };
       break;
-    case MsgType.SNAPSHOT: {
-      const ackSeq = r.u32();
-      const tick = r.u32();
-      const serverTimeUs = r.u64();
-      const count = r.u16();
-      r.need(count * 12);
-      const players = new Array(count);
-      for (let i = 0; i < count; i++) players[i] = { id: r.u32(), x: r.f32(), y: r.f32() };
-      msg = { type: 'snapshot', ackSeq, tick, serverTimeUs, players };
+    case MsgType.SNAPSHOT:
+      msg = { type: 'snapshot', ackSeq: r.u32(), tick: r.u32(), serverTimeUs: r.u64(), payload: r.rest() };
       break;
-    }
     case MsgType.PONG:
       msg = { type: 'pong', clientTimeUs: r.u64(), serverTimeUs: r.u64() };
       break;
     case MsgType.ERROR: {
       const code = r.u16();
-      const reason = r.str();
-      msg = { type: 'error', code, codeName: ERROR_NAMES[code] || `error_${code}`, reason };
+      msg = { type: 'error', code, codeName: errorName(code), reason: r.str() };
       break;
     }
+    case MsgType.SERVER_APP:
+      msg = { type: 'app', payload: r.rest() };
+      break;
+    case MsgType.SERVER_APP_UNRELIABLE:
+      msg = { type: 'app_unreliable', payload: r.rest() };
+      break;
     default:
       throw new DecodeError(`unknown message type 0x${type.toString(16).padStart(2, '0')}`);
   }
@@ -296,15 +420,40 @@ export function decodeServerMessage(data) {
   return msg;
 }
 
+/** Decoded `type` → its type byte, to look messages up in NUMBERED. */
+const TYPE_BYTE = Object.freeze({
+  welcome: MsgType.WELCOME,
+  player_joined: MsgType.PLAYER_JOINED,
+  player_left: MsgType.PLAYER_LEFT,
+  snapshot: MsgType.SNAPSHOT,
+  pong: MsgType.PONG,
+  error: MsgType.ERROR,
+  app: MsgType.SERVER_APP,
+  app_unreliable: MsgType.SERVER_APP_UNRELIABLE,
+});
+
+/**
+ * Whether `msg` is a numbered event, counted for Resume.last_seq (PROTOCOL.md §7.1).
+ * @param {ServerMessage} msg
+ * @returns {boolean}
+ */
+export function isNumbered(msg) {
+  return NUMBERED.includes(TYPE_BYTE[msg.type]);
+}
+
 /**
  * Reassembles length-prefixed frames from a byte stream: a frame may arrive
  * split across reads and one read may hold several frames (PROTOCOL.md §2).
  */
 export class FrameDecoder {
-  constructor() {
-    this.buf = new Uint8Array(0);
-  }
-  /** Adds bytes; returns the payloads of every frame now complete. */
+  /** @internal */
+  buf = EMPTY;
+
+  /**
+   * Adds bytes; returns the payloads of every frame now complete.
+   * @param {ArrayBuffer | ArrayBufferView} chunk
+   * @returns {Uint8Array[]}
+   */
   push(chunk) {
     const bytes = asBytes(chunk);
     if (this.buf.length === 0) {
@@ -327,6 +476,7 @@ export class FrameDecoder {
     if (o > 0) this.buf = this.buf.slice(o);
     return out;
   }
+
   /** Bytes held for an incomplete frame. */
   get pending() {
     return this.buf.length;

@@ -1,76 +1,16 @@
 // client/rally.js connection logic in plain Node, against scripted fake
 // WebSocket and WebTransport globals: the transport race, fallback reasons,
-// the remembered winner, redundancy of inputs, latest-only snapshots,
-// reconnect and no-retry errors. Deterministic and fast; the real browser
-// and server are exercised in browser.test.mjs.
+// the remembered winner, input redundancy and limits, latest-only
+// snapshots, application messages, reconnect, resume with the replay of
+// reliable messages, and no-retry errors. Deterministic and fast; the real
+// browser and server are exercised in browser.test.mjs.
 
 import { test, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, encodeFrame, FrameDecoder, RallyError } from '../../client/rally.js';
-
-// ---------------------------------------------------------------------------
-// Server-side encoders for the fakes
-// ---------------------------------------------------------------------------
-
-function welcomeBytes({ playerId = 7, tickHz = 60, snapshotEvery = 1, tick = 100, reliableSeq = 0 } = {}) {
-  const b = Buffer.alloc(51);
-  b[0] = 0x81;
-  b.writeUInt16BE(1, 1);
-  b.writeUInt32BE(playerId, 3);
-  b.writeUInt16BE(tickHz, 7);
-  b.writeUInt16BE(snapshotEvery, 9);
-  b.writeFloatBE(960, 11);
-  b.writeFloatBE(540, 15);
-  b.writeFloatBE(240, 19);
-  b.writeUInt32BE(tick, 23);
-  for (let i = 0; i < 16; i++) b[27 + i] = 0xa0 + i; // resume token
-  b.writeUInt32BE(10000, 43);
-  b.writeUInt32BE(reliableSeq, 47);
-  return new Uint8Array(b);
-}
-
-function joinedBytes(id, name) {
-  const n = Buffer.from(name);
-  const b = Buffer.alloc(6 + n.length);
-  b[0] = 0x82;
-  b.writeUInt32BE(id, 1);
-  b[5] = n.length;
-  n.copy(b, 6);
-  return new Uint8Array(b);
-}
-
-function snapshotBytes(tick, ackSeq = 0, players = [{ id: 7, x: 10, y: 20 }]) {
-  const b = Buffer.alloc(19 + 12 * players.length);
-  b[0] = 0x84;
-  b.writeUInt32BE(ackSeq, 1);
-  b.writeUInt32BE(tick, 5);
-  b.writeBigUInt64BE(1_700_000_000_000_000n + BigInt(tick), 9);
-  b.writeUInt16BE(players.length, 17);
-  players.forEach((p, i) => {
-    b.writeUInt32BE(p.id, 19 + 12 * i);
-    b.writeFloatBE(p.x, 23 + 12 * i);
-    b.writeFloatBE(p.y, 27 + 12 * i);
-  });
-  return new Uint8Array(b);
-}
-
-function pongBytes(clientTimeUs) {
-  const b = Buffer.alloc(17);
-  b[0] = 0x85;
-  b.writeBigUInt64BE(BigInt(clientTimeUs), 1);
-  b.writeBigUInt64BE(5n, 9);
-  return new Uint8Array(b);
-}
-
-function errorBytes(code, reason) {
-  const r = Buffer.from(reason);
-  const b = Buffer.alloc(4 + r.length);
-  b[0] = 0x86;
-  b.writeUInt16BE(code, 1);
-  b[3] = r.length;
-  r.copy(b, 4);
-  return new Uint8Array(b);
-}
+import {
+  welcomeBytes, joinedBytes, leftBytes, snapshotBytes, pongBytes, errorBytes, appBytes, parseClient, RESUME_TOKEN,
+} from './fixtures.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -82,13 +22,42 @@ async function until(cond, what, timeoutMs = 2000) {
   }
 }
 
+const text = (s) => new Uint8Array(Buffer.from(s));
+const str = (u8) => Buffer.from(u8).toString();
+
+// ---------------------------------------------------------------------------
+// What the fake server answers (shared by both fake transports)
+// ---------------------------------------------------------------------------
+
+const server = {
+  /** Welcome fields (fixtures.welcomeBytes options). */
+  welcome: {},
+  /** Answer Resume with resume_failed. */
+  refuseResume: false,
+  /** Welcome.client_seq after a Resume: how many App messages "the game" has. */
+  clientSeq: 0,
+  /** Answer Hello/Resume at all. */
+  answer: true,
+};
+
+/** The fake server's reply to a client message on the reliable channel, or []. */
+function reply(msg) {
+  if (!server.answer) return [];
+  if (msg.type === 'hello') return [welcomeBytes(server.welcome), joinedBytes(7, 'me')];
+  if (msg.type === 'resume') {
+    if (server.refuseResume) return [errorBytes(16, 'unknown token')];
+    return [welcomeBytes({ ...server.welcome, reliableSeq: msg.lastSeq, clientSeq: server.clientSeq })];
+  }
+  return [];
+}
+
 // ---------------------------------------------------------------------------
 // Fake WebSocket: `script` decides how each new socket behaves.
 // ---------------------------------------------------------------------------
 
 class FakeWebSocket {
   static all = [];
-  /** (ws) => void, run on construction; default: open and welcome on Hello. */
+  /** (ws) => void, run on construction; default: open at once. */
   static script = (ws) => setTimeout(() => ws.serverOpen(), 1);
 
   constructor(url) {
@@ -101,22 +70,10 @@ class FakeWebSocket {
     FakeWebSocket.script(this);
   }
   send(data) {
-    const bytes = new Uint8Array(data);
-    this.sent.push(bytes);
-    if (bytes[0] === 0x01 && this.autoWelcome !== false) {
-      setTimeout(() => {
-        this.serverSend(welcomeBytes(this.welcome || {}));
-        this.serverSend(joinedBytes(7, 'me'));
-      }, 1);
-    }
-    if (bytes[0] === 0x05 && this.autoWelcome !== false) {
-      // Resume: refused when the test says so, else the player is back.
-      const lastSeq = Buffer.from(bytes).readUInt32BE(19);
-      setTimeout(() => {
-        if (FakeWebSocket.refuseResume) this.serverSend(errorBytes(16, 'unknown token'));
-        else this.serverSend(welcomeBytes({ ...(this.welcome || {}), reliableSeq: lastSeq }));
-      }, 1);
-    }
+    const msg = parseClient(new Uint8Array(data));
+    this.sent.push(msg);
+    const out = reply(msg);
+    if (out.length) setTimeout(() => out.forEach((m) => this.serverSend(m)), 1);
   }
   close(code, reason) {
     this.closedWith = { code, reason };
@@ -138,8 +95,8 @@ class FakeWebSocket {
     this.readyState = 3;
     this.onclose?.({ code, reason });
   }
-  types() {
-    return this.sent.map((m) => m[0]);
+  of(type) {
+    return this.sent.filter((m) => m.type === type);
   }
 }
 
@@ -149,58 +106,56 @@ class FakeWebSocket {
 
 class FakeWebTransport {
   static all = [];
-  /** (wt) => void; default: ready at once, welcome on Hello. */
+  /** (wt) => void; default: ready at once. */
   static script = (wt) => wt.serverReady();
 
   constructor(url, options) {
     this.url = url;
     this.options = options;
-    this.frames = []; // client → server messages on the stream
-    this.datagramsSent = [];
+    this.frames = []; // client → server messages on the stream, parsed
+    this.datagramsSent = []; // parsed
     this.closeCalled = null;
-    this._frames = new FrameDecoder();
+    this.decoder = new FrameDecoder();
     this.ready = new Promise((res, rej) => {
-      this._ready = res;
-      this._readyFail = rej;
+      this.markReady = res;
+      this.failReady = rej;
     });
     this.closed = new Promise((res, rej) => {
-      this._closed = res;
-      this._closedFail = rej;
+      this.markClosed = res;
+      this.failClosed = rej;
     });
     let dgCtl;
     const self = this;
     this.datagrams = {
+      maxDatagramSize: 1200,
       readable: new ReadableStream({ start: (c) => (dgCtl = c) }),
       createWritable() {
-        return new WritableStream({ write: (chunk) => self.datagramsSent.push(new Uint8Array(chunk)) });
+        return new WritableStream({ write: (chunk) => self.datagramsSent.push(parseClient(new Uint8Array(chunk))) });
       },
     };
-    this._dgCtl = dgCtl;
+    this.dgCtl = dgCtl;
     FakeWebTransport.all.push(this);
     FakeWebTransport.script(this);
   }
   serverReady() {
-    this._ready();
+    this.markReady();
   }
   serverFail(message) {
     const err = new Error(message);
-    this._readyFail(err);
-    this._closedFail(err);
+    this.failReady(err);
+    this.failClosed(err);
   }
   async createBidirectionalStream() {
     let ctl;
     const readable = new ReadableStream({ start: (c) => (ctl = c) });
-    this._streamCtl = ctl;
+    this.streamCtl = ctl;
     const writable = new WritableStream({
       write: (chunk) => {
-        for (const msg of this._frames.push(chunk)) {
+        for (const bytes of this.decoder.push(chunk)) {
+          const msg = parseClient(bytes);
           this.frames.push(msg);
-          if (msg[0] === 0x01 && this.autoWelcome !== false) {
-            setTimeout(() => {
-              this.serverStream(welcomeBytes());
-              this.serverStream(joinedBytes(7, 'me'));
-            }, 1);
-          }
+          const out = reply(msg);
+          if (out.length) setTimeout(() => out.forEach((m) => this.serverStream(m)), 1);
         }
       },
     });
@@ -210,19 +165,22 @@ class FakeWebTransport {
   serverStream(bytes, split = false) {
     const f = encodeFrame(bytes);
     if (split) {
-      this._streamCtl.enqueue(f.slice(0, 1));
-      this._streamCtl.enqueue(f.slice(1));
+      this.streamCtl.enqueue(f.slice(0, 1));
+      this.streamCtl.enqueue(f.slice(1));
     } else {
-      this._streamCtl.enqueue(f);
+      this.streamCtl.enqueue(f);
     }
   }
   serverDatagram(bytes) {
-    this._dgCtl.enqueue(bytes);
+    this.dgCtl.enqueue(bytes);
   }
   close(info) {
     this.closeCalled = info || {};
-    this._readyFail(new Error('closed'));
-    this._closed(info || {});
+    this.failReady(new Error('closed'));
+    this.markClosed(info || {});
+  }
+  of(type) {
+    return this.frames.filter((m) => m.type === type);
   }
 }
 
@@ -235,6 +193,7 @@ beforeEach(() => {
   FakeWebSocket.script = (ws) => setTimeout(() => ws.serverOpen(), 1);
   FakeWebTransport.all = [];
   FakeWebTransport.script = (wt) => wt.serverReady();
+  Object.assign(server, { welcome: {}, refuseResume: false, clientSeq: 0, answer: true });
   storage.clear();
   fetches.length = 0;
   globalThis.WebSocket = FakeWebSocket;
@@ -251,64 +210,129 @@ beforeEach(() => {
 
 const FAST = { headStartMs: 30, webTransportTimeoutMs: 150, webSocketTimeoutMs: 500, reconnectBaseMs: 10, reconnectMaxMs: 40, pingIntervalMs: 10_000 };
 const URL_ = 'http://127.0.0.1:4433';
+const WS = { ...FAST, transport: 'websocket', room: 'lobby', name: 'ann' };
 
 function collect() {
-  const seen = { snapshots: [], events: [], statuses: [] };
+  const seen = { snapshots: [], events: [], statuses: [], messages: [], lost: [] };
   return {
     seen,
     handlers: {
-      onSnapshot: (s, info) => seen.snapshots.push({ tick: s.tick, channel: info.channel }),
+      onSnapshot: (s, info) => seen.snapshots.push({ ...s, channel: info.channel }),
       onEvent: (e) => seen.events.push(e),
       onStatus: (s) => seen.statuses.push(s.state + (s.fallbackUpdated ? '*' : '')),
+      onMessage: (payload, info) => seen.messages.push({ text: str(payload), ...info }),
+      onLost: (n) => seen.lost.push(n),
     },
   };
 }
 
-test('websocket: Hello first, Welcome resolves, inputs carry the last 4 newest first, pings measure RTT', async () => {
+test('websocket: Hello with the app bytes first; Welcome v2 fields; inputs carry the last 4 newest first; pings measure RTT', async () => {
   const { seen, handlers } = collect();
-  const client = await connect(URL_, { ...FAST, transport: 'websocket', room: 'lobby', name: 'ann', ...handlers });
+  server.welcome = { game: 'dots', app: Uint8Array.of(1, 2, 3), maxInput: 4 };
+  const client = await connect(URL_, { ...WS, app: Uint8Array.of(9, 9), ...handlers });
   const ws = FakeWebSocket.all[0];
   assert.equal(ws.url, 'ws://127.0.0.1:4433/rally');
   assert.equal(ws.binaryType, 'arraybuffer');
-  assert.equal(ws.sent[0][0], 0x01, 'Hello is the first message');
+  assert.deepEqual(ws.sent[0], { type: 'hello', version: 2, room: 'lobby', name: 'ann', app: Uint8Array.of(9, 9) });
   assert.equal(client.transport, 'websocket');
   assert.equal(client.fallbackReason, 'WebSocket requested');
-  assert.equal(client.welcome.playerId, 7);
-  assert.equal(client.welcome.tickHz, 60);
+  assert.equal(client.playerId, 7);
+  assert.equal(client.welcome.game, 'dots');
+  assert.deepEqual(client.welcome.app, Uint8Array.of(1, 2, 3));
+  assert.equal(client.resumed, false);
   await until(() => seen.events.length === 1, 'PlayerJoined');
   assert.deepEqual(seen.events[0], { type: 'player_joined', playerId: 7, name: 'me' });
 
-  const seqs = [1, 2, 4, 8, 0, 9].map((b) => client.sendInput(b));
+  const seqs = [[1], [2, 2], [], [4], [5, 5, 5, 5], [6]].map((b) => client.sendInput(Uint8Array.from(b)));
   assert.deepEqual(seqs, [1, 2, 3, 4, 5, 6]);
-  const inputs = ws.sent.filter((m) => m[0] === 0x02);
-  assert.deepEqual([...inputs[0]], [0x02, 0, 0, 0, 1, 1, 1]);
-  assert.deepEqual([...inputs[2]], [0x02, 0, 0, 0, 3, 3, 4, 2, 1]);
-  assert.deepEqual([...inputs[5]], [0x02, 0, 0, 0, 6, 4, 9, 0, 8, 4]);
-  assert.deepEqual(client.unackedInputs(4).map((i) => i.seq), [5, 6]);
+  const inputs = ws.of('input');
+  assert.deepEqual(inputs[0], { type: 'input', newestSeq: 1, inputs: [[1]] });
+  assert.deepEqual(inputs[2], { type: 'input', newestSeq: 3, inputs: [[], [2, 2], [1]] });
+  assert.deepEqual(inputs[5], { type: 'input', newestSeq: 6, inputs: [[6], [5, 5, 5, 5], [4], []] });
+  assert.deepEqual(client.unackedInputs(4).map((i) => [i.seq, [...i.bytes]]), [[5, [5, 5, 5, 5]], [6, [6]]]);
+  assert.equal(client.inputSeq, 6);
 
-  // A Ping went out on connect; answer it.
-  const ping = ws.sent.find((m) => m[0] === 0x03);
-  assert.ok(ping, 'Ping sent');
-  const clientTime = Buffer.from(ping).readBigUInt64BE(1);
+  const ping = ws.of('ping')[0];
+  assert.ok(ping, 'Ping sent on connect');
   await sleep(5);
-  ws.serverSend(pongBytes(clientTime));
+  ws.serverSend(pongBytes(ping.clientTimeUs));
   assert.ok(client.rtt >= 4, `rtt ${client.rtt}`);
   await client.close();
 });
 
-test('snapshots are latest-only: stale ticks are dropped, gaps counted as lost', async () => {
-  const { seen, handlers } = collect();
-  const client = await connect(URL_, { ...FAST, transport: 'websocket', room: 'lobby', name: 'ann', ...handlers });
+test('input and message limits come from Welcome: RangeError beyond max_input / max_message; redundancy shrinks to fit', async () => {
+  server.welcome = { maxMessage: 64, maxInput: 20 };
+  const client = await connect(URL_, WS);
   const ws = FakeWebSocket.all[0];
-  for (const tick of [101, 103, 102, 103, 104, 108]) ws.serverSend(snapshotBytes(tick));
+  assert.throws(() => client.sendInput(new Uint8Array(21)), RangeError);
+  assert.throws(() => client.sendInput([1]), TypeError);
+  assert.equal(client.inputSeq, 0, 'a refused input takes no number');
+  // 6 + 3 × (1 + 20) = 69 > 64: only two 20-byte inputs fit one message.
+  for (let i = 0; i < 3; i++) client.sendInput(new Uint8Array(20).fill(i));
+  assert.deepEqual(ws.of('input').map((m) => m.inputs.length), [1, 2, 2]);
+  assert.equal(ws.of('input')[2].inputs[0][0], 2, 'newest first');
+  // A message is 1 + payload bytes.
+  assert.equal(client.send(new Uint8Array(63)), 1);
+  assert.throws(() => client.send(new Uint8Array(64)), RangeError);
+  assert.throws(() => client.send(new Uint8Array(64), { reliable: false }), RangeError);
+  assert.equal(client.appSeq, 1, 'a refused message takes no number');
+  await client.close();
+});
+
+test('snapshots are latest-only: stale ticks are dropped, gaps counted as lost; onSnapshot gets header and payload', async () => {
+  const { seen, handlers } = collect();
+  const client = await connect(URL_, { ...WS, ...handlers });
+  const ws = FakeWebSocket.all[0];
+  for (const tick of [101, 103, 102, 103, 104, 108]) ws.serverSend(snapshotBytes(tick, { ackSeq: tick - 100 }));
   assert.deepEqual(seen.snapshots.map((s) => s.tick), [101, 103, 104, 108]);
+  assert.deepEqual(seen.snapshots[0], { tick: 101, ackSeq: 1, serverTimeUs: 1_700_000_000_000_101, payload: Uint8Array.of(101), channel: 'websocket' });
   assert.equal(client.stats.snapshotsStale, 2);
   assert.equal(client.stats.snapshotsLost, 1 + 3);
   assert.equal(client.lastSnapshot.tick, 108);
   await client.close();
 });
 
-test('auto: WebTransport welcomed within the head start wins; WebSocket is never opened', async () => {
+test('application messages: App and AppUnreliable both ways; an exception in a handler does not end the session', async () => {
+  const { seen, handlers } = collect();
+  let boom = true;
+  const client = await connect(URL_, {
+    ...WS,
+    ...handlers,
+    onMessage: (p, info) => {
+      handlers.onMessage(p, info);
+      if (boom) {
+        boom = false;
+        throw new Error('handler bug');
+      }
+    },
+  });
+  const ws = FakeWebSocket.all[0];
+  const reported = [];
+  globalThis.reportError = (e) => reported.push(e.message);
+  try {
+    ws.serverSend(appBytes(text('one')));
+  } finally {
+    delete globalThis.reportError;
+  }
+  assert.deepEqual(reported, ['handler bug'], 'the exception is reported (as browsers report uncaught ones), not swallowed');
+  ws.serverSend(appBytes(text('two'), { reliable: false }));
+  assert.deepEqual(seen.messages, [
+    { text: 'one', reliable: true, channel: 'websocket' },
+    { text: 'two', reliable: false, channel: 'websocket' },
+  ]);
+  assert.equal(client.state, 'connected');
+  assert.equal(client.send(text('hi')), 1);
+  assert.equal(client.send(text('yo')), 2);
+  assert.equal(client.send(text('psst'), { reliable: false }), 0);
+  assert.deepEqual(ws.sent.filter((m) => m.type.startsWith('app')).map((m) => [m.type, str(m.payload)]), [
+    ['app', 'hi'], ['app', 'yo'], ['app_unreliable', 'psst'],
+  ]);
+  assert.deepEqual([client.stats.appSent, client.stats.appUnreliableSent, client.stats.appReceived, client.stats.appUnreliableReceived], [2, 1, 1, 1]);
+  await client.close();
+  assert.throws(() => client.send(text('late')), /closed/);
+});
+
+test('auto: WebTransport welcomed within the head start wins; channels: stream for reliable, datagrams for the rest', async () => {
   const { seen, handlers } = collect();
   const client = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann', ...handlers });
   assert.equal(client.transport, 'webtransport');
@@ -320,7 +344,7 @@ test('auto: WebTransport welcomed within the head start wins; WebSocket is never
   const hashes = wt.options.serverCertificateHashes;
   assert.equal(hashes[0].algorithm, 'sha-256');
   assert.deepEqual([...hashes[0].value], new Array(32).fill(0xab));
-  assert.equal(wt.frames[0][0], 0x01, 'Hello is the first frame on the stream');
+  assert.equal(wt.frames[0].type, 'hello', 'Hello is the first frame on the stream');
   await sleep(FAST.headStartMs * 2);
   assert.equal(FakeWebSocket.all.length, 0, 'no WebSocket when WebTransport wins in time');
 
@@ -328,20 +352,41 @@ test('auto: WebTransport welcomed within the head start wins; WebSocket is never
   wt.serverDatagram(snapshotBytes(101));
   wt.serverStream(snapshotBytes(102), true);
   wt.serverDatagram(snapshotBytes(101));
-  await until(() => seen.snapshots.length === 2, 'two snapshots');
-  assert.deepEqual(seen.snapshots, [{ tick: 101, channel: 'datagram' }, { tick: 102, channel: 'stream' }]);
+  wt.serverDatagram(appBytes(text('cursor'), { reliable: false }));
+  wt.serverStream(appBytes(text('chat')));
+  await until(() => seen.snapshots.length === 2 && seen.messages.length === 2, 'two snapshots, two messages');
+  assert.deepEqual(seen.snapshots.map((s) => [s.tick, s.channel]), [[101, 'datagram'], [102, 'stream']]);
+  assert.deepEqual(seen.messages, [{ text: 'cursor', reliable: false, channel: 'datagram' }, { text: 'chat', reliable: true, channel: 'stream' }]);
   await until(() => client.stats.snapshotsStale === 1, 'stale datagram counted');
 
-  // Input and Ping travel as datagrams.
-  client.sendInput(8);
-  await until(() => wt.datagramsSent.some((d) => d[0] === 0x02), 'Input datagram');
-  assert.ok(wt.datagramsSent.some((d) => d[0] === 0x03), 'Ping datagram');
-  assert.ok(!wt.frames.some((m) => m[0] === 0x02), 'no Input on the stream');
+  client.sendInput(Uint8Array.of(8));
+  client.send(text('stamp'));
+  client.send(text('move'), { reliable: false });
+  await until(() => wt.datagramsSent.some((d) => d.type === 'input'), 'Input datagram');
+  assert.ok(wt.datagramsSent.some((d) => d.type === 'ping'), 'Ping datagram');
+  assert.deepEqual(wt.datagramsSent.filter((d) => d.type === 'app_unreliable').map((d) => str(d.payload)), ['move']);
+  await until(() => wt.of('app').length === 1, 'App on the stream');
+  assert.ok(!wt.frames.some((m) => m.type === 'input'), 'no Input on the stream');
   assert.equal(JSON.parse(storage.values().next().value).winner, 'webtransport');
 
   await client.close();
-  assert.equal(wt.frames.at(-1)[0], 0x04, 'Leave on the stream');
+  assert.equal(wt.frames.at(-1).type, 'leave', 'Leave on the stream');
   assert.ok(wt.closeCalled, 'session closed');
+});
+
+test('WebTransport: a message larger than the datagram limit goes on the stream', async () => {
+  FakeWebTransport.script = (wt) => {
+    wt.datagrams.maxDatagramSize = 10;
+    wt.serverReady();
+  };
+  const client = await connect(URL_, { ...FAST, transport: 'webtransport', room: 'lobby', name: 'ann' });
+  const wt = FakeWebTransport.all[0];
+  client.send(new Uint8Array(9).fill(1), { reliable: false }); // 10 bytes: a datagram
+  client.send(new Uint8Array(10).fill(2), { reliable: false }); // 11 bytes: the stream
+  await until(() => wt.of('app_unreliable').length === 1, 'big one on the stream');
+  assert.equal(wt.of('app_unreliable')[0].payload.length, 10);
+  assert.deepEqual(wt.datagramsSent.filter((d) => d.type === 'app_unreliable').map((d) => d.payload.length), [9]);
+  await client.close();
 });
 
 test('auto: WebTransport that never gets ready loses to WebSocket after the head start, then reports timeout', async () => {
@@ -364,16 +409,13 @@ test('auto: WebTransport that never gets ready loses to WebSocket after the head
 });
 
 test('auto: a WebSocket opened while WebTransport awaits Welcome holds its Hello, so the room never sees two joins', async () => {
-  FakeWebTransport.script = (wt) => {
-    wt.autoWelcome = false;
-    wt.serverReady();
-  };
+  server.answer = false;
   const pending = connect(URL_, { ...FAST, room: 'lobby', name: 'ann' });
   await until(() => FakeWebSocket.all.length === 1 && FakeWebSocket.all[0].readyState === 1, 'WebSocket open');
   await sleep(20);
   assert.equal(FakeWebSocket.all[0].sent.length, 0, 'WebSocket Hello held back');
   const wt = FakeWebTransport.all[0];
-  assert.equal(wt.frames[0][0], 0x01);
+  assert.equal(wt.frames[0].type, 'hello');
   wt.serverStream(welcomeBytes());
   const client = await pending;
   assert.equal(client.transport, 'webtransport');
@@ -391,6 +433,24 @@ test('auto: a failed WebTransport handshake starts WebSocket at once, with the e
   assert.equal(client.transport, 'websocket');
   assert.equal(client.fallbackReason, 'Opening handshake failed.');
   await client.close();
+});
+
+test('auto: a server refusal over WebTransport (room_full) ends the race; WebSocket is not tried', async () => {
+  FakeWebTransport.script = (wt) => {
+    wt.serverReady();
+    wt.createBidirectionalStream = (orig => async () => {
+      const s = await orig();
+      setTimeout(() => {
+        wt.serverStream(errorBytes(7, 'room is full'));
+        wt.close({ closeCode: 4007, reason: 'room_full' });
+      }, 1);
+      return s;
+    })(wt.createBidirectionalStream.bind(wt));
+  };
+  server.answer = false;
+  await assert.rejects(connect(URL_, { ...FAST, headStartMs: 5000, room: 'lobby', name: 'ann' }), (e) => e instanceof RallyError && e.codeName === 'room_full');
+  await sleep(50);
+  assert.equal(FakeWebSocket.all.length, 0);
 });
 
 test('auto: no WebTransport API → WebSocket at once; a remembered WebSocket win skips WebTransport', async () => {
@@ -417,43 +477,94 @@ test('auto: no WebTransport API → WebSocket at once; a remembered WebSocket wi
   await d.close();
 });
 
-test('a dropped session resumes its player: Resume carries the token and last event number, inputs keep counting', async () => {
+test('a dropped session resumes its player: Resume counts PlayerJoined, PlayerLeft and App, nothing else; inputs keep counting', async () => {
   const { seen, handlers } = collect();
-  const client = await connect(URL_, { ...FAST, transport: 'websocket', room: 'lobby', name: 'ann', ...handlers });
-  await until(() => seen.events.length >= 1, 'roster event');
-  client.sendInput(8);
-  client.sendInput(8);
-  FakeWebSocket.all[0].serverClose(1006);
+  const client = await connect(URL_, { ...WS, ...handlers });
+  const ws = FakeWebSocket.all[0];
+  // Numbered: the roster's PlayerJoined (sent on Hello), these three. Not: the rest.
+  ws.serverSend(joinedBytes(8, 'bob'));
+  ws.serverSend(appBytes(text('chat')));
+  ws.serverSend(leftBytes(8));
+  ws.serverSend(appBytes(text('cursor'), { reliable: false }));
+  ws.serverSend(snapshotBytes(105));
+  ws.serverSend(pongBytes(1));
+  ws.serverSend(errorBytes(13, 'slow down'));
+  await until(() => seen.events.length === 4, 'events');
+  client.sendInput(Uint8Array.of(8));
+  client.sendInput(Uint8Array.of(8));
+  ws.serverClose(1006);
   await until(() => client.sessions === 2 && client.state === 'connected', 'reconnect');
   assert.deepEqual(seen.statuses.filter((s) => s !== 'connecting'), ['connected', 'reconnecting', 'connected']);
   const resume = FakeWebSocket.all[1].sent[0];
-  assert.equal(resume[0], 0x05, 'Resume is the first message');
-  assert.deepEqual([...resume.subarray(3, 19)], Array.from({ length: 16 }, (_, i) => 0xa0 + i));
-  assert.equal(Buffer.from(resume).readUInt32BE(19), 1, 'one reliable event was received');
+  assert.equal(resume.type, 'resume', 'Resume is the first message');
+  assert.equal(resume.version, 2);
+  assert.deepEqual(resume.token, RESUME_TOKEN);
+  assert.equal(resume.lastSeq, 4, 'four numbered events were received');
   assert.equal(client.resumed, true);
-  assert.equal(client.sendInput(4), 3, 'a resumed player keeps its input numbering');
+  assert.equal(client.sendInput(Uint8Array.of(4)), 3, 'a resumed player keeps its input numbering');
+  assert.deepEqual(FakeWebSocket.all[1].of('input')[0].inputs, [[4], [8], [8]], 'redundancy carries on across the resume');
   await client.close();
 });
 
-test('a refused Resume falls back to Hello on the same session; numbering restarts', async () => {
-  const client = await connect(URL_, { ...FAST, transport: 'websocket', room: 'lobby', name: 'ann' });
-  client.sendInput(8);
-  FakeWebSocket.refuseResume = true;
-  try {
-    FakeWebSocket.all[0].serverClose(1006);
-    await until(() => client.sessions === 2 && client.state === 'connected', 'reconnect');
-    const sent = FakeWebSocket.all[1].sent.map((m) => m[0]);
-    assert.deepEqual(sent.slice(0, 2), [0x05, 0x01], 'Resume, then Hello after resume_failed');
-    assert.equal(client.resumed, false);
-    assert.equal(client.sendInput(4), 1, 'a fresh player numbers inputs from 1');
-  } finally {
-    FakeWebSocket.refuseResume = false;
-  }
+test('reliable messages across a resume: those the game did not get are sent again, in order, before new ones; numbering continues', async () => {
+  const client = await connect(URL_, WS);
+  for (const s of ['a', 'b', 'c']) client.send(text(s));
+  FakeWebSocket.all[0].serverClose(1006);
+  // Sent while reconnecting: kept, and sent after the replay.
+  assert.equal(client.send(text('d')), 4);
+  server.clientSeq = 1; // the game got 'a'
+  await until(() => client.sessions === 2 && client.state === 'connected', 'resume');
+  assert.equal(client.send(text('e')), 5);
+  const after = FakeWebSocket.all[1].sent.map((m) => (m.type === 'app' ? str(m.payload) : m.type)).filter((t) => t !== 'ping');
+  assert.deepEqual(after, ['resume', 'b', 'c', 'd', 'e']);
+  assert.equal(client.stats.appResent, 3);
+  assert.equal(client.appSeq, 5);
+
+  // A second drop: the game now has everything up to 'd'.
+  FakeWebSocket.all[1].serverClose(1006);
+  server.clientSeq = 4;
+  await until(() => client.sessions === 3 && client.state === 'connected', 'second resume');
+  assert.deepEqual(FakeWebSocket.all[2].of('app').map((m) => str(m.payload)), ['e']);
+  await client.close();
+});
+
+test('more unconfirmed reliable messages than the client keeps (256): onLost reports the rest', async () => {
+  const { seen, handlers } = collect();
+  const client = await connect(URL_, { ...WS, ...handlers });
+  FakeWebSocket.all[0].serverClose(1006);
+  for (let i = 1; i <= 300; i++) client.send(text(`m${i}`));
+  server.clientSeq = 0;
+  await until(() => client.sessions === 2 && client.state === 'connected', 'resume');
+  const replayed = FakeWebSocket.all[1].of('app').map((m) => str(m.payload));
+  assert.equal(replayed.length, 256);
+  assert.equal(replayed[0], 'm45');
+  assert.equal(replayed.at(-1), 'm300');
+  assert.deepEqual(seen.lost, [44]);
+  assert.equal(client.stats.appLost, 44);
+  await client.close();
+});
+
+test('a refused Resume falls back to Hello on the same session: numbering restarts; messages sent while away are lost', async () => {
+  const { seen, handlers } = collect();
+  const client = await connect(URL_, { ...WS, ...handlers });
+  client.sendInput(Uint8Array.of(8));
+  client.send(text('before'));
+  server.refuseResume = true;
+  FakeWebSocket.all[0].serverClose(1006);
+  client.send(text('while away'));
+  await until(() => client.sessions === 2 && client.state === 'connected', 'reconnect');
+  const sent = FakeWebSocket.all[1].sent.map((m) => m.type);
+  assert.deepEqual(sent.slice(0, 2), ['resume', 'hello'], 'Resume, then Hello after resume_failed');
+  assert.equal(client.resumed, false);
+  assert.equal(FakeWebSocket.all[1].of('app').length, 0, 'nothing replayed to a new player');
+  assert.deepEqual(seen.lost, [1], "the message sent while away never reached anyone; 'before' may have");
+  assert.equal(client.sendInput(Uint8Array.of(4)), 1, 'a fresh player numbers inputs from 1');
+  assert.equal(client.send(text('again')), 1, 'and messages from 1');
   await client.close();
 });
 
 test('reconnect backs off while the server is away', async () => {
-  const client = await connect(URL_, { ...FAST, transport: 'websocket', room: 'lobby', name: 'ann' });
+  const client = await connect(URL_, WS);
   FakeWebSocket.script = (ws) => setTimeout(() => ws.serverClose(1006), 1); // refused
   FakeWebSocket.all[0].serverClose(1006);
   await until(() => FakeWebSocket.all.length >= 4, 'several attempts', 3000);
@@ -462,9 +573,8 @@ test('reconnect backs off while the server is away', async () => {
   await client.close();
 });
 
-test('no reconnect after invalid_name or unsupported_version, nor after close()', async () => {
-  const statuses = [];
-  const client = await connect(URL_, { ...FAST, transport: 'websocket', room: 'lobby', name: 'ann', onStatus: (s) => statuses.push(s.state) });
+test('no reconnect after invalid_name, unsupported_version or join_refused, nor after close()', async () => {
+  const client = await connect(URL_, WS);
   const ws = FakeWebSocket.all[0];
   ws.serverSend(errorBytes(6, 'name taken'));
   ws.serverClose(4006, 'invalid_name');
@@ -474,23 +584,26 @@ test('no reconnect after invalid_name or unsupported_version, nor after close()'
   assert.equal(client.lastError.codeName, 'invalid_name');
 
   // Refused at Hello: connect() rejects with the server's error.
-  FakeWebSocket.script = (ws2) => {
-    ws2.autoWelcome = false;
-    setTimeout(() => ws2.serverOpen(), 1);
-    const send = ws2.send.bind(ws2);
-    ws2.send = (d) => {
-      send(d);
-      ws2.serverSend(errorBytes(2, 'version 1 only'));
-      ws2.serverClose(4002, 'unsupported_version');
+  for (const [code, name] of [[2, 'unsupported_version'], [18, 'join_refused']]) {
+    server.answer = false;
+    FakeWebSocket.script = (ws2) => {
+      setTimeout(() => ws2.serverOpen(), 1);
+      const send = ws2.send.bind(ws2);
+      ws2.send = (d) => {
+        send(d);
+        ws2.serverSend(errorBytes(code, 'no'));
+        ws2.serverClose(4000 + code, name);
+      };
     };
-  };
-  await assert.rejects(connect(URL_, { ...FAST, transport: 'websocket', room: 'lobby', name: 'ann' }), (e) => e instanceof RallyError && e.code === 2);
+    await assert.rejects(connect(URL_, WS), (e) => e instanceof RallyError && e.codeName === name);
+  }
 
+  server.answer = true;
   FakeWebSocket.script = (ws3) => setTimeout(() => ws3.serverOpen(), 1);
-  const c = await connect(URL_, { ...FAST, transport: 'websocket', room: 'lobby', name: 'ann' });
+  const c = await connect(URL_, WS);
   const before = FakeWebSocket.all.length;
   await c.close();
-  assert.equal(FakeWebSocket.all.at(-1).sent.at(-1)[0], 0x04, 'Leave sent');
+  assert.equal(FakeWebSocket.all.at(-1).sent.at(-1).type, 'leave', 'Leave sent');
   await sleep(100);
   assert.equal(FakeWebSocket.all.length, before, 'no reconnect after close()');
   assert.equal(c.state, 'closed');
@@ -499,6 +612,7 @@ test('no reconnect after invalid_name or unsupported_version, nor after close()'
 test('bad names are refused before connecting', async () => {
   await assert.rejects(connect(URL_, { room: 'no spaces', name: 'a' }), TypeError);
   await assert.rejects(connect(URL_, { room: 'ok', name: '' }), TypeError);
+  await assert.rejects(connect(URL_, { room: 'ok', name: 'a', app: 'text' }), TypeError);
   assert.equal(FakeWebSocket.all.length + FakeWebTransport.all.length, 0);
 });
 
@@ -518,7 +632,7 @@ test('renewal: every hash /cert-hash lists is passed to WebTransport', async () 
 });
 
 test('join token: on both session URLs; a function is asked each attempt; token_expired ends a fixed-token client', async () => {
-  const a = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann', token: 'c1.s1', transport: 'websocket' });
+  const a = await connect(URL_, { ...WS, token: 'c1.s1' });
   assert.equal(FakeWebSocket.all[0].url, 'ws://127.0.0.1:4433/rally?token=c1.s1');
   const ws = FakeWebSocket.all[0];
   ws.serverSend(errorBytes(15, 'token expired'));

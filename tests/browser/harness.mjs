@@ -1,11 +1,11 @@
-// Helpers for the browser tests: the real Rally server and native bots as
-// child processes, and headless Debian Chromium driven by playwright-core.
+// Helpers for the browser tests: the real Rally server as a child process,
+// and headless Debian Chromium driven by playwright-core.
 
-import { spawn } from 'node:child_process';
+import { spawn, execFile } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { existsSync, mkdirSync, mkdtempSync, createWriteStream, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname, extname, basename } from 'node:path';
+import { join, resolve, dirname, extname, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import dgram from 'node:dgram';
 
@@ -29,15 +29,15 @@ export function checkPrerequisites() {
 let serverCount = 0;
 
 /**
- * Starts `rally serve` on ephemeral ports (or the given ones) and resolves
- * once it printed its `listening` line.
+ * Starts `rally serve --game GAME` on ephemeral ports (or the given one)
+ * and resolves once it printed its `listening` line.
  */
-export function startServer({ port = 0, certDir = null, extraArgs = [] } = {}) {
+export function startServer({ game = 'dots', port = 0, certDir = null, extraArgs = [] } = {}) {
   const dir = certDir || mkdtempSync(join(tmpdir(), 'rally-certs-'));
   const n = ++serverCount;
-  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--tcp-listen', `127.0.0.1:${port}`, '--cert-dir', dir, ...extraArgs];
+  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--tcp-listen', `127.0.0.1:${port}`, '--cert-dir', dir, '--game', game, ...extraArgs];
   const proc = spawn(rallyBin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
-  const log = createWriteStream(join(artifactsDir, `server-${n}.log`));
+  const log = createWriteStream(join(artifactsDir, `server-${process.pid}-${n}-${game}.log`));
   log.write(`$ ${rallyBin} ${args.join(' ')}\n`);
   proc.stderr.pipe(log, { end: false });
   let stderrTail = '';
@@ -69,6 +69,7 @@ export function startServer({ port = 0, certDir = null, extraArgs = [] } = {}) {
       const tcpPort = Number(String(ev.tcp).split(':').pop());
       const server = {
         proc,
+        game,
         certDir: dir,
         udp: ev.udp,
         tcp: ev.tcp,
@@ -90,39 +91,15 @@ export function startServer({ port = 0, certDir = null, extraArgs = [] } = {}) {
   });
 }
 
-/** Runs `rally bot`; `result` resolves with its final JSON object (or rejects). */
-export function runBot(origin, { room, bots = 1, duration = 5, transport = 'ws' }) {
-  const args = ['bot', '--url', origin, '--transport', transport, '--room', room, '--bots', String(bots), '--duration', String(duration), '--json'];
-  const proc = spawn(rallyBin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  proc.stdout.on('data', (d) => (out += d));
-  proc.stderr.on('data', (d) => (err = (err + d).slice(-4000)));
-  const result = new Promise((resolvePromise, reject) => {
-    proc.on('exit', (code) => {
-      const text = out.trim();
-      // One JSON object, possibly pretty-printed: take from the last line that starts one.
-      const lines = text.split('\n');
-      for (let i = lines.length - 1; i >= 0; i--) {
-        if (!lines[i].trimStart().startsWith('{')) continue;
-        try {
-          resolvePromise({ code, json: JSON.parse(lines.slice(i).join('\n')) });
-          return;
-        } catch {
-          // keep looking
-        }
-      }
-      reject(new Error(`bot printed no JSON (exit ${code}); stdout: ${text.slice(-500)} stderr: ${err}`));
+/** Mints a join token with `rally token` (PROTOCOL.md §9). */
+export function mintToken(secret, { room = null, ttl = '1h' } = {}) {
+  const args = ['token', '--secret', secret, '--ttl', ttl, ...(room ? ['--room', room] : [])];
+  return new Promise((resolvePromise, reject) => {
+    execFile(rallyBin, args, (err, stdout, stderr) => {
+      if (err) reject(new Error(`rally token failed: ${err.message}\n${stderr}`));
+      else resolvePromise(stdout.trim());
     });
   });
-  result.catch(() => {});
-  return {
-    proc,
-    result,
-    kill() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-    },
-  };
 }
 
 /** A UDP socket that swallows everything: an unreachable WebTransport endpoint. */
@@ -164,25 +141,28 @@ export async function launchChromium() {
 }
 
 const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
+const PAGES = new Set(['dots', 'relay', 'shooter']);
 
 /**
- * Development aid (RALLY_CLIENT_FROM_DISK=1): serve the page and /client/*
- * from the working tree instead of the copy embedded in the server binary,
- * so client edits can be tested without rebuilding. Off by default: the
- * tests check what the binary really serves.
+ * Development aid (RALLY_CLIENT_FROM_DISK=1): serve the game pages and
+ * /client/* from the working tree instead of the copy embedded in the
+ * server binary, so client edits can be tested without rebuilding: `/` and
+ * `/GAME` are client/games/GAME.html, as the server routes them. Off by
+ * default: the tests check what the binary really serves.
  */
-export async function maybeServeClientFromDisk(context, origin) {
+export async function maybeServeClientFromDisk(context, origin, running) {
   if (process.env.RALLY_CLIENT_FROM_DISK !== '1') return;
   await context.route(`${origin}/**`, (route) => {
     const path = new URL(route.request().url()).pathname;
     let file = null;
-    if (path === '/' || path === '/index.html') file = 'index.html';
-    else if (path.startsWith('/client/')) file = basename(path);
-    if (!file || !existsSync(join(clientDir, file))) return route.continue();
+    if (path === '/') file = join(clientDir, 'games', `${running}.html`);
+    else if (PAGES.has(path.slice(1))) file = join(clientDir, 'games', `${path.slice(1)}.html`);
+    else if (path.startsWith('/client/')) file = normalize(join(clientDir, path.slice('/client/'.length)));
+    if (!file || !file.startsWith(clientDir + sep) || !existsSync(file)) return route.continue();
     return route.fulfill({
       status: 200,
       contentType: TYPES[extname(file)] || 'application/octet-stream',
-      body: readFileSync(join(clientDir, file)),
+      body: readFileSync(file),
     });
   });
 }

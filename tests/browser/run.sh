@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Browser tests: headless Debian Chromium (never a downloaded browser) drives
-# the demo page against the real server binary.
+# Browser client checks, in order:
+#   1. types: client/rally.d.ts must say exactly what client/rally.js does,
+#      and every client module and game page must type-check (tsc);
+#   2. pure tests (codec, client logic against fake transports, helpers);
+#   3. headless Debian Chromium (never a downloaded browser) driving the
+#      game pages against the real server binary.
 #
 #   tests/browser/run.sh            # uses target/release/rally
 #   RALLY_BIN=/path/to/rally tests/browser/run.sh
@@ -28,12 +32,15 @@ if [ ! -x "$RALLY_BIN" ]; then
   exit 1
 fi
 
-if [ -f package-lock.json ]; then
-  npm ci --no-audit --no-fund
-else
-  npm install --no-audit --no-fund
-fi
-
 # Playwright must never fetch a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+npm ci --no-audit --no-fund
+
+# Types: derive declarations from the code, compare them with the
+# hand-written ones, and check the pages (see types/gen-check.mjs).
+rm -rf .types
+npx tsc -p tsconfig.emit.json
+node types/gen-check.mjs
+npx tsc --noEmit -p tsconfig.json
+
 exec node --test
