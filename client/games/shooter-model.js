@@ -24,7 +24,7 @@ export const FeedKind = Object.freeze({ KILL: 1 });
  * @property {number} you
  * @property {number} health
  * @property {number} score
- * @property {number} respawnIn ticks / 4 until respawn, 0 when alive
+ * @property {number} respawnIn tenths of a second until respawn, 0 when alive
  * @property {Fighter[]} players living players in view, you first
  * @property {{ x: number, y: number }[]} shots projectiles in view
  */

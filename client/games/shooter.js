@@ -201,7 +201,7 @@ startGame({
     state.players = players;
     state.health = v.health;
     state.score = v.score;
-    state.respawnIn = world ? (v.respawnIn * 4) / world.tickHz : 0;
+    state.respawnIn = v.respawnIn / 10;
     state.shots = v.shots.length;
     state.self = predictSelf();
     updateRows();
