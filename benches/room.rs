@@ -1,71 +1,82 @@
-//! Room tick micro-benchmarks on the pure state (`room::state`): one tick of
-//! an 84-player room (the S2 room), with and without the snapshot work, and
-//! the per-recipient part of a tick's fan-out.
+//! Game-side micro-benchmarks through `rally::game::Harness`: one tick of
+//! an 84-player dots room (the S2 room), its shared snapshot against 84
+//! per-recipient headers, and a per-player-view game (the shooter) making
+//! one payload per recipient: the cost interest management adds.
 //!
 //! `cargo bench --bench room`
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use rally::protocol::{encode_snapshot, Buttons};
-use rally::room::state::{GameParams, RoomState};
+use rally::game::Harness;
+use rally::games::dots::{Dots, DOWN, RIGHT};
+use rally::games::shooter::{Input, Shooter, FIRE, UP};
+use rally::protocol::{put_snapshot_prefix, snapshot_header};
 
 const PLAYERS: u32 = 84;
-
-fn room() -> RoomState {
-    let mut s = RoomState::new(GameParams {
-        tick_hz: 60,
-        arena_w: 960.0,
-        arena_h: 540.0,
-        speed: 240.0,
-        max_players: PLAYERS as usize,
-    });
-    for i in 0..PLAYERS {
-        s.join(format!("p{i}")).unwrap();
-    }
-    s
-}
 
 fn tick(c: &mut Criterion) {
     let mut g = c.benchmark_group("room");
     g.throughput(Throughput::Elements(PLAYERS as u64));
 
-    // Every player's input (newest + 3 redundant), then the step.
-    let mut s = room();
-    let mut seq = 4u32;
-    let held = [Buttons(Buttons::RIGHT | Buttons::DOWN); 4];
-    g.bench_function("inputs_and_step_84", |bench| {
+    let mut dots = Harness::new(Dots::new);
+    for id in 1..=PLAYERS {
+        dots.join(id, "p", &[]).unwrap();
+    }
+    // Every player's input, then the tick.
+    g.bench_function("dots_inputs_and_tick_84", |bench| {
         bench.iter(|| {
-            seq += 1;
             for id in 1..=PLAYERS {
-                s.apply_input(id, seq, &held);
+                dots.input(id, &[RIGHT | DOWN]).unwrap();
             }
-            s.step();
+            dots.tick();
         })
     });
 
-    // The room's once-per-tick work: step, snapshot, encode.
-    let mut s = room();
-    g.bench_function("step_snapshot_encode_84", |bench| {
-        bench.iter(|| {
-            s.step();
-            black_box(s.snapshot(black_box(1_790_000_000_000_000)).encode())
-        })
-    });
-
-    // The whole pure fan-out of one tick: encode once, then one header +
-    // body copy per recipient through a reused buffer.
-    let s = room();
+    // Shared view: the payload once, then a header and the body per
+    // recipient through one reused buffer.
     let mut buf = BytesMut::new();
-    g.bench_function("tick_fanout_84_recipients", |bench| {
+    g.bench_function("dots_shared_snapshot_fanout_84", |bench| {
         bench.iter(|| {
-            let body = s.snapshot(1_790_000_000_000_000).encode();
+            let mut body = BytesMut::new();
+            put_snapshot_prefix(&mut body, 1, 1_790_000_000_000_000);
+            body.extend_from_slice(&dots.snapshot());
             for id in 1..=PLAYERS {
-                let ack = s.player(id).map_or(0, |p| p.last_seq);
-                encode_snapshot(&mut buf, ack, &body);
+                buf.put_slice(&snapshot_header(id));
+                buf.put_slice(&body);
                 black_box(buf.split().freeze());
             }
         })
     });
+
+    // Per-player view: a payload per recipient (players and shots within
+    // the view radius), then its header.
+    let mut shooter = Harness::new(Shooter::new);
+    for id in 1..=PLAYERS {
+        shooter.join(id, "p", &[]).unwrap();
+    }
+    for t in 0..30u32 {
+        for id in 1..=PLAYERS {
+            let input = Input {
+                buttons: if t % 10 == 0 { FIRE | UP } else { UP },
+                aim: (id as i16).wrapping_mul(700),
+                view_tick: t,
+            };
+            shooter.input(id, &input.encode()).unwrap();
+        }
+        shooter.tick();
+    }
+    g.bench_function("shooter_per_player_snapshot_fanout_84", |bench| {
+        bench.iter(|| {
+            for id in 1..=PLAYERS {
+                let payload = shooter.snapshot_for(id);
+                buf.put_slice(&snapshot_header(id));
+                put_snapshot_prefix(&mut buf, 1, 1_790_000_000_000_000);
+                buf.put_slice(&payload);
+                black_box(buf.split().freeze());
+            }
+        })
+    });
+    g.bench_function("shooter_tick_84", |bench| bench.iter(|| shooter.tick()));
     g.finish();
 }
 

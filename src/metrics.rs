@@ -23,7 +23,8 @@ pub struct PerTransport {
 pub struct Metrics {
     pub wt: PerTransport,
     pub ws: PerTransport,
-    /// Inputs dropped because a room's command queue was full.
+    /// Inputs dropped because a room's command queue was full (not those
+    /// over the per-tick budget, which the clients' redundancy re-sends).
     pub inputs_dropped: AtomicU64,
     /// Client messages dropped by the per-session rate limit.
     pub messages_rate_dropped: AtomicU64,
@@ -42,6 +43,9 @@ pub struct Metrics {
     pub ticks_overrun: AtomicU64,
     /// Snapshots not sent because the game wrote more than a frame holds.
     pub snapshots_too_large: AtomicU64,
+    /// Application messages the game sent that were too large for a frame
+    /// (not sent).
+    pub app_messages_too_large: AtomicU64,
     /// Unreliable application messages dropped for a slow session (a newer
     /// one took their place).
     pub app_unreliable_dropped: AtomicU64,
@@ -93,6 +97,7 @@ impl Metrics {
             "game_panics": self.game_panics.load(Relaxed),
             "ticks_overrun": self.ticks_overrun.load(Relaxed),
             "snapshots_too_large": self.snapshots_too_large.load(Relaxed),
+            "app_messages_too_large": self.app_messages_too_large.load(Relaxed),
             "app_unreliable_dropped": self.app_unreliable_dropped.load(Relaxed),
             "app_messages_dropped": self.app_messages_dropped.load(Relaxed),
         })

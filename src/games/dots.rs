@@ -160,71 +160,39 @@ impl Game for Dots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::game::{GameOptions, Outgoing};
+    use crate::game::Harness;
 
-    fn game() -> Dots {
-        Dots::new(&RoomInfo {
-            name: "t",
-            tick_hz: 60,
-            snapshot_every: 1,
-            max_players: 8,
-            options: &GameOptions::default(),
-        })
-    }
-
-    /// Runs one callback with a context over `players`.
-    fn with_ctx<R>(players: &[PlayerId], f: impl FnOnce(&mut Ctx<'_>) -> R) -> (R, Vec<Outgoing>) {
-        let mut out = Vec::new();
-        let mut ctx = Ctx {
-            tick: 1,
-            tick_hz: 60,
-            players,
-            out: &mut out,
-        };
-        let r = f(&mut ctx);
-        (r, out)
-    }
-
-    fn join(g: &mut Dots, id: PlayerId) {
-        let j = Join {
-            name: "p",
-            app: &[],
-        };
-        with_ctx(&[], |c| g.join(c, id, j)).0.unwrap();
+    fn game() -> Harness<Dots> {
+        let mut h = Harness::new(Dots::new);
+        h.join(1, "p", &[]).unwrap();
+        h
     }
 
     #[test]
     fn inputs_move_by_speed_over_tick_rate_and_opposites_cancel() {
         let mut g = game();
-        join(&mut g, 1);
-        let d0 = g.dot(1).unwrap();
-        with_ctx(&[1], |c| g.input(c, 1, &[RIGHT | DOWN]))
-            .0
-            .unwrap();
-        let d1 = g.dot(1).unwrap();
+        let d0 = g.game().dot(1).unwrap();
+        g.input(1, &[RIGHT | DOWN]).unwrap();
+        let d1 = g.game().dot(1).unwrap();
         assert!((d1.x - d0.x - 4.0).abs() < 1e-3 && (d1.y - d0.y - 4.0).abs() < 1e-3);
-        with_ctx(&[1], |c| g.input(c, 1, &[UP | DOWN | LEFT | RIGHT]))
-            .0
-            .unwrap();
-        assert_eq!(g.dot(1).unwrap(), d1);
+        g.input(1, &[UP | DOWN | LEFT | RIGHT]).unwrap();
+        assert_eq!(g.game().dot(1).unwrap(), d1);
     }
 
     #[test]
     fn movement_is_clamped_to_the_arena() {
         let mut g = game();
-        join(&mut g, 1);
         for _ in 0..400 {
-            with_ctx(&[1], |c| g.input(c, 1, &[LEFT | UP])).0.unwrap();
+            g.input(1, &[LEFT | UP]).unwrap();
         }
-        assert_eq!(g.dot(1).unwrap(), Dot { x: 0.0, y: 0.0 });
+        assert_eq!(g.game().dot(1).unwrap(), Dot { x: 0.0, y: 0.0 });
     }
 
     #[test]
     fn bad_inputs_and_chat_are_rejected() {
         let mut g = game();
-        join(&mut g, 1);
         for bad in [&[0x10][..], &[], &[1, 2]] {
-            assert!(with_ctx(&[1], |c| g.input(c, 1, bad)).0.is_err(), "{bad:?}");
+            assert!(g.input(1, bad).is_err(), "{bad:?}");
         }
         let long = vec![b'a'; MAX_CHAT + 1];
         for (msg, d) in [
@@ -233,37 +201,38 @@ mod tests {
             (&long[..], Delivery::Reliable),
             (&b"hi"[..], Delivery::Unreliable),
         ] {
-            assert!(with_ctx(&[1], |c| g.message(c, 1, msg, d)).0.is_err());
+            assert!(g.message(1, msg, d).is_err());
         }
+        assert!(g.take_sent().is_empty());
     }
 
     #[test]
     fn chat_goes_to_the_room_with_the_senders_id() {
         let mut g = game();
-        join(&mut g, 7);
-        let (r, out) = with_ctx(&[7], |c| {
-            g.message(c, 7, "héllo".as_bytes(), Delivery::Reliable)
-        });
-        r.unwrap();
-        assert_eq!(out.len(), 1);
-        assert_eq!(&out[0].payload[..4], &7u32.to_be_bytes());
-        assert_eq!(&out[0].payload[4..], "héllo".as_bytes());
-        assert_eq!(out[0].delivery, Delivery::Reliable);
+        g.join(7, "q", &[]).unwrap();
+        g.message(7, "héllo".as_bytes(), Delivery::Reliable)
+            .unwrap();
+        let sent = g.take_sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].to, vec![1, 7]);
+        assert_eq!(sent[0].delivery, Delivery::Reliable);
+        assert_eq!(&sent[0].payload[..4], &7u32.to_be_bytes());
+        assert_eq!(&sent[0].payload[4..], "héllo".as_bytes());
     }
 
     #[test]
     fn the_snapshot_lists_every_dot_by_id_in_19_plus_12n_bytes() {
         let mut g = game();
-        for id in [3, 1, 2] {
-            join(&mut g, id);
+        for id in [3, 2] {
+            g.join(id, "p", &[]).unwrap();
         }
-        let mut out = BytesMut::new();
-        g.snapshot(&mut out);
+        let out = g.snapshot();
         assert_eq!(out.len(), 2 + 12 * 3);
         let got = players(&out).unwrap();
         let ids: Vec<u32> = got.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, vec![1, 2, 3]);
         assert_eq!(got[0].1, spawn(1));
         assert_eq!(players(&out[..out.len() - 1]), None);
+        assert_eq!(g.welcome(1).len(), 12);
     }
 }

@@ -397,58 +397,32 @@ impl Game for Shooter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::game::{GameOptions, Outgoing};
+    use crate::game::Harness;
 
-    fn game() -> Shooter {
-        Shooter::new(&RoomInfo {
-            name: "t",
-            tick_hz: 60,
-            snapshot_every: 1,
-            max_players: 8,
-            options: &GameOptions::default(),
-        })
+    fn game() -> Harness<Shooter> {
+        Harness::new(Shooter::new)
     }
 
-    fn ctx_run<R>(g_tick: u32, f: impl FnOnce(&mut Ctx<'_>) -> R) -> (R, Vec<Outgoing>) {
-        let mut out = Vec::new();
-        let players = [];
-        let mut ctx = Ctx {
-            tick: g_tick,
-            tick_hz: 60,
-            players: &players,
-            out: &mut out,
-        };
-        let r = f(&mut ctx);
-        (r, out)
-    }
-
-    fn tick(g: &mut Shooter) -> Vec<Outgoing> {
-        let t = g.tick + 1;
-        ctx_run(t, |c| g.tick(c)).1
-    }
-
-    fn place(g: &mut Shooter, id: PlayerId, x: f32, y: f32) {
-        let p = g.players.get_mut(&id).unwrap();
+    fn place(g: &mut Harness<Shooter>, id: PlayerId, x: f32, y: f32) {
+        let p = g.game_mut().players.get_mut(&id).unwrap();
         (p.x, p.y) = (x, y);
     }
 
-    fn add(g: &mut Shooter, id: PlayerId) {
-        let j = Join {
-            name: "p",
-            app: &[],
-        };
-        ctx_run(0, |c| g.join(c, id, j)).0.unwrap();
+    fn add(g: &mut Harness<Shooter>, id: PlayerId) {
+        g.join(id, "p", &[]).unwrap();
     }
 
-    fn fire(g: &mut Shooter, id: PlayerId, aim: i16, view_tick: u32) {
+    fn fire(g: &mut Harness<Shooter>, id: PlayerId, aim: i16, view_tick: u32) {
         let input = Input {
             buttons: FIRE,
             aim,
             view_tick,
         };
-        ctx_run(g.tick, |c| g.input(c, id, &input.encode()))
-            .0
-            .unwrap();
+        g.input(id, &input.encode()).unwrap();
+    }
+
+    fn health(g: &Harness<Shooter>, id: PlayerId) -> u8 {
+        g.game().players[&id].health
     }
 
     /// A target that has moved away since the shooter's view is still hit
@@ -462,20 +436,21 @@ mod tests {
             place(&mut g, 1, 100.0, 450.0);
             place(&mut g, 2, 170.0, 450.0);
             for _ in 0..20 {
-                tick(&mut g);
+                g.tick();
             }
             // The target steps out of the line of fire; the shooter, 12
             // ticks (200 ms) behind, still sees it there for 6 more ticks.
             place(&mut g, 2, 170.0, 650.0);
             for _ in 0..6 {
-                tick(&mut g);
+                g.tick();
             }
-            let view_tick = if compensated { g.tick - 12 } else { g.tick };
+            let now = g.tick_number();
+            let view_tick = if compensated { now - 12 } else { now };
             fire(&mut g, 1, 0, view_tick);
             for _ in 0..40 {
-                tick(&mut g);
+                g.tick();
             }
-            let health = g.players[&2].health;
+            let health = health(&g, 2);
             assert_eq!(
                 health < MAX_HEALTH,
                 hits,
@@ -491,23 +466,27 @@ mod tests {
         add(&mut g, 2);
         place(&mut g, 1, 100.0, 450.0);
         place(&mut g, 2, 200.0, 450.0);
-        let mut feed = Vec::new();
         for _ in 0..4 {
-            let now = g.tick;
+            let now = g.tick_number();
             fire(&mut g, 1, 0, now);
             for _ in 0..15 {
-                feed.extend(tick(&mut g));
+                g.tick();
             }
         }
-        assert!(!g.players[&2].alive());
-        assert_eq!(g.players[&1].score, 1);
+        assert!(!g.game().players[&2].alive());
+        assert_eq!(g.game().players[&1].score, 1);
         let kill: Vec<u8> = [&[KILL][..], &1u32.to_be_bytes(), &2u32.to_be_bytes()].concat();
-        assert!(feed.iter().any(|o| o.payload[..] == kill[..]), "{feed:?}");
+        let feed = g.take_sent();
+        assert!(
+            feed.iter()
+                .any(|s| s.payload[..] == kill[..] && s.to == vec![1, 2]),
+            "{feed:?}"
+        );
         for _ in 0..(RESPAWN_SECS * 60) {
-            tick(&mut g);
+            g.tick();
         }
-        assert!(g.players[&2].alive());
-        assert_eq!(g.players[&2].health, MAX_HEALTH);
+        assert!(g.game().players[&2].alive());
+        assert_eq!(health(&g, 2), MAX_HEALTH);
     }
 
     #[test]
@@ -519,12 +498,8 @@ mod tests {
         place(&mut g, 1, 100.0, 100.0);
         place(&mut g, 2, 300.0, 100.0);
         place(&mut g, 3, 1500.0, 800.0);
-        tick(&mut g);
-        let count = |g: &mut Shooter, id| {
-            let mut out = BytesMut::new();
-            g.snapshot_for(id, &mut out);
-            out[8]
-        };
+        g.tick();
+        let count = |g: &mut Harness<Shooter>, id| g.snapshot_for(id)[8];
         assert_eq!(count(&mut g, 1), 2, "1 sees itself and 2");
         assert_eq!(count(&mut g, 3), 1, "3 sees only itself");
     }
@@ -536,10 +511,9 @@ mod tests {
         for _ in 0..5 {
             fire(&mut g, 1, 0, 0);
         }
-        assert_eq!(g.shots.len(), 1);
+        assert_eq!(g.game().shots.len(), 1);
         for bad in [&[FIRE << 1, 0, 0, 0, 0, 0, 0][..], &[0; 6]] {
-            let r = ctx_run(0, |c| g.input(c, 1, bad)).0;
-            assert!(r.is_err(), "{bad:?}");
+            assert!(g.input(1, bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -26,11 +26,11 @@ impl Synthetic {
         }
     }
 
+    /// The configured size, at least 4. A size no frame can hold is kept:
+    /// Rally then does not send the snapshot and counts it, as for any
+    /// game (PROTOCOL.md §8).
     fn payload(room: &RoomInfo<'_>) -> Result<usize, String> {
-        Ok(room
-            .options
-            .parse_or("payload", DEFAULT_PAYLOAD)?
-            .clamp(4, u16::MAX as usize - 32))
+        Ok(room.options.parse_or("payload", DEFAULT_PAYLOAD)?.max(4))
     }
 
     /// Checks the game's options, so a bad one stops the server at startup.
@@ -53,8 +53,8 @@ impl Game for Synthetic {
         msg: &[u8],
         delivery: Delivery,
     ) -> Result<(), Reject> {
-        ctx.send(To::Player(player), delivery, msg)
-            .map_err(|e| Reject::new(e.to_string()))
+        let _ = ctx.send(To::Player(player), delivery, msg);
+        Ok(())
     }
 
     fn tick(&mut self, ctx: &mut Ctx<'_>) {
@@ -66,5 +66,40 @@ impl Game for Synthetic {
         out.put_u32(self.tick);
         let filler = self.payload - 4;
         out.extend((0..filler).map(|i| (i as u8).wrapping_add(self.tick as u8)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::game::{GameOptions, Harness};
+
+    #[test]
+    fn the_snapshot_has_the_configured_size_and_starts_with_the_tick() {
+        let opts = GameOptions::new([("payload".to_string(), "300".to_string())]);
+        let mut g = Harness::with_options(Synthetic::new, 60, &opts);
+        g.join(1, "p", &[]).unwrap();
+        g.tick();
+        g.tick();
+        let s = g.snapshot();
+        assert_eq!(s.len(), 300);
+        assert_eq!(&s[..4], &2u32.to_be_bytes());
+        g.message(1, b"ping", Delivery::Unreliable).unwrap();
+        let sent = g.take_sent();
+        assert_eq!(
+            (&sent[0].to[..], &sent[0].payload[..]),
+            (&[1][..], &b"ping"[..])
+        );
+        let bad = GameOptions::new([("payload".to_string(), "lots".to_string())]);
+        let info = RoomInfo {
+            name: "t",
+            tick_hz: 60,
+            snapshot_every: 1,
+            max_players: 8,
+            options: &bad,
+        };
+        assert!(Synthetic::check(&info)
+            .unwrap_err()
+            .contains("payload=lots"));
     }
 }

@@ -34,7 +34,7 @@ use super::{
     RoomConfig, RoomHandle, Rooms, Sink, COMMAND_QUEUE,
 };
 use crate::game::{
-    Ctx, Delivery, Game, Join, MakeGame, Outgoing, PlayerId, Reject, RoomInfo, Target, View,
+    Ctx, Delivery, Game, Join, MakeGame, Outbox, PlayerId, Reject, RoomInfo, Target, View,
 };
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -94,7 +94,7 @@ struct RoomTask<G: Game> {
     next_attachment: u64,
     fanout: Fanout,
     /// Messages sent by the game's current callback (reused buffer).
-    outbox: Vec<Outgoing>,
+    outbox: Outbox,
     /// Where each tick's snapshot bodies are written (reused).
     bodies: BytesMut,
     /// Length of the last snapshot body, to reserve the next batch's arena.
@@ -157,7 +157,7 @@ pub(super) fn spawn<M: MakeGame>(make: &M, id: u64, name: &str, rooms: &Arc<Room
         cfg,
         next_attachment: 1,
         fanout: Fanout::default(),
-        outbox: Vec::new(),
+        outbox: Outbox::default(),
         bodies: BytesMut::new(),
         body_len: 64,
         failed: false,
@@ -231,7 +231,7 @@ impl<G: Game> RoomTask<G> {
         match result {
             Ok(r) => Ok(r),
             Err(p) => {
-                self.outbox.clear();
+                self.outbox.sent.clear();
                 self.fail(panic_text(&p).to_string());
                 Err(Panicked)
             }
@@ -383,7 +383,7 @@ impl<G: Game> RoomTask<G> {
             Err(Panicked) => return Err(JoinError::Closed),
             Ok(Err(Reject(reason))) => {
                 // What a refused join sent is not sent.
-                self.outbox.clear();
+                self.outbox.sent.clear();
                 return Err(JoinError::Refused(reason.into_owned()));
             }
             Ok(Ok(())) => {}
@@ -582,10 +582,14 @@ impl<G: Game> RoomTask<G> {
 
     /// Carries out what the last callback sent.
     fn deliver(&mut self) {
-        if self.outbox.is_empty() {
+        if self.outbox.too_large > 0 {
+            let n = std::mem::take(&mut self.outbox.too_large);
+            self.metrics.app_messages_too_large.fetch_add(n, Relaxed);
+        }
+        if self.outbox.sent.is_empty() {
             return;
         }
-        let mut out = std::mem::take(&mut self.outbox);
+        let mut out = std::mem::take(&mut self.outbox.sent);
         let unreliable = out.iter().any(|o| o.delivery == Delivery::Unreliable);
         if unreliable {
             let len = out.iter().map(|o| o.payload.len() + 1).max().unwrap_or(0);
@@ -606,7 +610,7 @@ impl<G: Game> RoomTask<G> {
         if unreliable {
             self.fanout.end(false);
         }
-        self.outbox = out;
+        self.outbox.sent = out;
     }
 
     fn send_reliable(&mut self, to: &Target, msg: Bytes) {

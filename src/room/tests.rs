@@ -243,11 +243,14 @@ async fn no_direct_snapshot_overtakes_an_event_the_session_has_not_written() {
     assert!(sink.calls.load(Relaxed) > direct);
 }
 
+/// The inputs a [`Probe`] was handed, by player.
+type Handed = Arc<Mutex<Vec<(PlayerId, Vec<u8>)>>>;
+
 /// A game that shows what the room does with its calls: it sends each
 /// joiner a greeting, echoes messages to their sender, forwards inputs to
 /// the room unreliably, and panics on an input of `!`.
 struct Probe {
-    inputs: Arc<Mutex<Vec<(PlayerId, Vec<u8>)>>>,
+    inputs: Handed,
 }
 
 impl Game for Probe {
@@ -290,11 +293,7 @@ impl Game for Probe {
     }
 }
 
-fn probe() -> (
-    Arc<Rooms>,
-    Arc<Metrics>,
-    Arc<Mutex<Vec<(PlayerId, Vec<u8>)>>>,
-) {
+fn probe() -> (Arc<Rooms>, Arc<Metrics>, Handed) {
     let inputs = Arc::new(Mutex::new(Vec::new()));
     let i2 = inputs.clone();
     let factory = GameFactory::new("probe", move |_: &RoomInfo<'_>| Probe {

@@ -219,7 +219,14 @@ pub async fn close_with<T: TransportTx>(
 
 async fn finish<T: TransportTx>(kind: TransportKind, tx: &mut T, ctx: &SessionCtx, end: End) {
     let close = match end {
-        End::Gone(why) => return tracing::debug!(%why, "session ended by peer"),
+        End::Gone(why) => {
+            tracing::debug!(%why, "session ended by peer");
+            // Nothing to tell a peer that left; end what is left of the
+            // connection now rather than when its last handle drops
+            // (WebTransport: QUIC application code 0, no reason).
+            let _ = tokio::time::timeout(Duration::from_secs(1), tx.close(None)).await;
+            return;
+        }
         End::Close(close) => close,
     };
     match &close {

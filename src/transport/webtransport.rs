@@ -159,7 +159,19 @@ impl TransportRx for WtRx {
             // Every branch is cancel-safe: read_buf appends to the decoder's
             // buffer only when it completes; datagrams and streams are taken
             // only by the poll that returns them.
+            //
+            // Datagrams first: those that arrived before `Hello` must be
+            // taken (and ignored, PROTOCOL.md §1) before the frame holding
+            // `Hello` is, not after it at random.
             tokio::select! {
+                biased;
+                d = self.datagrams.read_datagram() => match d {
+                    // RFC 9297 §2.1: a datagram for another (here: no)
+                    // stream is not this session's; drop it silently.
+                    Ok(d) if d.stream_id().into_inner() != self.session_stream => continue,
+                    Ok(d) => return Ok(Some((d.into_payload(), Channel::Unreliable))),
+                    Err(e) => return Err(closed(e)),
+                },
                 n = self.recv.read_buf(self.decoder.buffer()) => match n {
                     Ok(0) if self.decoder.pending() > 0 => {
                         return Err(TransportError::Peer {
@@ -171,13 +183,8 @@ impl TransportRx for WtRx {
                     Ok(_) => continue,
                     Err(e) => return Err(closed(e)),
                 },
-                d = self.datagrams.read_datagram() => match d {
-                    // RFC 9297 §2.1: a datagram for another (here: no)
-                    // stream is not this session's; drop it silently.
-                    Ok(d) if d.stream_id().into_inner() != self.session_stream => continue,
-                    Ok(d) => return Ok(Some((d.into_payload(), Channel::Unreliable))),
-                    Err(e) => return Err(closed(e)),
-                },
+                // The client ended the session (its CONNECT stream).
+                () = self.session.closed() => return Ok(None),
                 bi = self.session.accept_bi() => match bi {
                     Ok(Some(AcceptedBi::BidiStream(..))) => return Err(TransportError::Peer {
                         code: ErrorCode::UnexpectedMessage,
@@ -358,7 +365,13 @@ pub async fn run(accepted: Accepted, shared: Arc<Shared>) {
     } = accepted;
     let kind = TransportKind::WebTransport;
     // Boxed: a transient state, kept out of the session's lasting size.
-    let first = Box::pin(tokio::time::timeout(HELLO_TIMEOUT, first_bidi(&session)));
+    let first = Box::pin(tokio::time::timeout(HELLO_TIMEOUT, async {
+        tokio::select! {
+            stream = first_bidi(&session) => stream,
+            // The client ended the session before opening its stream.
+            () = session.closed() => None,
+        }
+    }));
     let stream = match first.await {
         Ok(Some(stream)) => stream,
         Ok(None) => {

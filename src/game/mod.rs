@@ -131,8 +131,15 @@ pub struct RoomInfo<'a> {
     pub options: &'a GameOptions,
 }
 
-/// A message the game queued, resolved to its recipients when the callback
-/// returns.
+/// What a callback sent: its messages, resolved to their recipients when
+/// it returns, and how many were too large to send.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    pub sent: Vec<Outgoing>,
+    pub too_large: u64,
+}
+
+/// A message the game queued.
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
     pub to: Target,
@@ -168,7 +175,7 @@ pub struct Ctx<'a> {
     pub(crate) tick: u32,
     pub(crate) tick_hz: u16,
     pub(crate) players: &'a [PlayerId],
-    pub(crate) out: &'a mut Vec<Outgoing>,
+    pub(crate) out: &'a mut Outbox,
 }
 
 impl<'a> Ctx<'a> {
@@ -211,7 +218,7 @@ impl<'a> Ctx<'a> {
             To::Room => Target::Room,
             To::RoomExcept(p) => Target::RoomExcept(p),
         };
-        self.out.push(Outgoing {
+        self.out.sent.push(Outgoing {
             to,
             delivery,
             payload: msg,
@@ -298,3 +305,6 @@ where
         self(room)
     }
 }
+
+mod harness;
+pub use harness::{Harness, Sent};
