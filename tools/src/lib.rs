@@ -20,6 +20,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+/// Bytes of a snapshot before the game's payload: type, `ack_seq`, `tick`,
+/// `server_time_us` (PROTOCOL.md §5).
+pub const SNAPSHOT_OVERHEAD: usize =
+    rally::protocol::SNAPSHOT_HEADER_LEN + rally::protocol::SNAPSHOT_PREFIX_LEN;
+
+/// The size of a snapshot message on the wire (without framing).
+pub fn snapshot_len(s: &rally::protocol::Snapshot) -> usize {
+    SNAPSHOT_OVERHEAD + s.payload.len()
+}
+
 /// Environment variable naming the `rally` server binary, instead of the
 /// one beside this executable (every tool's `--server-bin` reads it).
 pub const SERVER_BIN_ENV: &str = "RALLY_SERVER_BIN";

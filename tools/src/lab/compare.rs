@@ -3,8 +3,9 @@
 //! Per transport: a fresh namespace pair and forwarder (same seed, so the
 //! k-th packet of every run meets the same fate), a fresh `rally serve
 //! --game synthetic` in the server namespace (the game's payload option
-//! sets the snapshot size), and `rally lab-client` in the client namespace. Without root or namespaces it runs the same
-//! children over loopback, unimpaired, and says so. Runtime glue only: the
+//! sets the snapshot size), and `rally lab-client` in the client
+//! namespace. Without root or namespaces it runs the same children over
+//! loopback, unimpaired, and says so. Runtime glue only: the
 //! arithmetic is in `stats.rs`, the decisions in `impair.rs`, the output in
 //! `report.rs`.
 
@@ -16,7 +17,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context};
 use rally::config::MAX_PLAYERS_PER_ROOM_CEILING;
 use rally::launch::{Launch, Listening};
-use rally::protocol::{SNAPSHOT_HEADER_LEN, SNAPSHOT_PREFIX_LEN};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use url::Url;
@@ -27,6 +27,7 @@ use super::netns::{self, LabNet, SERVER_ADDR};
 use super::probe::{ProbeEvent, ProbeResult};
 use super::report::{self, Host, Impairment, Report, Scenario, TransportResult, Wire};
 use super::stats::{cdf_points, Dist};
+use crate::SNAPSHOT_OVERHEAD;
 
 /// Points per CDF curve in the HTML plots.
 const CDF_POINTS: usize = 400;
@@ -145,9 +146,6 @@ impl CompareArgs {
     }
 }
 
-/// Bytes of a snapshot before the game's payload: type, `ack_seq`, `tick`,
-/// `server_time_us` (PROTOCOL.md §5).
-pub const SNAPSHOT_OVERHEAD: usize = SNAPSHOT_HEADER_LEN + SNAPSHOT_PREFIX_LEN;
 /// The `synthetic` game's payload bounds (PROTOCOL.md §11; the game clamps
 /// to these).
 pub const MIN_PAYLOAD: usize = 4;

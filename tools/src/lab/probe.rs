@@ -3,8 +3,8 @@
 //! connects N native clients, waits for `go` on stdin, plays for the
 //! duration while sampling, and prints JSON lines on stdout:
 //! `connected`, `progress` (about once a second), then `result` with the
-//! raw samples. The server runs `synthetic` (or, with `--url`, `dots`):
-//! both take the one-byte inputs the clients send.
+//! raw samples. The server must run `synthetic` (what `rally compare`
+//! starts) or `dots`: both take the one-byte inputs the clients send.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,8 +19,8 @@ use rally::client::{now_us, Channel, Client, ConnectOptions, TransportKind};
 use rally::games::dots;
 use rally::protocol::ServerMsg;
 
-use super::compare::SNAPSHOT_OVERHEAD;
 use super::stats::{AckTracker, TickCoverage, TransitJitter};
+use crate::snapshot_len;
 
 /// Clients connecting at once: enough to be quick, few enough that the
 /// handshakes do not queue behind each other on a small machine.
@@ -297,7 +297,7 @@ async fn measure(
                                 Channel::Unreliable => out.on_datagram += 1,
                                 Channel::Reliable => out.on_stream += 1,
                             }
-                            out.snapshot_bytes = out.snapshot_bytes.max(SNAPSHOT_OVERHEAD + s.payload.len());
+                            out.snapshot_bytes = out.snapshot_bytes.max(snapshot_len(&s));
                             acks.acked(s.ack_seq, now, &mut out.rtt_us);
                             out.staleness_us.push(now.saturating_sub(s.server_time_us));
                             if let Some(d) = jitter.arrival(s.server_time_us, now) {

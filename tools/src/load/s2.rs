@@ -15,10 +15,11 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use rally::client::{now_us, Client, ConnectOptions, DatagramPath, TransportKind};
-use rally::protocol::{ServerMsg, SNAPSHOT_HEADER_LEN, SNAPSHOT_PREFIX_LEN};
+use rally::protocol::ServerMsg;
 
 use super::proc::{self, proc_stat, ProcStat};
 use super::{f1, f2, fleet, node_peer, print_table, Percentiles, RunInfo, ServerLaunch};
+use crate::snapshot_len;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -141,7 +142,7 @@ async fn receive(
                     let lat_us = now_us().saturating_sub(s.server_time_us);
                     t.lat_ns.push(lat_us * 1000);
                     t.delivered += 1;
-                    t.bytes = t.bytes.max(SNAPSHOT_HEADER_LEN + SNAPSHOT_PREFIX_LEN + s.payload.len());
+                    t.bytes = t.bytes.max(snapshot_len(&s));
                     match t.last_tick {
                         Some(last) if s.tick > last => t.missed += (s.tick - last - 1) as u64,
                         _ => {}
