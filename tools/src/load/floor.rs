@@ -60,15 +60,12 @@ impl Echo {
 /// `rally::launch` starts it as it starts a server, until killed.
 pub fn serve_forever() -> anyhow::Result<()> {
     let echo = Echo::start()?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "event": "listening",
-            "udp": echo.udp.to_string(),
-            "tcp": echo.tcp.to_string(),
-            "cert_sha256": "",
-        })
-    );
+    let line = rally::server::Listening {
+        udp: echo.udp,
+        tcp: echo.tcp,
+        cert_sha256: String::new(),
+    };
+    println!("{}", line.json());
     loop {
         std::thread::park();
     }
