@@ -1,20 +1,30 @@
 // Node.js peer for `rally load s2`: a WebSocket broadcast server on the
-// `ws` package that speaks just enough of Rally's protocol (PROTOCOL.md) for
-// the same load generator to drive it: Hello -> Welcome, Ping -> Pong, and a
-// Rally-format Snapshot (19 + 12 x players bytes) to every client of a room
-// at the tick rate. Rooms are created on demand by name, as in Rally.
+// `ws` package that speaks just enough of Rally's protocol, version 2
+// (PROTOCOL.md), for the same load generator to drive it: Hello -> Welcome
+// (game "dots"), Ping -> Pong, and a Snapshot carrying a dots payload
+// (17-byte header + 2 + 12 x players bytes, as Rally's dots game sends) to
+// every client of a room at the tick rate. Rooms are created on demand by
+// name, as in Rally. No roster (PlayerJoined), no resume, no messages.
 //
 // Like Rally's WebSocket path it is latest-only: a client whose socket has
 // not taken the previous snapshot skips this one. Unlike Rally it sends one
 // shared buffer to the whole room (ack_seq 0), which only favours the peer.
 //
-// Prints one line {"event":"listening","tcp":"127.0.0.1:PORT"} when ready.
+// Prints Rally's listening line when ready, so the tools start it as they
+// start a Rally server: {"event":"listening","udp":"0.0.0.0:0",
+// "tcp":"127.0.0.1:PORT","cert_sha256":""} -- no UDP side (WebSocket only)
+// and no certificate (plain ws).
 'use strict';
 
 const { WebSocketServer } = require('ws');
 const { performance } = require('perf_hooks');
 
 const TICK_HZ = Number(process.env.PEER_TICK_HZ || 60);
+const PROTOCOL_VERSION = 2;
+const GAME = Buffer.from('dots');
+// Rally's defaults (PROTOCOL.md §8), announced in Welcome.
+const MAX_MESSAGE = 256;
+const MAX_INPUT = 32;
 const [host, port] = (process.env.PEER_LISTEN || '127.0.0.1:0').split(':');
 
 const rooms = new Map(); // name -> { players: Map<ws, id>, nextId }
@@ -36,30 +46,53 @@ function nowUs() {
 }
 
 function welcome(playerId) {
-  // PROTOCOL.md §5: 51 bytes, ending in resume token, window and reliable_seq.
-  const b = Buffer.alloc(51);
+  // PROTOCOL.md §5: version, player_id, tick_hz, snapshot_every, tick,
+  // resume_token, resume_window_ms, reliable_seq, client_seq, max_message,
+  // max_input, game (str), then the game's app bytes: dots sends the arena
+  // and speed (§11), 12 bytes.
+  const b = Buffer.alloc(47 + GAME.length + 12);
   let o = 0;
   o = b.writeUInt8(0x81, o);
-  o = b.writeUInt16BE(1, o);
+  o = b.writeUInt16BE(PROTOCOL_VERSION, o);
   o = b.writeUInt32BE(playerId, o);
   o = b.writeUInt16BE(TICK_HZ, o);
-  o = b.writeUInt16BE(1, o);
-  o = b.writeFloatBE(960, o);
-  o = b.writeFloatBE(540, o);
-  o = b.writeFloatBE(240, o);
+  o = b.writeUInt16BE(1, o); // snapshot_every
   o = b.writeUInt32BE(tick, o);
   o += 16; // resume token: zeros (the peer does not resume)
   o = b.writeUInt32BE(0, o); // resume_window_ms
-  b.writeUInt32BE(0, o); // reliable_seq
+  o = b.writeUInt32BE(0, o); // reliable_seq
+  o = b.writeUInt32BE(0, o); // client_seq
+  o = b.writeUInt16BE(MAX_MESSAGE, o);
+  o = b.writeUInt8(MAX_INPUT, o);
+  o = b.writeUInt8(GAME.length, o);
+  o += GAME.copy(b, o);
+  o = b.writeFloatBE(960, o);
+  o = b.writeFloatBE(540, o);
+  b.writeFloatBE(240, o);
   return b;
 }
 
+// Error (PROTOCOL.md §5, §6), then the close code 4000 + code.
+function refuse(ws, code, name) {
+  const reason = Buffer.from(name);
+  const b = Buffer.alloc(4 + reason.length);
+  b.writeUInt8(0x86, 0);
+  b.writeUInt16BE(code, 1);
+  b.writeUInt8(reason.length, 3);
+  reason.copy(b, 4);
+  ws.send(b);
+  ws.close(4000 + code, name);
+}
+
 function onMessage(ws, data, isBinary) {
-  if (!isBinary || data.length === 0) return ws.close(4001, 'bad_message');
+  if (!isBinary || data.length === 0) return refuse(ws, 1, 'bad_message');
   switch (data[0]) {
-    case 0x01: { // Hello
-      if (ws.room) return ws.close(4005, 'unexpected_message');
+    case 0x01: { // Hello: version u16, room str, name str, app rest
+      if (ws.room) return refuse(ws, 5, 'unexpected_message');
+      if (data.length < 5) return refuse(ws, 1, 'bad_message');
+      if (data.readUInt16BE(1) !== PROTOCOL_VERSION) return refuse(ws, 2, 'unsupported_version');
       const roomLen = data[3];
+      if (roomLen === 0 || 4 + roomLen > data.length) return refuse(ws, 6, 'invalid_name');
       const name = data.toString('utf8', 4, 4 + roomLen);
       let room = rooms.get(name);
       if (!room) {
@@ -94,7 +127,9 @@ function broadcast() {
   for (const room of rooms.values()) {
     const n = room.players.size;
     if (n === 0) continue;
-    const b = Buffer.allocUnsafe(19 + 12 * n);
+    // Snapshot: type, ack_seq, tick, server_time_us (17 bytes), then the
+    // dots payload: count u16, count x (id u32, x f32, y f32).
+    const b = Buffer.allocUnsafe(17 + 2 + 12 * n);
     let o = 0;
     o = b.writeUInt8(0x84, o);
     o = b.writeUInt32BE(0, o);
@@ -124,7 +159,8 @@ wss.on('connection', (ws) => {
 });
 wss.on('listening', () => {
   const a = wss.address();
-  process.stdout.write(JSON.stringify({ event: 'listening', tcp: `${a.address}:${a.port}` }) + '\n');
+  const line = { event: 'listening', udp: '0.0.0.0:0', tcp: `${a.address}:${a.port}`, cert_sha256: '' };
+  process.stdout.write(JSON.stringify(line) + '\n');
   // Drift-corrected tick loop: tick k is due at start + k * period.
   const period = 1000 / TICK_HZ;
   const start = performance.now();

@@ -2,28 +2,33 @@
 //! dropped connections that resume (often on the other transport), for a
 //! set time; reports the server's memory and open file descriptors before,
 //! after, and after things settle, and every error.
+//!
+//! The bots play `dots` and chat: each sends a numbered chat line a few
+//! times a second, which the game sends back to the whole room, its sender
+//! included. Every bot checks its own lines come back exactly once and in
+//! order for as long as its player lives — across drops, resumes and
+//! transport switches (PROTOCOL.md §7.2: the client replays what the game
+//! did not get; §7.1: the server replays what the client did not get).
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use rally::client::{http_get, Channel, Client, ConnectOptions, ResumeState, TransportKind};
+use rally::games::dots;
+use rally::launch::{Launch, ServerProcess};
+use rally::protocol::ServerMsg;
 use rand::Rng;
 use serde::Serialize;
 use tokio::time::Instant;
 use url::Url;
 
-use super::{Client, ConnectOptions, ResumeState, TransportKind};
-use crate::protocol::{Buttons, ServerMsg};
-use crate::session::Channel;
-
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
-    /// Server to soak; without it the command starts its own `rally serve`
-    /// (needed to read its memory and file descriptors).
+    /// Server to soak (it must run dots); without it the command starts its
+    /// own `rally serve` (needed to read its memory and file descriptors).
     #[arg(long)]
     pub url: Option<Url>,
     /// Seconds of churn.
@@ -35,6 +40,15 @@ pub struct SoakArgs {
     /// Rooms the bots spread over.
     #[arg(long, default_value_t = 4)]
     pub rooms: usize,
+    /// Seconds to wait after the churn before the last reading of the
+    /// server's memory and descriptors: detached players expire after the
+    /// resume window (10 s), empty rooms 10 s later.
+    #[arg(long, default_value_t = 22)]
+    pub settle: u64,
+    /// The `rally` binary to start as the server (default: the one beside
+    /// this executable).
+    #[arg(long, env = crate::SERVER_BIN_ENV)]
+    pub server_bin: Option<PathBuf>,
     /// Write the report as JSON to this file too.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -51,12 +65,47 @@ struct Counters {
     drops: AtomicU64,
     snapshots: AtomicU64,
     errors: AtomicU64,
+    chat_sent: AtomicU64,
+    chat_echoed: AtomicU64,
+    chat_duplicated: AtomicU64,
+    chat_skipped: AtomicU64,
+    chat_unconfirmed: AtomicU64,
+    chat_in_flight_at_drop: AtomicU64,
+    chat_resent: AtomicU64,
+    chat_not_replayed: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ProcStats {
     pub rss_kib: u64,
     pub open_fds: u64,
+}
+
+/// The chat lines the bots sent and how they came back.
+#[derive(Debug, Serialize)]
+pub struct ChatReport {
+    /// Reliable `App` lines sent.
+    pub sent: u64,
+    /// Own lines that came back, each exactly once and in order.
+    pub echoed: u64,
+    /// Own lines that came back again (an error).
+    pub duplicated: u64,
+    /// Own lines that came back after a later one was skipped (an error).
+    pub skipped: u64,
+    /// Lines whose echo had not come when the player's life ended: its
+    /// `Leave` closed the session before the echo, or the server refused a
+    /// resume (the player was gone), or the soak ended. Not an error.
+    pub unconfirmed: u64,
+    /// Lines without their echo when a bot dropped its connection (each
+    /// bot says one line right before an abrupt drop): the resumed session
+    /// must bring each back once.
+    pub in_flight_at_drop: u64,
+    /// Lines the game had not received at a drop, which the client sent
+    /// again after the resume (`Resume` → `Welcome.client_seq`).
+    pub resent: u64,
+    /// Lines a resume could not replay because the client no longer had
+    /// them (`Client::lost_messages`; an error).
+    pub not_replayed: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +120,7 @@ pub struct SoakReport {
     pub leaves: u64,
     pub drops: u64,
     pub snapshots: u64,
+    pub chat: ChatReport,
     pub errors: u64,
     pub error_samples: Vec<String>,
     /// Server process, when the soak started it.
@@ -95,63 +145,34 @@ fn proc_stats(pid: u32) -> Option<ProcStats> {
     Some(ProcStats { rss_kib, open_fds })
 }
 
-struct OwnServer {
-    child: Child,
-    url: Url,
-    dir: PathBuf,
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_server(bots: usize) -> anyhow::Result<OwnServer> {
-    let dir = std::env::temp_dir().join(format!("rally-soak-{}", std::process::id()));
-    let exe = std::env::current_exe().context("locating the rally binary")?;
-    let mut child = Command::new(exe)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tcp-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--cert-dir")
-        .arg(&dir)
+async fn start_server(args: &SoakArgs) -> anyhow::Result<ServerProcess> {
+    let bin = crate::server_bin_or(args.server_bin.as_deref())?;
+    let mut launch = Launch::rally(&bin);
+    launch
+        .args(["--game", "dots"])
         // Every bot comes from 127.0.0.1: lift the per-IP cap accordingly.
-        .args(["--max-connections-per-ip", &(bots * 4 + 64).to_string()])
-        .env("RALLY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting rally serve")?;
-    let mut line = String::new();
-    let out = child.stdout.take().context("server stdout")?;
-    BufReader::new(out).read_line(&mut line)?;
-    let v: serde_json::Value = serde_json::from_str(&line).context("server listening line")?;
-    let tcp = v["tcp"].as_str().context("no tcp address")?;
-    Ok(OwnServer {
-        child,
-        url: Url::parse(&format!("http://{tcp}"))?,
-        dir,
-    })
+        .args([
+            "--max-connections-per-ip",
+            &(args.bots * 4 + 64).to_string(),
+        ])
+        .env("RALLY_LOG", "warn");
+    launch
+        .spawn_async()
+        .await
+        .with_context(|| format!("starting {} serve", bin.display()))
 }
 
 pub async fn run(args: SoakArgs) -> anyhow::Result<SoakReport> {
     let own = match &args.url {
         Some(_) => None,
-        None => Some(start_server(args.bots)?),
+        None => Some(start_server(&args).await?),
     };
     let url = match (&args.url, &own) {
         (Some(u), _) => u.clone(),
-        (None, Some(s)) => s.url.clone(),
+        (None, Some(s)) => s.url(),
         (None, None) => bail!("no server"),
     };
-    let pid = own.as_ref().map(|s| s.child.id());
+    let pid = own.as_ref().map(ServerProcess::pid);
     let before = pid.and_then(proc_stats);
     let counters = Arc::new(Counters::default());
     let samples = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -188,16 +209,14 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<SoakReport> {
         let _ = t.await;
     }
     let after = pid.and_then(proc_stats);
-    // Detached players expire after the resume window (10 s), empty rooms
-    // after 10 s more.
     let settled = match pid {
         Some(p) => {
-            tokio::time::sleep(Duration::from_secs(22)).await;
+            tokio::time::sleep(Duration::from_secs(args.settle)).await;
             proc_stats(p)
         }
         None => None,
     };
-    let health = match super::http_get(&url, "/health").await {
+    let health = match http_get(&url, "/health").await {
         Ok((_, body)) => serde_json::from_slice(&body).unwrap_or_default(),
         Err(e) => serde_json::json!({ "error": e.to_string() }),
     };
@@ -214,6 +233,16 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<SoakReport> {
         leaves: c.leaves.load(Relaxed),
         drops: c.drops.load(Relaxed),
         snapshots: c.snapshots.load(Relaxed),
+        chat: ChatReport {
+            sent: c.chat_sent.load(Relaxed),
+            echoed: c.chat_echoed.load(Relaxed),
+            duplicated: c.chat_duplicated.load(Relaxed),
+            skipped: c.chat_skipped.load(Relaxed),
+            unconfirmed: c.chat_unconfirmed.load(Relaxed),
+            in_flight_at_drop: c.chat_in_flight_at_drop.load(Relaxed),
+            resent: c.chat_resent.load(Relaxed),
+            not_replayed: c.chat_not_replayed.load(Relaxed),
+        },
         errors: c.errors.load(Relaxed),
         error_samples,
         server_before: before,
@@ -232,9 +261,61 @@ fn note_error(counters: &Counters, samples: &std::sync::Mutex<Vec<String>>, what
     }
 }
 
+/// One player's chat, from its join until it leaves or is lost: lines
+/// numbered from 1, and the number of the last one that came back.
+#[derive(Debug, Default)]
+struct Chat {
+    sent: u32,
+    echoed: u32,
+}
+
+impl Chat {
+    /// The line to send next.
+    fn next_line(&mut self, bot: usize) -> String {
+        self.sent += 1;
+        format!("soak {bot} line {}", self.sent)
+    }
+
+    /// A chat `App` from the game (`id:u32` + text). Own lines must come
+    /// back in order, each once.
+    fn received(&mut self, me: u32, payload: &[u8], c: &Counters) -> Result<(), String> {
+        let Some((id, text)) = payload.split_first_chunk::<4>() else {
+            return Err(format!("a chat message of {} bytes", payload.len()));
+        };
+        if u32::from_be_bytes(*id) != me {
+            return Ok(());
+        }
+        let n: u32 = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("not a soak line: {text:?}"))?;
+        if n == self.echoed + 1 {
+            self.echoed = n;
+            c.chat_echoed.fetch_add(1, Relaxed);
+            Ok(())
+        } else if n <= self.echoed {
+            c.chat_duplicated.fetch_add(1, Relaxed);
+            Err(format!("line {n} came back again (after {})", self.echoed))
+        } else {
+            c.chat_skipped.fetch_add(1, Relaxed);
+            self.echoed = n;
+            Err(format!("line {n} came back after line {}", n - 1))
+        }
+    }
+
+    /// The player is gone: lines never echoed are unconfirmed.
+    fn end(&mut self, c: &Counters) {
+        c.chat_unconfirmed
+            .fetch_add(self.sent.saturating_sub(self.echoed) as u64, Relaxed);
+        *self = Chat::default();
+    }
+}
+
 /// One bot: sessions of 0.5–3 s, each ending in a Leave (60%) or an abrupt
 /// drop (40%; the next session resumes, half the time on the other
-/// transport).
+/// transport). It moves every 16 ms and says a chat line about four times
+/// a second.
 async fn churn(
     index: usize,
     url: Url,
@@ -245,11 +326,13 @@ async fn churn(
     samples: &std::sync::Mutex<Vec<String>>,
 ) {
     let mut resume: Option<ResumeState> = None;
+    let mut chat = Chat::default();
     let name = format!("soak-{index}");
     while Instant::now() < deadline {
         let mut opts = ConnectOptions::new(url.clone(), transport, &room, &name);
         opts.resume = resume.take();
         let resuming = opts.resume.is_some();
+        let sent_before = opts.resume.as_ref().map_or(0, |r| r.sent.last());
         let mut client = match Client::connect(opts).await {
             Ok(cl) => cl,
             Err(e) => {
@@ -258,6 +341,8 @@ async fn churn(
                     samples,
                     format!("bot {index} {transport:?} connect: {e}"),
                 );
+                // The player, if any, is lost with its session.
+                chat.end(c);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -268,6 +353,22 @@ async fn churn(
             (true, false) => c.resume_refused.fetch_add(1, Relaxed),
             (false, false) => c.fresh_joins.fetch_add(1, Relaxed),
         };
+        if client.resumed() {
+            let resent = sent_before.saturating_sub(client.welcome().client_seq);
+            c.chat_resent.fetch_add(resent as u64, Relaxed);
+        } else {
+            chat.end(c);
+        }
+        let lost_lines = client.lost_messages();
+        if lost_lines > 0 {
+            c.chat_not_replayed.fetch_add(lost_lines as u64, Relaxed);
+            note_error(
+                c,
+                samples,
+                format!("bot {index}: {lost_lines} chat lines not replayed"),
+            );
+        }
+        let me = client.player_id();
         let play_for = Duration::from_millis(rand::rng().random_range(500..3000));
         let end = (Instant::now() + play_for).min(deadline);
         let mut tick = tokio::time::interval(Duration::from_millis(16));
@@ -276,21 +377,35 @@ async fn churn(
             tokio::select! {
                 _ = tokio::time::sleep_until(end) => {}
                 _ = tick.tick() => {
-                    let b = Buttons(rand::rng().random_range(0..16u8));
-                    if let Err(e) = client.send_input(b).await {
+                    let b = rand::rng().random_range(0..16u8) & dots::ALL;
+                    if let Err(e) = client.send_input(&[b]).await {
                         note_error(c, samples, format!("bot {index} send: {e}"));
                         lost = true;
                     }
                     if rand::rng().random_ratio(1, 20) {
                         let _ = client.ping(Channel::Unreliable).await;
                     }
-                }
-                r = client.recv() => match r {
-                    Ok(r) => {
-                        if let ServerMsg::Snapshot { .. } = r.msg {
-                            c.snapshots.fetch_add(1, Relaxed);
+                    if rand::rng().random_ratio(1, 15) {
+                        let line = chat.next_line(index);
+                        c.chat_sent.fetch_add(1, Relaxed);
+                        if let Err(e) = client.send(line.as_bytes(), true).await {
+                            note_error(c, samples, format!("bot {index} chat: {e}"));
+                            lost = true;
                         }
                     }
+                }
+                r = client.recv() => match r {
+                    Ok(r) => match r.msg {
+                        ServerMsg::Snapshot(_) => {
+                            c.snapshots.fetch_add(1, Relaxed);
+                        }
+                        ServerMsg::App { reliable: true, payload } => {
+                            if let Err(e) = chat.received(me, &payload, c) {
+                                note_error(c, samples, format!("bot {index} chat: {e}"));
+                            }
+                        }
+                        _ => {}
+                    },
                     Err(e) => {
                         note_error(c, samples, format!("bot {index} recv: {e}"));
                         lost = true;
@@ -301,7 +416,15 @@ async fn churn(
         let roll: u8 = rand::rng().random_range(0..10);
         if lost || roll < 4 {
             // Abrupt drop: resume next time, sometimes on the other transport.
+            // A last line right before it is in flight as the connection goes.
+            if !lost {
+                let line = chat.next_line(index);
+                c.chat_sent.fetch_add(1, Relaxed);
+                let _ = client.send(line.as_bytes(), true).await;
+            }
             c.drops.fetch_add(1, Relaxed);
+            c.chat_in_flight_at_drop
+                .fetch_add(chat.sent.saturating_sub(chat.echoed) as u64, Relaxed);
             resume = Some(client.resume_state());
             drop(client);
             if rand::rng().random_bool(0.5) {
@@ -318,6 +441,8 @@ async fn churn(
                 }
                 Err(e) => note_error(c, samples, format!("bot {index} leave: {e}")),
             }
+            chat.end(c);
         }
     }
+    chat.end(c);
 }

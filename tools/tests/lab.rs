@@ -1,6 +1,7 @@
 //! The transport lab against real packets: the impairer measured through
 //! the namespaces, the direction of the transport comparison, the
-//! `rally compare` binary end to end, and cleanup after Ctrl-C.
+//! `rally-tools compare` binary end to end (with the `rally` server beside
+//! it), and cleanup after Ctrl-C.
 //!
 //! These need root, /dev/net/tun and iproute2 namespaces. Without them a
 //! test prints why and returns, except under CI (`CI=true`), where a
@@ -8,15 +9,17 @@
 //! measurements do not compete for the CPU (namespace names are unique per
 //! process and call, so they could not collide anyway).
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rally::lab::forward::Forwarder;
-use rally::lab::impair::ImpairConfig;
-use rally::lab::netns::{self, LabNet, CLIENT_ADDR, SERVER_ADDR};
+use rally_tools::lab::forward::Forwarder;
+use rally_tools::lab::impair::ImpairConfig;
+use rally_tools::lab::netns::{self, LabNet, CLIENT_ADDR, SERVER_ADDR};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -25,8 +28,7 @@ fn lab_available(test: &str) -> bool {
     match netns::check_support() {
         Ok(()) => true,
         Err(why) => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            if ci {
+            if common::ci() {
                 panic!("{test}: lab prerequisites missing under CI: {why}");
             }
             eprintln!(
@@ -47,9 +49,10 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Runs `rally compare ARGS`, returns the parsed JSON report.
+/// Runs `rally-tools compare ARGS`, returns the parsed JSON report.
 fn compare(args: &[&str], json: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_rally"))
+    common::server_bin();
+    let out = Command::new(common::tools_bin())
         .arg("compare")
         .args(args)
         .arg("--json")
@@ -245,8 +248,9 @@ fn check_dist(d: &serde_json::Value, what: &str) {
     assert!(d["samples"].as_u64().unwrap() > 0, "{what} has no samples");
 }
 
-/// The real binary, all three transports, fillers for the snapshot size:
-/// valid JSON with the documented fields and an HTML page with the plots.
+/// The real binaries, all three transports, the synthetic game for the
+/// snapshot size: valid JSON with the documented fields and an HTML page
+/// with the plots.
 #[test]
 fn compare_runs_end_to_end_and_writes_json_and_html() {
     if !lab_available("compare_runs_end_to_end_and_writes_json_and_html") {
@@ -275,10 +279,13 @@ fn compare_runs_end_to_end_and_writes_json_and_html() {
     assert_eq!(v["schema"], "rally-compare/1");
     let s = &v["scenario"];
     assert_eq!(s["clients"], 2);
-    // ceil((200 − 19) / 12) = 16 players: 2 measured + 14 fillers.
-    assert_eq!(s["players"], 16);
-    assert_eq!(s["filler_clients"], 14);
-    assert_eq!(s["snapshot_bytes"], 19 + 12 * 16);
+    // The synthetic game's payload makes the snapshot exactly the size
+    // asked: 17 bytes of header and 183 of payload; no fillers.
+    assert_eq!(s["game"], "synthetic");
+    assert_eq!(s["payload_bytes"], 183);
+    assert_eq!(s["snapshot_bytes"], 200);
+    assert_eq!(s["players"], 2);
+    assert_eq!(s["filler_clients"], 0);
     assert_eq!(s["tick_hz"], 30);
     assert_eq!(s["impairment"]["delay_ms"], 5.0);
     let results = v["results"].as_array().unwrap();
@@ -294,7 +301,7 @@ fn compare_runs_end_to_end_and_writes_json_and_html() {
         }
         let ratio = r["delivered_ratio"].as_f64().unwrap();
         assert!(ratio > 0.5 && ratio <= 1.0, "{t} delivered {ratio}");
-        assert!(r["bytes_per_snapshot"].as_f64().unwrap() > 211.0, "{t}");
+        assert!(r["bytes_per_snapshot"].as_f64().unwrap() > 200.0, "{t}");
         assert!(r["cpu_us_per_msg"].as_f64().unwrap() > 0.0, "{t}");
         assert_eq!(r["errors"], 0, "{t}");
         // Staleness cannot be below the added one-way delay.
@@ -316,7 +323,8 @@ fn interrupted_compare_cleans_up_its_namespaces() {
         return;
     }
     let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rally"))
+    common::server_bin();
+    let mut child = Command::new(common::tools_bin())
         .args([
             "compare",
             "--transports",

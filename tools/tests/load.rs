@@ -1,7 +1,9 @@
-//! `rally load s1|s2|s3` end to end against the real binary, with tiny
-//! counts: checks the JSON each writes has the documented fields
-//! (BENCHMARKS.md, "Performance"). Benchmarks measure; these tests assert no
-//! timings.
+//! `rally load s1|s2|s3` end to end (`rally-tools load`, starting the
+//! `rally` server beside it), with tiny counts: checks the JSON each writes
+//! has the documented fields (BENCHMARKS.md, "Performance"). Benchmarks
+//! measure; these tests assert no timings.
+
+mod common;
 
 use std::process::Command;
 
@@ -12,7 +14,8 @@ fn run_load(args: &[&str]) -> serde_json::Value {
         args[0],
         std::process::id()
     ));
-    let status = Command::new(env!("CARGO_BIN_EXE_rally"))
+    common::server_bin();
+    let status = Command::new(common::tools_bin())
         .arg("load")
         .args(args)
         .arg("--json")
@@ -140,7 +143,8 @@ fn load_s2_measures_both_transports_and_the_node_peer_in_one_run() {
         assert_eq!(r["clients"], 20, "{t}");
         assert_eq!(r["connected"], 20, "{t}");
         assert_eq!(r["rooms"], 2, "{t}");
-        // 19 + 12 × 10 players.
+        // The dots snapshot of a full room, from both Rally and the peer:
+        // 17 bytes of header, 2 + 12 × 10 of dots.
         assert_eq!(r["snapshot_bytes"], 139, "{t}");
         assert!(
             r["delivered"].as_u64().unwrap() > 0,
@@ -157,5 +161,66 @@ fn load_s2_measures_both_transports_and_the_node_peer_in_one_run() {
         if t == "node-ws" && ratio.is_number() {
             assert_eq!(ratio.as_f64(), Some(1.0));
         }
+    }
+}
+
+/// The Node peer (bench/node-peer, installed with `npm ci` like S2 does)
+/// speaks protocol 2 as a dots server would, to Rally's own client:
+/// Welcome with the dots arena, dots snapshots of the room, Pong, and the
+/// refusal of another protocol version.
+#[tokio::test]
+async fn the_node_peer_speaks_protocol_2_as_a_dots_server() {
+    use rally::client::{Channel, Client, ClientError, ConnectOptions, TransportKind};
+    use rally::protocol::ServerMsg;
+    use rally_tools::load::{node_peer, proc};
+
+    let script = node_peer::prepare(&node_peer::default_dir())
+        .await
+        .expect("the Node peer and its dependencies");
+    let peer = proc::node(&script, 60).await.expect("start the Node peer");
+    assert_eq!(peer.listening.cert_hash(), None, "plain ws, no certificate");
+    let opts = |name: &str| ConnectOptions::new(peer.url(), TransportKind::WebSocket, "r", name);
+    let mut a = Client::connect(opts("a")).await.expect("connect");
+    let b = Client::connect(opts("b")).await.expect("connect");
+    let w = a.welcome().clone();
+    assert_eq!(
+        (w.version, w.game.as_str(), w.tick_hz, w.snapshot_every),
+        (2, "dots", 60, 1)
+    );
+    assert_eq!((w.max_message, w.max_input, w.reliable_seq), (256, 32, 0));
+    // The dots arena: 960 × 540, 240 units a second.
+    let arena: Vec<f32> = w
+        .app
+        .chunks(4)
+        .map(|c| f32::from_be_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(arena, [960.0, 540.0, 240.0]);
+
+    a.ping(Channel::Reliable).await.unwrap();
+    let (mut pong, mut both) = (false, false);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !(pong && both) {
+        let r = tokio::time::timeout_at(deadline, a.recv())
+            .await
+            .expect("a pong and a snapshot of both players within 5 s")
+            .unwrap();
+        match r.msg {
+            ServerMsg::Pong { client_time_us, .. } => pong = client_time_us > 0,
+            ServerMsg::Snapshot(s) => {
+                let dots = rally::games::dots::players(&s.payload).expect("a dots payload");
+                let ids: Vec<u32> = dots.iter().map(|(id, _)| *id).collect();
+                both |=
+                    ids.len() == 2 && ids.contains(&w.player_id) && ids.contains(&b.player_id());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    let mut v1 = opts("old");
+    v1.protocol_version = 1;
+    match Client::connect(v1).await {
+        Err(ClientError::Refused { code: 2, reason }) => assert_eq!(reason, "unsupported_version"),
+        Err(e) => panic!("expected unsupported_version, got {e}"),
+        Ok(_) => panic!("a version-1 Hello was welcomed"),
     }
 }

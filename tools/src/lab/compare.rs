@@ -1,11 +1,11 @@
 //! `rally compare`: runs one scenario over each transport and reports.
 //!
 //! Per transport: a fresh namespace pair and forwarder (same seed, so the
-//! k-th packet of every run meets the same fate), a fresh `rally serve` in
-//! the server namespace, idle WebSocket fillers beside it when the snapshot
-//! must be bigger than the measured clients make it, and `rally lab-client`
-//! in the client namespace. Without root or namespaces it runs the same
-//! children over loopback, unimpaired, and says so. Runtime glue only: the
+//! k-th packet of every run meets the same fate), a fresh `rally serve
+//! --game synthetic` in the server namespace (the game's payload option
+//! sets the snapshot size), and `rally lab-client` in the client
+//! namespace. Without root or namespaces it runs the same children over
+//! loopback, unimpaired, and says so. Runtime glue only: the
 //! arithmetic is in `stats.rs`, the decisions in `impair.rs`, the output in
 //! `report.rs`.
 
@@ -15,6 +15,8 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
+use rally::config::MAX_PLAYERS_PER_ROOM_CEILING;
+use rally::launch::{Launch, Listening};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use url::Url;
@@ -25,7 +27,7 @@ use super::netns::{self, LabNet, SERVER_ADDR};
 use super::probe::{ProbeEvent, ProbeResult};
 use super::report::{self, Host, Impairment, Report, Scenario, TransportResult, Wire};
 use super::stats::{cdf_points, Dist};
-use crate::config::MAX_PLAYERS_PER_ROOM_CEILING;
+use crate::SNAPSHOT_OVERHEAD;
 
 /// Points per CDF curve in the HTML plots.
 const CDF_POINTS: usize = 400;
@@ -73,10 +75,10 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 60,
           value_parser = clap::value_parser!(u16).range(1..=240))]
     pub tick_hz: u16,
-    /// Target snapshot size in bytes. Snapshots are 19 + 12 × players
-    /// bytes: the lab adds idle WebSocket players beside the server (outside
-    /// the impaired path) until the snapshot is at least this big. Without
-    /// it the snapshot has its natural size for --clients players.
+    /// Snapshot size in bytes (at least 21). The server runs the
+    /// `synthetic` game with a payload of this minus the 17-byte snapshot
+    /// header. Without it, the size a dots room of --clients players would
+    /// send (19 + 12 × clients).
     #[arg(long)]
     pub snapshot_bytes: Option<usize>,
     /// Packet loss in percent, each direction.
@@ -107,9 +109,14 @@ pub struct CompareArgs {
     pub report: Option<PathBuf>,
     /// Measure an already running server at this origin instead of starting
     /// one (unimpaired; no server CPU or byte counts). Its --wt-snapshots
-    /// setting decides the WebTransport carriage for both wt-* rows.
+    /// setting decides the WebTransport carriage for both wt-* rows. It
+    /// must run dots or synthetic (the clients send one-byte inputs).
     #[arg(long)]
     pub url: Option<Url>,
+    /// The `rally` binary to start as the server (default: the one beside
+    /// this executable).
+    #[arg(long, env = crate::SERVER_BIN_ENV)]
+    pub server_bin: Option<PathBuf>,
 }
 
 impl CompareArgs {
@@ -139,10 +146,20 @@ impl CompareArgs {
     }
 }
 
-/// Players needed for a snapshot of at least `bytes` bytes.
-pub fn players_for(bytes: Option<usize>, clients: usize) -> usize {
-    let wanted = bytes.map_or(0, |b| b.saturating_sub(19).div_ceil(12));
-    wanted.max(clients).min(MAX_PLAYERS_PER_ROOM_CEILING)
+/// The `synthetic` game's payload bounds (PROTOCOL.md §11; the game clamps
+/// to these).
+pub const MIN_PAYLOAD: usize = 4;
+pub const MAX_PAYLOAD: usize = u16::MAX as usize - 32;
+
+/// The `synthetic` payload for a snapshot of `bytes` bytes; without a size,
+/// what a dots room of the measured clients would send (`2 + 12 × clients`),
+/// as the lab's snapshots were before the game API.
+pub fn payload_for(bytes: Option<usize>, clients: usize) -> usize {
+    match bytes {
+        Some(b) => b.saturating_sub(SNAPSHOT_OVERHEAD),
+        None => 2 + 12 * clients,
+    }
+    .clamp(MIN_PAYLOAD, MAX_PAYLOAD)
 }
 
 enum Network {
@@ -208,14 +225,21 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
         }
         Network::Namespaces => {}
     }
-    let players = players_for(args.snapshot_bytes, args.clients);
-    let fillers = players - args.clients;
-    let exe = std::env::current_exe().context("locating the rally binary")?;
+    if args.clients > MAX_PLAYERS_PER_ROOM_CEILING {
+        bail!("--clients is at most {MAX_PLAYERS_PER_ROOM_CEILING} (one room)");
+    }
+    let payload = payload_for(args.snapshot_bytes, args.clients);
+    let server_bin = match &network {
+        Network::External(_) => PathBuf::new(),
+        _ => crate::server_bin_or(args.server_bin.as_deref())?,
+    };
+    let tools = crate::tools_exe()?;
     let work = TempDir::new()?;
 
     let mut results = Vec::new();
     let mut snapshot_every = 1;
-    let mut snapshot_bytes = 19 + 12 * players;
+    let mut snapshot_bytes = SNAPSHOT_OVERHEAD + payload;
+    let mut game = String::new();
     for (i, &t) in args.transports.iter().enumerate() {
         eprintln!(
             "rally compare: [{}/{}] {} — {} clients, {} s",
@@ -226,12 +250,12 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
             args.duration
         );
         let run = RunPlan {
-            exe: &exe,
+            server_bin: &server_bin,
+            tools: &tools,
             args: &args,
             transport: t,
             impair,
-            players,
-            fillers,
+            payload,
             cert_dir: work.path.join("certs"),
             work: work.path.clone(),
             room: format!("lab-{}-{}", std::process::id(), t.label()),
@@ -247,14 +271,20 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
         if probe.snapshot_bytes != 0 {
             snapshot_bytes = probe.snapshot_bytes;
         }
+        if !probe.game.is_empty() {
+            game = probe.game.clone();
+        }
         results.push(r);
     }
+    let external = matches!(network, Network::External(_));
 
     let scenario = Scenario {
         transports: args.transports.iter().map(|t| t.label().into()).collect(),
         clients: args.clients,
-        filler_clients: fillers,
-        players,
+        filler_clients: 0,
+        players: args.clients,
+        game,
+        payload_bytes: (!external).then_some(payload),
         duration_s: args.duration,
         tick_hz: args.tick_hz,
         snapshot_every,
@@ -275,9 +305,10 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
         server: match &args.url {
             Some(u) => u.to_string(),
             None => format!(
-                "rally serve (this binary), fresh per transport, --tick-hz {} --max-players-per-room {}",
+                "{} serve, fresh per transport, --game synthetic --game-opt payload={payload} --tick-hz {} --max-players-per-room {}",
+                server_bin.display(),
                 args.tick_hz,
-                players.max(64)
+                args.clients.max(64)
             ),
         },
         clock: "server and clients run on one host and share its clock: staleness is arrival time minus the snapshot's server_time_us".into(),
@@ -309,12 +340,15 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
 }
 
 struct RunPlan<'a> {
-    exe: &'a Path,
+    /// The `rally` server binary.
+    server_bin: &'a Path,
+    /// This executable: `lab-client` is one of its commands.
+    tools: &'a Path,
     args: &'a CompareArgs,
     transport: LabTransport,
     impair: ImpairConfig,
-    players: usize,
-    fillers: usize,
+    /// The `synthetic` game's snapshot payload.
+    payload: usize,
     cert_dir: PathBuf,
     work: PathBuf,
     room: String,
@@ -326,26 +360,25 @@ impl RunPlan<'_> {
             .join(format!("serve-{}.log", self.transport.label()))
     }
 
-    fn serve_args(&self, listen: &str) -> Vec<String> {
+    /// `rally serve` on `listen` (UDP and TCP), as the launch that
+    /// `rally::launch` reads the listening line of.
+    fn server(&self, listen: &str) -> Launch {
         let carriage = match self.transport {
             LabTransport::WtStream => "stream",
             _ => "datagram",
         };
-        vec![
-            "serve".into(),
-            "--listen".into(),
-            listen.into(),
-            "--tcp-listen".into(),
-            listen.into(),
-            "--cert-dir".into(),
-            self.cert_dir.display().to_string(),
-            "--tick-hz".into(),
-            self.args.tick_hz.to_string(),
-            "--max-players-per-room".into(),
-            self.players.max(64).to_string(),
-            "--wt-snapshots".into(),
-            carriage.into(),
-        ]
+        let mut l = Launch::program(self.server_bin);
+        l.args(["serve", "--listen", listen, "--tcp-listen", listen])
+            .arg("--cert-dir")
+            .arg(&self.cert_dir)
+            .args(["--game", "synthetic", "--game-opt"])
+            .arg(format!("payload={}", self.payload))
+            .arg("--tick-hz")
+            .arg(self.args.tick_hz.to_string())
+            .arg("--max-players-per-room")
+            .arg(self.args.clients.max(64).to_string())
+            .args(["--wt-snapshots", carriage]);
+        l
     }
 
     fn probe_args(&self, url: &Url, cert_hash: Option<&str>) -> Vec<String> {
@@ -369,23 +402,6 @@ impl RunPlan<'_> {
             a.extend(["--cert-hash".into(), h.into()]);
         }
         a
-    }
-
-    fn filler_args(&self, url: &Url) -> Vec<String> {
-        vec![
-            "lab-client".into(),
-            "--filler".into(),
-            "--url".into(),
-            url.to_string(),
-            "--transport".into(),
-            "ws".into(),
-            "--clients".into(),
-            self.fillers.to_string(),
-            "--room".into(),
-            self.room.clone(),
-            "--name-prefix".into(),
-            "filler-".into(),
-        ]
     }
 }
 
@@ -463,26 +479,13 @@ impl Proc {
     }
 }
 
-struct Listening {
-    url_host: String,
-    port: u16,
-    cert_sha256: String,
-}
-
-async fn wait_listening(p: &mut Proc) -> anyhow::Result<Listening> {
-    let l = p.line(READY_TIMEOUT).await?;
-    let v: serde_json::Value =
-        serde_json::from_str(&l).with_context(|| format!("bad listening line {l:?}"))?;
-    let udp: std::net::SocketAddr = v["udp"]
-        .as_str()
-        .context("no udp address")?
-        .parse()
-        .context("udp address")?;
-    Ok(Listening {
-        url_host: udp.ip().to_string(),
-        port: udp.port(),
-        cert_sha256: v["cert_sha256"].as_str().unwrap_or_default().to_string(),
-    })
+/// Starts the server `cmd` (a [`Launch::command`], perhaps wrapped in a
+/// namespace), its stderr in the run's log, and reads its listening line.
+async fn start_server(cmd: Command, run: &RunPlan<'_>) -> anyhow::Result<(Proc, Listening)> {
+    let mut p = Proc::spawn(cmd, "rally serve", Some(run.server_log()))?;
+    let line = p.line(READY_TIMEOUT).await?;
+    let l = Listening::parse(&line)?;
+    Ok((p, l))
 }
 
 async fn await_connected(p: &mut Proc) -> anyhow::Result<(Vec<u64>, usize)> {
@@ -572,23 +575,11 @@ async fn run_namespaced(run: &RunPlan<'_>) -> anyhow::Result<(TransportResult, P
     )
     .context("starting the forwarder")?;
     let listen = format!("{SERVER_ADDR}:{LAB_PORT}");
-    let mut cmd = net.server_ns.command(run.exe);
-    cmd.args(run.serve_args(&listen));
-    let mut server = Proc::spawn(cmd, "rally serve", Some(run.server_log()))?;
+    let cmd = net.server_ns.wrap(&run.server(&listen).command());
+    let (server, l) = start_server(cmd, run).await?;
     let server_pid = server.child.id();
-    let l = wait_listening(&mut server).await?;
-    let url: Url = format!("http://{}:{}", l.url_host, l.port).parse()?;
-    let mut fillers = None;
-    if run.fillers > 0 {
-        // Beside the server, over its namespace's loopback: outside the
-        // impaired path and outside the byte counts.
-        let mut cmd = net.server_ns.command(run.exe);
-        cmd.args(run.filler_args(&url));
-        let mut f = Proc::spawn(cmd, "filler clients", None)?;
-        await_connected(&mut f).await?;
-        fillers = Some(f);
-    }
-    let mut cmd = net.client_ns.command(run.exe);
+    let url = l.url();
+    let mut cmd = net.client_ns.command(run.tools);
     cmd.args(run.probe_args(&url, Some(&l.cert_sha256)));
     let mut probe = Proc::spawn(cmd, "rally lab-client", None)?;
     let (connect_us, failed) = await_connected(&mut probe).await?;
@@ -602,9 +593,6 @@ async fn run_namespaced(run: &RunPlan<'_>) -> anyhow::Result<(TransportResult, P
         client_to_server: fwd.client_to_server.read().since(&c2s0),
     };
     probe.stop().await;
-    if let Some(f) = fillers {
-        f.stop().await;
-    }
     server.stop().await;
     drop(fwd);
     drop(net);
@@ -623,7 +611,7 @@ async fn run_local(
     let (url, cert_hash) = match external {
         Some(u) => {
             let hash = if u.scheme() == "http" {
-                crate::client::fetch_cert_hash(&u)
+                rally::client::fetch_cert_hash(&u)
                     .await
                     .ok()
                     .map(hex::encode)
@@ -633,27 +621,14 @@ async fn run_local(
             (u, hash)
         }
         None => {
-            let mut cmd = Command::new(run.exe);
-            cmd.args(run.serve_args("127.0.0.1:0"));
-            let mut s = Proc::spawn(cmd, "rally serve", Some(run.server_log()))?;
-            let l = wait_listening(&mut s).await?;
+            let cmd = Command::from(run.server("127.0.0.1:0").command());
+            let (s, l) = start_server(cmd, run).await?;
             server = Some(s);
-            (
-                format!("http://{}:{}", l.url_host, l.port).parse()?,
-                Some(l.cert_sha256),
-            )
+            (l.url(), Some(l.cert_sha256))
         }
     };
     let server_pid = server.as_ref().and_then(|s| s.child.id());
-    let mut fillers = None;
-    if run.fillers > 0 {
-        let mut cmd = Command::new(run.exe);
-        cmd.args(run.filler_args(&url));
-        let mut f = Proc::spawn(cmd, "filler clients", None)?;
-        await_connected(&mut f).await?;
-        fillers = Some(f);
-    }
-    let mut cmd = Command::new(run.exe);
+    let mut cmd = Command::new(run.tools);
     cmd.args(run.probe_args(&url, cert_hash.as_deref()));
     let mut probe = Proc::spawn(cmd, "rally lab-client", None)?;
     let (connect_us, failed) = await_connected(&mut probe).await?;
@@ -662,9 +637,6 @@ async fn run_local(
     let result = await_result(&mut probe, run.transport.label(), run.args.duration).await?;
     let cpu1 = server_pid.and_then(cpu_us);
     probe.stop().await;
-    if let Some(f) = fillers {
-        f.stop().await;
-    }
     if let Some(s) = server {
         s.stop().await;
     }
@@ -772,15 +744,15 @@ impl Drop for TempDir {
 
 #[cfg(test)]
 mod tests {
-    use super::players_for;
+    use super::{payload_for, MAX_PAYLOAD, MIN_PAYLOAD};
 
     #[test]
-    fn fillers_make_the_snapshot_at_least_the_requested_size() {
-        assert_eq!(players_for(None, 4), 4);
-        assert_eq!(players_for(Some(20), 4), 4);
-        // 19 + 12 × 40 = 499 < 500 ≤ 511 = 19 + 12 × 41.
-        assert_eq!(players_for(Some(500), 4), 41);
-        assert_eq!(players_for(Some(499), 4), 40);
-        assert_eq!(players_for(Some(10_000_000), 1), 4000);
+    fn the_synthetic_payload_makes_the_snapshot_the_requested_size() {
+        // Without a size: what a dots room of the clients sends, 2 + 12 × 4.
+        assert_eq!(payload_for(None, 4), 50);
+        assert_eq!(payload_for(Some(200), 4), 183);
+        assert_eq!(payload_for(Some(21), 4), MIN_PAYLOAD);
+        assert_eq!(payload_for(Some(3), 4), MIN_PAYLOAD);
+        assert_eq!(payload_for(Some(10_000_000), 1), MAX_PAYLOAD);
     }
 }

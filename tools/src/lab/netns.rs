@@ -85,6 +85,21 @@ impl Netns {
         c
     }
 
+    /// `cmd` (program, arguments and environment; e.g. a
+    /// `rally::launch::Launch::command`) run inside. `ip netns exec` execs
+    /// the program, so the child's pid is the program's.
+    pub fn wrap(&self, cmd: &std::process::Command) -> tokio::process::Command {
+        let mut c = self.command(std::path::Path::new(cmd.get_program()));
+        c.args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c
+    }
+
     /// Runs `f` on a thread that has joined this namespace. Sockets created
     /// there stay in the namespace when used from other threads afterwards.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {

@@ -3,8 +3,8 @@
 //! connects N native clients, waits for `go` on stdin, plays for the
 //! duration while sampling, and prints JSON lines on stdout:
 //! `connected`, `progress` (about once a second), then `result` with the
-//! raw samples. In `--filler` mode it only holds idle players in the room
-//! (to give snapshots their size) until stdin closes.
+//! raw samples. The server must run `synthetic` (what `rally compare`
+//! starts) or `dots`: both take the one-byte inputs the clients send.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,16 +15,20 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 use url::Url;
 
+use rally::client::{now_us, Channel, Client, ConnectOptions, TransportKind};
+use rally::games::dots;
+use rally::protocol::ServerMsg;
+
 use super::stats::{AckTracker, TickCoverage, TransitJitter};
-use crate::client::{now_us, Client, ConnectOptions, TransportKind};
-use crate::protocol::{Buttons, ServerMsg};
-use crate::session::Channel;
+use crate::snapshot_len;
 
 /// Clients connecting at once: enough to be quick, few enough that the
 /// handshakes do not queue behind each other on a small machine.
 const CONNECT_PARALLELISM: usize = 4;
 /// Attempts per client before it counts as not connected.
 const CONNECT_ATTEMPTS: usize = 3;
+/// Games whose inputs the clients' one-byte inputs are.
+const GAMES: [&str; 2] = ["synthetic", "dots"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 pub enum ProbeTransport {
@@ -52,9 +56,6 @@ pub struct ProbeArgs {
     /// include fetching it.
     #[arg(long)]
     pub cert_hash: Option<String>,
-    /// Idle players only: connect, report, then read until stdin closes.
-    #[arg(long)]
-    pub filler: bool,
 }
 
 /// One line of the probe's stdout.
@@ -91,8 +92,10 @@ pub struct ProbeResult {
     pub on_datagram: u64,
     pub on_stream: u64,
     pub inputs_sent: u64,
-    /// Size of the last snapshot message seen (19 + 12 × players).
+    /// Size of the largest snapshot message seen (17 + payload).
     pub snapshot_bytes: usize,
+    /// The game the server runs (`Welcome.game`).
+    pub game: String,
     pub tick_hz: u16,
     pub snapshot_every: u16,
     pub errors: u64,
@@ -115,6 +118,7 @@ impl ProbeResult {
         if o.tick_hz != 0 {
             self.tick_hz = o.tick_hz;
             self.snapshot_every = o.snapshot_every;
+            self.game = o.game;
         }
         self.errors += o.errors;
     }
@@ -181,6 +185,22 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
             connect_us.push(us);
         }
     }
+    if let Some(game) = clients
+        .first()
+        .map(|c| c.welcome().game.clone())
+        .filter(|g| !GAMES.contains(&g.as_str()))
+    {
+        // A game that would refuse the inputs: say so instead of measuring.
+        emit(&ProbeEvent::Connected {
+            connect_us: Vec::new(),
+            failed,
+            error: Some(format!(
+                "the server runs the game {game:?}; the lab measures {}",
+                GAMES.join(" or ")
+            )),
+        });
+        return Ok(());
+    }
     emit(&ProbeEvent::Connected {
         connect_us,
         failed,
@@ -188,18 +208,6 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     });
 
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    if args.filler {
-        let tasks: Vec<_> = clients
-            .into_iter()
-            .map(|mut c| tokio::spawn(async move { while c.recv().await.is_ok() {} }))
-            .collect();
-        // Hold the players until the parent closes stdin (or kills us).
-        while let Ok(Some(_)) = stdin.next_line().await {}
-        for t in tasks {
-            t.abort();
-        }
-        return Ok(());
-    }
 
     // Start together when told (or at once when stdin is not a pipe).
     let _ = stdin.next_line().await;
@@ -261,6 +269,7 @@ async fn measure(
     let mut out = ProbeResult {
         tick_hz: welcome.tick_hz,
         snapshot_every: welcome.snapshot_every,
+        game: welcome.game.clone(),
         ..Default::default()
     };
     let hz = welcome.tick_hz.max(1) as f64;
@@ -269,8 +278,9 @@ async fn measure(
     let mut acks = AckTracker::default();
     let mut jitter = TransitJitter::default();
     let mut ticks = TickCoverage::default();
-    // Walk back and forth across the arena: the state changes every tick.
-    let mut buttons = Buttons(Buttons::RIGHT);
+    // Walk back and forth across the arena (in dots; synthetic ignores
+    // inputs, but Rally acknowledges them all the same).
+    let mut buttons = dots::RIGHT;
     let mut held = 0u32;
     loop {
         tokio::select! {
@@ -279,21 +289,21 @@ async fn measure(
                 Ok(r) => {
                     let now = now_us();
                     match r.msg {
-                        ServerMsg::Snapshot { body, .. } if body.server_time_us < start_us => {}
-                        ServerMsg::Snapshot { ack_seq, body } => {
+                        ServerMsg::Snapshot(s) if s.server_time_us < start_us => {}
+                        ServerMsg::Snapshot(s) => {
                             snapshots.fetch_add(1, Ordering::Relaxed);
                             out.snapshots += 1;
                             match r.channel {
                                 Channel::Unreliable => out.on_datagram += 1,
                                 Channel::Reliable => out.on_stream += 1,
                             }
-                            out.snapshot_bytes = 19 + 12 * body.players.len();
-                            acks.acked(ack_seq, now, &mut out.rtt_us);
-                            out.staleness_us.push(now.saturating_sub(body.server_time_us));
-                            if let Some(d) = jitter.arrival(body.server_time_us, now) {
+                            out.snapshot_bytes = out.snapshot_bytes.max(snapshot_len(&s));
+                            acks.acked(s.ack_seq, now, &mut out.rtt_us);
+                            out.staleness_us.push(now.saturating_sub(s.server_time_us));
+                            if let Some(d) = jitter.arrival(s.server_time_us, now) {
                                 out.jitter_us.push(d);
                             }
-                            ticks.arrival(body.tick);
+                            ticks.arrival(s.tick);
                         }
                         ServerMsg::Error { code, reason } => {
                             tracing::warn!(code, %reason, "server error");
@@ -312,10 +322,10 @@ async fn measure(
                 held += 1;
                 if held as f64 > hz {
                     held = 0;
-                    buttons = Buttons(if buttons.0 == Buttons::RIGHT { Buttons::LEFT } else { Buttons::RIGHT });
+                    buttons = if buttons == dots::RIGHT { dots::LEFT } else { dots::RIGHT };
                 }
                 let at = now_us();
-                match client.send_input(buttons).await {
+                match client.send_input(&[buttons]).await {
                     Ok(seq) => {
                         acks.sent(seq, at);
                         out.inputs_sent += 1;

@@ -24,17 +24,24 @@ pub struct Scenario {
     pub transports: Vec<String>,
     /// Measured clients per transport.
     pub clients: usize,
-    /// Idle WebSocket players added to reach the snapshot size; they sit
-    /// beside the server, outside the impaired path.
+    /// Idle players added to reach the snapshot size: always 0 since the
+    /// `synthetic` game sets the size (kept for readers of the schema).
     pub filler_clients: usize,
-    /// Players in the room: clients + filler_clients.
+    /// Players in the room: the measured clients.
     pub players: usize,
+    /// The game the server ran (`Welcome.game`): `synthetic` when the lab
+    /// starts the server.
+    pub game: String,
+    /// The `synthetic` game's snapshot payload (`--game-opt payload=N`);
+    /// `null` when the lab did not start the server.
+    pub payload_bytes: Option<usize>,
     pub duration_s: f64,
     pub tick_hz: u16,
     pub snapshot_every: u16,
     /// `--snapshot-bytes`, when given.
     pub snapshot_bytes_requested: Option<usize>,
-    /// Snapshot message size the clients received: 19 + 12 × players.
+    /// Snapshot message size the clients received: the 17-byte header and
+    /// the game's payload.
     pub snapshot_bytes: usize,
     pub impairment: Impairment,
     /// `namespaces` (impaired path through the forwarder), `loopback`
@@ -466,10 +473,7 @@ dd {{ margin: 0; }}
         ("transports", s.transports.join(", ")),
         (
             "clients",
-            format!(
-                "{} measured + {} idle fillers = {} players",
-                s.clients, s.filler_clients, s.players
-            ),
+            format!("{} measured, in one room of the {} game", s.clients, s.game),
         ),
         (
             "snapshot",
@@ -478,8 +482,10 @@ dd {{ margin: 0; }}
                 s.snapshot_bytes,
                 s.snapshot_every,
                 s.tick_hz,
-                s.snapshot_bytes_requested
-                    .map_or("natural size".into(), |b| format!("{b} bytes"))
+                s.snapshot_bytes_requested.map_or(
+                    "none: a dots room's size for the measured clients".into(),
+                    |b| { format!("{b} bytes") }
+                )
             ),
         ),
         ("duration", format!("{} s per transport", s.duration_s)),
@@ -561,6 +567,8 @@ mod tests {
                 clients: 2,
                 filler_clients: 0,
                 players: 2,
+                game: "synthetic".into(),
+                payload_bytes: Some(26),
                 duration_s: 3.0,
                 tick_hz: 60,
                 snapshot_every: 1,

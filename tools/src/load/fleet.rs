@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
-use crate::client::{Client, ConnectOptions, WtEndpoint};
+use rally::client::{Client, ConnectOptions, WtEndpoint};
 
 /// Extra attempts for a client whose connect failed.
 pub const CONNECT_RETRIES: u64 = 2;

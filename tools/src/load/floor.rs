@@ -55,14 +55,17 @@ impl Echo {
     }
 }
 
-/// `rally load echo-server`: serves both echoes and announces them with one
-/// `listening` line, like `rally serve`, until killed.
+/// `rally load echo-server`: serves both echoes and announces them with
+/// Rally's `listening` line (no certificate: an empty `cert_sha256`), so
+/// `rally::launch` starts it as it starts a server, until killed.
 pub fn serve_forever() -> anyhow::Result<()> {
     let echo = Echo::start()?;
-    println!(
-        "{}",
-        serde_json::json!({"event": "listening", "udp": echo.udp.to_string(), "tcp": echo.tcp.to_string()})
-    );
+    let line = rally::server::Listening {
+        udp: echo.udp,
+        tcp: echo.tcp,
+        cert_sha256: String::new(),
+    };
+    println!("{}", line.json());
     loop {
         std::thread::park();
     }

@@ -1,5 +1,6 @@
 //! `rally load s1|s2|s3`: load scenarios against a real `rally serve` child
-//! process on loopback, with the figures printed as a table and, with
+//! process on loopback (the `rally` binary beside this one, started with
+//! `rally::launch`), with the figures printed as a table and, with
 //! `--json`, written to a file (BENCHMARKS.md, "Performance", documents
 //! every field).
 //!
@@ -20,7 +21,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-pub use proc::{raise_nofile, Machine, ServerProc};
+pub use proc::{raise_nofile, Machine};
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
@@ -29,8 +30,9 @@ pub struct LoadArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
-    /// The `rally` binary to start as the server (default: this executable).
-    #[arg(long, global = true)]
+    /// The `rally` binary to start as the server (default: the one beside
+    /// this executable).
+    #[arg(long, global = true, env = crate::SERVER_BIN_ENV)]
     pub server_bin: Option<PathBuf>,
     /// Extra argument for `rally serve` (repeatable), e.g.
     /// `--server-arg=--runtime=current-thread`.
@@ -58,25 +60,28 @@ pub enum Scenario {
 /// Where the scenarios start the server from, and with what extra flags.
 #[derive(Debug, Clone)]
 pub struct ServerLaunch {
+    /// The `rally` server binary.
     pub bin: PathBuf,
+    /// This executable, for the echo floors' process.
+    pub tools: PathBuf,
     pub extra: Vec<String>,
 }
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let nofile = raise_nofile();
-    let bin = match args.server_bin {
-        Some(b) => b,
-        None => std::env::current_exe().context("finding the rally executable")?,
+    let launch = || -> anyhow::Result<ServerLaunch> {
+        Ok(ServerLaunch {
+            bin: crate::server_bin_or(args.server_bin.as_deref())?,
+            tools: crate::tools_exe()?,
+            extra: args.server_args.clone(),
+        })
     };
-    let launch = ServerLaunch {
-        bin,
-        extra: args.server_args,
-    };
-    let report = match args.scenario {
-        Scenario::S1(a) => serde_json::to_value(s1::run(&a, &launch).await?)?,
+    let report = match &args.scenario {
+        // The floors' own process: no server involved.
         Scenario::EchoServer => return floor::serve_forever(),
-        Scenario::S2(a) => serde_json::to_value(s2::run(&a, &launch).await?)?,
-        Scenario::S3(a) => serde_json::to_value(s3::run(&a, &launch).await?)?,
+        Scenario::S1(a) => serde_json::to_value(s1::run(a, &launch()?).await?)?,
+        Scenario::S2(a) => serde_json::to_value(s2::run(a, &launch()?).await?)?,
+        Scenario::S3(a) => serde_json::to_value(s3::run(a, &launch()?).await?)?,
     };
     tracing::debug!(nofile, "RLIMIT_NOFILE");
     if let Some(path) = args.json {
@@ -101,7 +106,7 @@ impl Percentiles {
     /// From samples in nanoseconds (sorted here).
     pub fn from_ns(samples: &mut [u64]) -> Self {
         samples.sort_unstable();
-        let p = |q: f64| crate::client::bot::percentile(samples, q) as f64 / 1000.0;
+        let p = |q: f64| crate::bot::percentile(samples, q) as f64 / 1000.0;
         Percentiles {
             p50_us: p(50.0),
             p99_us: p(99.0),

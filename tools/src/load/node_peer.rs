@@ -1,13 +1,19 @@
 //! The Node.js peer of S2 (`bench/node-peer`): a `ws` broadcast server that
-//! sends Rally-format snapshots of the same size at the same rate.
+//! speaks enough of protocol 2 for the load clients and sends the bytes of
+//! a dots snapshot of the same size at the same rate.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-/// `bench/node-peer` of this source tree, or of the working directory.
+/// `bench/node-peer` of this source tree (the workspace root, above this
+/// crate), or of the working directory.
 pub fn default_dir() -> PathBuf {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/node-peer");
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = crate_dir
+        .parent()
+        .unwrap_or(crate_dir)
+        .join("bench/node-peer");
     if built.join("server.js").exists() {
         built
     } else {

@@ -1,15 +1,12 @@
-//! Processes under test: start `rally serve` (or the Node peer) as a child,
-//! wait for its `listening` line, and read its CPU time and RSS from /proc.
+//! Processes under test: start `rally serve`, the echo floors or the Node
+//! peer as a child through `rally::launch` (each prints Rally's `listening`
+//! line), and read a process's CPU time and RSS from /proc.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use rally::launch::{Launch, ServerProcess};
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (children inherit it) and
 /// returns the new soft limit. S2 and S3 hold thousands of sockets in this
@@ -116,146 +113,60 @@ pub fn proc_stat(pid: &str) -> ProcStat {
     ProcStat { cpu_us, rss_kb }
 }
 
-/// A server child process; killed when dropped.
-pub struct ServerProc {
-    child: Child,
-    pub pid: u32,
-    pub tcp: SocketAddr,
-    pub udp: Option<SocketAddr>,
-    pub cert_hash: Option<[u8; 32]>,
-    /// Development certificate directory of a `rally serve` child, removed
-    /// when it is stopped.
-    cert_dir: Option<std::path::PathBuf>,
+/// CPU time and RSS of a child started here.
+pub fn stat(p: &ServerProcess) -> ProcStat {
+    proc_stat(&p.pid().to_string())
 }
 
-impl ServerProc {
-    /// Starts `rally serve` on ephemeral loopback ports with `args` added.
-    ///
-    /// `--tcp-listen 127.0.0.1:0` means "the UDP port's number", which some
-    /// other socket may hold on TCP (thousands of client ports are in use
-    /// during a run): the server then exits before listening, and a new
-    /// attempt gets a new UDP port.
-    pub async fn rally(bin: &Path, args: &[String]) -> anyhow::Result<ServerProc> {
-        let mut last = None;
-        for _ in 0..5 {
-            match Self::rally_once(bin, args).await {
-                Ok(p) => return Ok(p),
-                Err(e) => {
-                    tracing::warn!("rally serve did not start, trying again: {e:#}");
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.expect("at least one attempt"))
-    }
-
-    async fn rally_once(bin: &Path, args: &[String]) -> anyhow::Result<ServerProc> {
-        let cert_dir =
-            std::env::temp_dir().join(format!("rally-load-certs-{}", std::process::id()));
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tcp-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--cert-dir")
-        .arg(&cert_dir);
-        // Every load client is on 127.0.0.1, and S1 pings as fast as round
-        // trips allow: lift the per-IP, total and per-session rate limits
-        // (which guard against remote abuse) unless the caller sets them.
-        for (flag, value) in [
-            ("--max-connections-per-ip", "1000000"),
-            ("--max-connections", "1000000"),
-            ("--max-sessions", "1000000"),
-            ("--max-msgs-per-sec", "10000000"),
-            ("--msg-burst", "10000000"),
-        ] {
-            if !args
-                .iter()
-                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
-            {
-                cmd.args([flag, value]);
-            }
-        }
-        cmd.args(args).env(
-            "RALLY_LOG",
-            std::env::var("RALLY_LOAD_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
-        );
-        let mut p = Self::start(cmd, "rally serve").await?;
-        p.cert_dir = Some(cert_dir);
-        Ok(p)
-    }
-
-    /// Starts the raw echo floors (`rally load echo-server`).
-    pub async fn echo(bin: &Path) -> anyhow::Result<ServerProc> {
-        let mut cmd = Command::new(bin);
-        cmd.args(["load", "echo-server"]);
-        Self::start(cmd, "echo server").await
-    }
-
-    /// Starts the Node.js peer (`node bench/node-peer/server.js`).
-    pub async fn node(script: &Path, tick_hz: u16) -> anyhow::Result<ServerProc> {
-        let mut cmd = Command::new("node");
-        cmd.arg(script).env("PEER_TICK_HZ", tick_hz.to_string());
-        Self::start(cmd, "node peer").await
-    }
-
-    async fn start(mut cmd: Command, what: &str) -> anyhow::Result<ServerProc> {
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
-        let pid = child.id().context("child has no pid")?;
-        let stdout = child.stdout.take().context("piped stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .with_context(|| format!("{what} did not say it was listening"))??
-            .with_context(|| format!("{what} exited before listening"))?;
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let v: serde_json::Value =
-            serde_json::from_str(&line).with_context(|| format!("bad listening line {line:?}"))?;
-        if v["event"] != "listening" {
-            bail!("unexpected first line from {what}: {line}");
-        }
-        let tcp = v["tcp"].as_str().context("no tcp address")?.parse()?;
-        let udp = v["udp"].as_str().map(|s| s.parse()).transpose()?;
-        let cert_hash = match v["cert_sha256"].as_str() {
-            Some(h) => {
-                let mut out = [0u8; 32];
-                hex::decode_to_slice(h, &mut out).context("bad cert hash")?;
-                Some(out)
-            }
-            None => None,
-        };
-        Ok(ServerProc {
-            child,
-            pid,
-            tcp,
-            udp,
-            cert_hash,
-            cert_dir: None,
-        })
-    }
-
-    pub fn url(&self) -> url::Url {
-        // Both front ends share one port number; the URL names the TCP one.
-        url::Url::parse(&format!("http://{}", self.tcp)).expect("socket address is a valid host")
-    }
-
-    pub fn stat(&self) -> ProcStat {
-        proc_stat(&self.pid.to_string())
-    }
-
-    pub async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-        if let Some(dir) = self.cert_dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
+/// Starts `BIN serve` on ephemeral loopback ports with `args` added. The
+/// launch retries a server that exits before listening: `--tcp-listen
+/// 127.0.0.1:0` means "the UDP port's number", which some other socket may
+/// hold on TCP (thousands of client ports are in use during a run).
+pub async fn rally(bin: &Path, args: &[String]) -> anyhow::Result<ServerProcess> {
+    let mut launch = Launch::rally(bin);
+    // Every load client is on 127.0.0.1, and S1 pings as fast as round
+    // trips allow: lift the per-IP, total and per-session rate limits
+    // (which guard against remote abuse) unless the caller sets them.
+    for (flag, value) in [
+        ("--max-connections-per-ip", "1000000"),
+        ("--max-connections", "1000000"),
+        ("--max-sessions", "1000000"),
+        ("--max-msgs-per-sec", "10000000"),
+        ("--msg-burst", "10000000"),
+    ] {
+        if !args
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        {
+            launch.args([flag, value]);
         }
     }
+    launch.args(args).env(
+        "RALLY_LOG",
+        std::env::var("RALLY_LOAD_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+    );
+    launch
+        .spawn_async()
+        .await
+        .with_context(|| format!("starting {} serve", bin.display()))
+}
+
+/// Starts the raw echo floors (`rally-tools load echo-server`).
+pub async fn echo(tools: &Path) -> anyhow::Result<ServerProcess> {
+    let mut launch = Launch::program(tools);
+    launch.args(["load", "echo-server"]);
+    launch
+        .spawn_async()
+        .await
+        .context("starting the echo floors")
+}
+
+/// Starts the Node.js peer (`node bench/node-peer/server.js`).
+pub async fn node(script: &Path, tick_hz: u16) -> anyhow::Result<ServerProcess> {
+    let mut launch = Launch::program("node");
+    launch.arg(script).env("PEER_TICK_HZ", tick_hz.to_string());
+    launch
+        .spawn_async()
+        .await
+        .context("starting the Node peer (is Node.js installed?)")
 }

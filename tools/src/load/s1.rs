@@ -5,14 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use super::floor;
-use super::{f1, f2, print_table, Percentiles, RunInfo, ServerLaunch, ServerProc};
-use crate::client::{Channel, Client, ConnectOptions, TransportKind};
-use crate::protocol::{ClientMsg, ServerMsg};
+use rally::client::{Channel, Client, ConnectOptions, DatagramPath, TransportKind};
+use rally::protocol::{ClientMsg, ServerMsg};
+
+use super::{f1, f2, floor, print_table, proc, Percentiles, RunInfo, ServerLaunch};
 
 #[derive(Debug, Clone, Args)]
 pub struct S1Args {
@@ -77,15 +76,13 @@ pub async fn run(args: &S1Args, launch: &ServerLaunch) -> anyhow::Result<S1Repor
 
 async fn measure(args: &S1Args, launch: &ServerLaunch) -> anyhow::Result<S1Report> {
     let mut info = RunInfo::start("s1");
-    let echo = ServerProc::echo(&launch.bin)
-        .await
-        .context("starting the echo floors")?;
-    let echo_udp = echo.udp.context("echo server has no UDP address")?;
-    let server = ServerProc::rally(&launch.bin, &launch.extra).await?;
+    let echo = proc::echo(&launch.tools).await?;
+    let (echo_udp, echo_tcp) = (echo.listening.udp, echo.listening.tcp);
+    let server = proc::rally(&launch.bin, &launch.extra).await?;
     let connect = |t: TransportKind, room: &str| {
         let mut o = ConnectOptions::new(server.url(), t, room, "s1");
-        o.cert_hash = server.cert_hash;
-        o.datagrams = crate::client::DatagramPath::Direct;
+        o.cert_hash = server.listening.cert_hash();
+        o.datagrams = DatagramPath::Direct;
         Client::connect(o)
     };
     let mut wt = connect(TransportKind::WebTransport, "s1-wt").await?;
@@ -106,7 +103,7 @@ async fn measure(args: &S1Args, launch: &ServerLaunch) -> anyhow::Result<S1Repor
                         .await??
                 }
                 "tcp_floor" => {
-                    let (to, size) = (echo.tcp, args.floor_bytes);
+                    let (to, size) = (echo_tcp, args.floor_bytes);
                     let s =
                         tokio::task::spawn_blocking(move || floor::tcp_round_trips(to, n, size))
                             .await??;
@@ -122,8 +119,8 @@ async fn measure(args: &S1Args, launch: &ServerLaunch) -> anyhow::Result<S1Repor
             }
         }
     }
-    server.stop().await;
-    echo.stop().await;
+    drop((wt, ws));
+    drop((server, echo));
     info.finish();
 
     let pct: Vec<Percentiles> = samples

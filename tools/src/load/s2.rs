@@ -1,7 +1,8 @@
-//! S2, broadcast fan-out: N clients in rooms of ~84 players (a ~1 KB
-//! snapshot: 19 + 12 × 84 bytes) at the tick rate, over Rally's WebSocket,
-//! Rally's WebTransport datagrams and the Node.js `ws` peer, one fresh server
-//! process per row. Per row: tick-to-receive latency (arrival wall clock −
+//! S2, broadcast fan-out: N clients in rooms of ~84 players of the real
+//! `dots` game (a ~1 KB snapshot: the 17-byte header and 2 + 12 × 84 bytes
+//! of dots) at the tick rate, over Rally's WebSocket, Rally's WebTransport
+//! datagrams and the Node.js `ws` peer (which sends the same bytes), one
+//! fresh server process per row. Per row: tick-to-receive latency (arrival wall clock −
 //! `server_time_us`; same host, same clock), missed snapshots, and the
 //! server's CPU time per delivered message and RSS from /proc.
 
@@ -13,11 +14,12 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::fleet;
-use super::proc::{proc_stat, ProcStat};
-use super::{f1, f2, node_peer, print_table, Percentiles, RunInfo, ServerLaunch, ServerProc};
-use crate::client::{now_us, Client, ConnectOptions, DatagramPath, TransportKind};
-use crate::protocol::ServerMsg;
+use rally::client::{now_us, Client, ConnectOptions, DatagramPath, TransportKind};
+use rally::protocol::ServerMsg;
+
+use super::proc::{self, proc_stat, ProcStat};
+use super::{f1, f2, fleet, node_peer, print_table, Percentiles, RunInfo, ServerLaunch};
+use crate::snapshot_len;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,7 +50,7 @@ pub struct S2Args {
     /// Servers to measure, in this order for each client count.
     #[arg(long, value_delimiter = ',', default_value = "ws,wt,peer")]
     pub targets: Vec<S2Target>,
-    /// Players per room: 84 makes a 1 027-byte snapshot.
+    /// Players per room: 84 makes a 1 027-byte dots snapshot.
     #[arg(long, default_value_t = 84)]
     pub room_size: usize,
     #[arg(long, default_value_t = 60)]
@@ -78,6 +80,7 @@ pub struct S2Row {
     pub connect_failures: u64,
     pub connect_retries: u64,
     pub rooms: usize,
+    /// The largest snapshot message received (17-byte header + payload).
     pub snapshot_bytes: usize,
     /// Tick-to-receive, over every snapshot every client got in the window.
     pub latency: Percentiles,
@@ -116,6 +119,8 @@ struct Tally {
     delivered: u64,
     missed: u64,
     last_tick: Option<u32>,
+    /// Largest snapshot message seen.
+    bytes: usize,
 }
 
 async fn receive(
@@ -130,18 +135,19 @@ async fn receive(
             _ = stop.changed() => break,
             r = client.recv() => match r {
                 Ok(r) => {
-                    let ServerMsg::Snapshot { body, .. } = r.msg else { continue };
+                    let ServerMsg::Snapshot(s) = r.msg else { continue };
                     if !measuring.load(Relaxed) {
                         continue;
                     }
-                    let lat_us = now_us().saturating_sub(body.server_time_us);
+                    let lat_us = now_us().saturating_sub(s.server_time_us);
                     t.lat_ns.push(lat_us * 1000);
                     t.delivered += 1;
+                    t.bytes = t.bytes.max(snapshot_len(&s));
                     match t.last_tick {
-                        Some(last) if body.tick > last => t.missed += (body.tick - last - 1) as u64,
+                        Some(last) if s.tick > last => t.missed += (s.tick - last - 1) as u64,
                         _ => {}
                     }
-                    t.last_tick = Some(t.last_tick.map_or(body.tick, |l| l.max(body.tick)));
+                    t.last_tick = Some(t.last_tick.map_or(s.tick, |l| l.max(s.tick)));
                 }
                 Err(e) => {
                     tracing::debug!("client ended: {e}");
@@ -164,16 +170,17 @@ async fn one_row(
         S2Target::Peer => {
             let dir = args.peer_dir.clone().unwrap_or_else(node_peer::default_dir);
             let script = node_peer::prepare(&dir).await?;
-            ServerProc::node(&script, args.tick_hz).await?
+            proc::node(&script, args.tick_hz).await?
         }
         _ => {
             let mut a = vec![
+                "--game=dots".to_string(),
                 format!("--max-players-per-room={room_size}"),
                 format!("--max-sessions={}", n + 16),
                 format!("--tick-hz={}", args.tick_hz),
             ];
             a.extend(launch.extra.iter().cloned());
-            ServerProc::rally(&launch.bin, &a).await?
+            proc::rally(&launch.bin, &a).await?
         }
     };
     let transport = match target {
@@ -183,7 +190,7 @@ async fn one_row(
     let measuring = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     let url = server.url();
-    let hash = server.cert_hash;
+    let hash = server.listening.cert_hash();
     let per_socket = args.wt_clients_per_socket.max(1);
     let endpoints = match transport {
         TransportKind::WebTransport => fleet::wt_endpoints(n, per_socket, hash)?,
@@ -208,22 +215,23 @@ async fn one_row(
     eprintln!("{}", fleet.summary(&format!("s2 {}", target.label()), n));
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
 
-    let (s0, me0, t0) = (server.stat(), proc_stat("self"), Instant::now());
+    let (s0, me0, t0) = (proc::stat(&server), proc_stat("self"), Instant::now());
     measuring.store(true, Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
     measuring.store(false, Relaxed);
-    let (s1, me1, window) = (server.stat(), proc_stat("self"), t0.elapsed());
+    let (s1, me1, window) = (proc::stat(&server), proc_stat("self"), t0.elapsed());
     let _ = stop_tx.send(true);
     let connected = fleet.tasks.len();
     let tallies = fleet::join_all(fleet.tasks).await;
-    server.stop().await;
+    drop(server);
 
     let mut lat: Vec<u64> = Vec::new();
-    let (mut delivered, mut missed) = (0, 0);
+    let (mut delivered, mut missed, mut bytes) = (0, 0, 0);
     for t in tallies {
         lat.extend(t.lat_ns);
         delivered += t.delivered;
         missed += t.missed;
+        bytes = bytes.max(t.bytes);
     }
     let w = window.as_secs_f64();
     let cpu = |a: ProcStat, b: ProcStat| b.cpu_us.saturating_sub(a.cpu_us) as f64;
@@ -234,7 +242,7 @@ async fn one_row(
         connect_failures: fleet.failures,
         connect_retries: fleet.retries,
         rooms: n.div_ceil(room_size),
-        snapshot_bytes: 19 + 12 * room_size.min(n),
+        snapshot_bytes: bytes,
         latency: Percentiles::from_ns(&mut lat),
         delivered,
         expected: (connected as f64 * w * args.tick_hz as f64).round() as u64,

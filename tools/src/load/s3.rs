@@ -18,11 +18,11 @@ use clap::Args;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::fleet;
-use super::proc::proc_stat;
-use super::{f1, f2, print_table, Percentiles, RunInfo, ServerLaunch, ServerProc};
-use crate::client::{Client, ConnectOptions, DatagramPath, TransportKind};
-use crate::protocol::ServerMsg;
+use rally::client::{Client, ConnectOptions, DatagramPath, TransportKind};
+use rally::protocol::ServerMsg;
+
+use super::proc::{self, proc_stat};
+use super::{f1, f2, fleet, print_table, Percentiles, RunInfo, ServerLaunch};
 
 #[derive(Debug, Clone, Args)]
 pub struct S3Args {
@@ -111,18 +111,18 @@ async fn observe(
             _ = stop.changed() => break,
             r = client.recv() => match r {
                 Ok(r) => {
-                    let ServerMsg::Snapshot { body, .. } = r.msg else { continue };
+                    let ServerMsg::Snapshot(s) = r.msg else { continue };
                     if let Some((tick, t)) = last {
-                        if body.tick > tick {
-                            let nominal = (body.tick - tick) as u64 * period_us;
-                            let late = body.server_time_us.saturating_sub(t).saturating_sub(nominal);
+                        if s.tick > tick {
+                            let nominal = (s.tick - tick) as u64 * period_us;
+                            let late = s.server_time_us.saturating_sub(t).saturating_sub(nominal);
                             let p = phase.load(Relaxed);
                             if p < DONE {
                                 out[p as usize].push(late * 1000);
                             }
                         }
                     }
-                    last = Some((body.tick, body.server_time_us));
+                    last = Some((s.tick, s.server_time_us));
                 }
                 Err(_) => break,
             }
@@ -150,15 +150,16 @@ async fn one_row(
 ) -> anyhow::Result<S3Row> {
     let tick_hz = 60u64;
     let mut a = vec![
+        "--game=dots".to_string(),
         format!("--max-players-per-room={}", args.room_size.max(1)),
         format!("--max-sessions={}", n + args.observers + 16),
         format!("--snapshot-every={}", args.snapshot_every),
         format!("--tick-hz={tick_hz}"),
     ];
     a.extend(launch.extra.iter().cloned());
-    let server = ServerProc::rally(&launch.bin, &a).await?;
+    let server = proc::rally(&launch.bin, &a).await?;
     let url = server.url();
-    let hash = server.cert_hash;
+    let hash = server.listening.cert_hash();
     let opts = |room: String, name: String| {
         let mut o = ConnectOptions::new(url.clone(), transport, &room, &name);
         o.cert_hash = hash;
@@ -183,7 +184,7 @@ async fn one_row(
     ));
     tokio::time::sleep(idle_for).await;
 
-    let before = server.stat();
+    let before = proc::stat(&server);
     phase.store(RAMP, Relaxed);
     let room_size = args.room_size.max(1);
     let per_socket = args.wt_clients_per_socket.max(1);
@@ -208,11 +209,11 @@ async fn one_row(
         sessions.summary(&format!("s3 {}", transport.label()), n)
     );
     tokio::time::sleep(settle).await;
-    let after = server.stat();
+    let after = proc::stat(&server);
     let loadgen = proc_stat("self");
     let connected = sessions.tasks.len();
     let _ = stop_tx.send(true);
-    server.stop().await;
+    drop(server);
     let alive = fleet::join_all(sessions.tasks)
         .await
         .into_iter()
