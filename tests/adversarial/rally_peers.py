@@ -602,6 +602,24 @@ class WtClient:
     async def recv(self, timeout: float = 5) -> Msg:
         return decode(await asyncio.wait_for(self.reliable.get(), timeout))
 
+    async def recv_or_close(self, timeout: float = 5) -> Msg | None:
+        """The next stream message, or None once the connection has closed
+        and nothing is left to read."""
+        if self.reliable.empty() and self.proto.terminated is not None:
+            return None
+        get = asyncio.ensure_future(self.reliable.get())
+        end = asyncio.ensure_future(self.proto.terminated_evt.wait())
+        done, _ = await asyncio.wait({get, end}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        end.cancel()
+        if get in done:
+            return decode(get.result())
+        get.cancel()
+        if not done:
+            raise asyncio.TimeoutError()
+        await asyncio.sleep(0)  # the pump may still hold bytes read before the close
+        return decode(self.reliable.get_nowait()) if not self.reliable.empty() else None
+
     async def recv_until(self, pred, timeout: float = 5) -> Msg:
         async def run():
             while True:
