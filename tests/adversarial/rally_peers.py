@@ -736,6 +736,56 @@ class Peer:
 
         return await asyncio.wait_for(get(), timeout)
 
+    async def next_or_close(self, timeout: float = 5) -> Msg | None:
+        """The next message, or None once the session has ended (and nothing
+        read before the end is left)."""
+        if self.ws is not None:
+            try:
+                return await self.next(timeout)
+            except ConnectionClosed:
+                return None
+        c = self.wt
+        if c.inbox.empty() and c.proto.terminated is not None:
+            return None
+        get = asyncio.ensure_future(c.inbox.get())
+        end = asyncio.ensure_future(c.proto.terminated_evt.wait())
+        done, _ = await asyncio.wait({get, end}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        end.cancel()
+        if get in done:
+            self.channel, b = get.result()
+            return decode(b)
+        get.cancel()
+        if not done:
+            raise asyncio.TimeoutError()
+        await asyncio.sleep(0)
+        if c.inbox.empty():
+            return None
+        self.channel, b = c.inbox.get_nowait()
+        return decode(b)
+
+    async def sync_or_close(self, t: int, timeout: float = 5) -> tuple[list[Msg], Outcome | None]:
+        """Like sync(), but a session that ends first is no hang: returns the
+        reliable messages read and, if it ended, how (Outcome)."""
+        out: list[Msg] = []
+        try:
+            await self.send(ping(t))
+        except ConnectionClosed:
+            pass
+
+        async def run():
+            while True:
+                m = await self.next_or_close(timeout=3600)
+                if m is None:
+                    o = await self.until_closed(1)
+                    return out, Outcome(out + o.msgs, o.close_code, o.close_reason, o.close_frame)
+                if m.kind == "pong" and m["client_time_us"] == t:
+                    return out, None
+                if self.channel in ("ws", "stream"):
+                    out.append(m)
+
+        return await asyncio.wait_for(run(), timeout)
+
     async def until(self, pred, timeout: float = 5) -> Msg:
         async def run():
             while True:

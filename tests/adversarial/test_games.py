@@ -176,3 +176,111 @@ def test_dots_bad_chat_is_bad_message_and_the_player_is_removed(start_server, tr
 
     run(go())
     assert s.error_count("bad_message") == 1
+
+
+def test_latest_only_messages_too_big_for_a_datagram_come_on_the_stream(start_server):
+    """§1: a Snapshot or AppUnreliable that does not fit the connection's
+    datagram size is sent on the reliable stream instead (synthetic
+    payload=2000; a 2000-byte AppUnreliable with --max-client-message 4096),
+    and the small ones still come as datagrams; counted in /health
+    (webtransport.snapshots_on_stream)."""
+    s = start_server("--game", "synthetic", "--game-opt", "payload=2000",
+                     "--max-client-message", "4096")
+
+    async def go():
+        p = await peer_join(s, "wt", "big", "wt")
+        snap = await p.until(lambda m: m.kind == "snapshot")
+        assert len(snap["payload"]) == 2000 and p.channel == "stream", (len(snap["payload"]), p.channel)
+        big = bytes(range(256)) * 7 + bytes(range(208))  # 2000 bytes
+        await p.send(app_unreliable(big))
+        m = await p.until(lambda m: m.kind == "app_unreliable")
+        assert m["payload"] == big and p.channel == "stream", p.channel
+        await p.send_unreliable(app_unreliable(b"small"))
+        m = await p.until(lambda m: m.kind == "app_unreliable")
+        assert m["payload"] == b"small" and p.channel == "datagram", p.channel
+        await p.close()
+
+    run(go())
+    m = s.metrics()
+    assert m["webtransport"]["snapshots_on_stream"] > 0, m
+    assert sum(m["errors"].values()) == 0, m
+
+
+def test_snapshot_over_the_frame_limit_is_not_sent_and_counted(start_server):
+    """§11 synthetic: the snapshot payload is `payload=N` bytes in all; with
+    N = 70 000 the snapshot (70 017 bytes) cannot fit the reliable channel's
+    65 535-byte frame, so (§8) it is not sent, and counted
+    (snapshots_too_large); the sessions stay open."""
+    s = start_server("--game", "synthetic", "--game-opt", "payload=70000")
+
+    async def go():
+        peers = [await peer_join(s, t, "huge", t) for t in BOTH]
+        deadline = asyncio.get_running_loop().time() + 5
+        while s.metrics()["snapshots_too_large"] == 0:
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        for p in peers:
+            seen = await p.sync(1)
+            sizes = sorted({len(m["payload"]) for m in seen if m.kind == "snapshot"})
+            assert sizes in ([], [70000]), (
+                f"{p.transport}: snapshots with {sizes}-byte payloads were sent for payload=70000")
+            assert not p.closed
+            await p.close()
+
+    run(go())
+    m = s.metrics()
+    assert m["snapshots_too_large"] > 0, m
+    assert sum(m["errors"].values()) == 0, m
+
+
+@pytest.mark.parametrize("kind", ["app", "app_unreliable"])
+def test_relay_message_that_cannot_be_forwarded_is_not_sent_and_counted(start_server, kind):
+    """§11 relay takes any bytes up to the message limit; with
+    --max-client-message 65535 a 65 535-byte App / AppUnreliable is within
+    it, but forwarded with the 4-byte sender id (65 539 bytes) it cannot fit
+    a frame: §8 says such a game message is not sent, and counted. The
+    sender is not refused, the others get nothing truncated, and a message
+    that does fit (65 531 bytes forwarded as 65 535) still goes through."""
+    s = start_server("--game", "relay", "--max-client-message", "65535",
+                     "--ws-max-message", "70000")
+    encode = app_msg if kind == "app" else app_unreliable
+
+    async def go():
+        sender = await peer_join(s, "wt", "edge", "sender")
+        others = [await peer_join(s, t, "edge", f"r-{t}") for t in BOTH]
+        await sender.send(encode(b"y" * 65530))  # forwarded as exactly 65 535 bytes
+        for r in others:
+            m = await r.until(lambda m: m.kind == kind)
+            assert m["payload"] == relayed(sender.id, b"y" * 65530), len(m["payload"])
+        await sender.send(encode(b"x" * 65534))  # a 65 535-byte message
+        await sender.send(app_msg(b"after"))  # through the room after it
+
+        tail = []
+
+        async def sender_ended():
+            while (m := await sender.next_or_close(timeout=3600)) is not None:
+                if m.kind == "error":
+                    tail.append(m)
+
+        after = asyncio.ensure_future(others[0].until(
+            lambda m: m.kind == "app" and m["payload"] == relayed(sender.id, b"after")))
+        ended_task = asyncio.ensure_future(sender_ended())
+        await asyncio.wait({after, ended_task}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        after.cancel()
+        ended_task.cancel()
+        seen, ended = await sender.sync_or_close(1)
+        assert ended is None, (
+            f"the sender of a 65 535-byte {kind} (within the message limit) was refused: "
+            f"{tail + ended.msgs[-1:]!r}, close {ended.close_code} {ended.close_reason!r}")
+        assert not [m for m in seen if m.kind == "error"], seen
+        for r in others:
+            seen = await r.sync(2)
+            assert not [m for m in seen if m.kind == kind], "a truncated forward was sent"
+        for p in [sender] + others:
+            await p.close()
+
+    run(go())
+    m = s.metrics()
+    assert m["errors"]["bad_message"] == 0, m["errors"]
+    assert m["app_messages_dropped"] + m["app_unreliable_dropped"] > 0, m
