@@ -125,7 +125,9 @@ def test_input_flood_is_bounded_by_eight_inputs_per_tick(start_server, channel):
         assert 8 * messages * mv.step < mv.arena_w / 2
         for i in range(1, messages + 1):
             await mv.send_input(dots_inputs(8 * i, 8, buttons))
-        # Read until the acknowledgement has not moved for 10 ticks.
+        # Read until the acknowledgement has not moved for 10 ticks. (On
+        # WebTransport snapshots are datagrams: one may be lost, so the
+        # checks below compare any two consecutive snapshots received.)
         async def settle():
             while True:
                 await mv.snapshot()
@@ -147,6 +149,9 @@ def test_input_flood_is_bounded_by_eight_inputs_per_tick(start_server, channel):
             assert handed % 8 == 0, f"{handed} inputs handed over between ticks {ta} and {tb}"
             assert (handed > 0) == (ab > aa), (
                 f"ticks {ta}->{tb}: ack {aa}->{ab} but {handed} inputs handed over")
+            if tb - ta == 1 and ab > aa:
+                # One tick: exactly one whole message (the budget is 8).
+                assert handed == 8, f"tick {tb}: {handed} inputs handed over"
         first = next(o for o in obs if o[1] > 0)
         before = obs[obs.index(first) - 1]
         if first[0] - before[0] == 1:
@@ -154,8 +159,6 @@ def test_input_flood_is_bounded_by_eight_inputs_per_tick(start_server, channel):
             assert first[1] == 8, f"first acknowledgement {first[1]}, want 8 (the 8th handed over)"
         assert 8 <= handed_total < sent, (
             f"{handed_total} of {sent} inputs handed over: the per-tick budget should lose some")
-        assert handed_total == 8 * sum(1 for a, b in zip(obs, obs[1:]) if b[1] > a[1]) or \
-            channel == "wt-datagram"  # a lost snapshot datagram can merge two advances
         # Not closed; the next Input (newest 97) is handed over.
         last_x = obs[-1][2]
         await mv.send_input(dots_inputs(sent + 1, 1, buttons))
