@@ -687,6 +687,7 @@ class Peer:
         self.wt: WtClient | None = None
         self.welcome: Msg | None = None
         self.channel: str | None = None
+        self._stash: list[tuple[str, Msg]] = []
 
     async def open(self, query: str = "") -> "Peer":
         if self.transport == "ws":
@@ -702,10 +703,26 @@ class Peer:
 
     async def join(self, room: str, name: str, app: bytes = b"") -> Msg:
         await self.send(hello(room, name, app))
-        w = await self.next()
+        w = await self.reply()
         assert w.kind == "welcome", w
         self.welcome = w
         return w
+
+    async def reply(self, timeout: float = 5) -> Msg:
+        """The next message on the reliable channel: the answer to Hello or
+        Resume. A datagram (a snapshot of the room, say) may overtake it on
+        WebTransport; such datagrams are kept for next()."""
+        async def run():
+            while True:
+                m = await self._read(timeout=3600)
+                if self.channel != "datagram":
+                    return m
+                self._stash.append((self.channel, m))
+
+        m = await asyncio.wait_for(run(), timeout)
+        if m.kind == "welcome":
+            self.welcome = m
+        return m
 
     @property
     def id(self) -> int:
@@ -724,6 +741,13 @@ class Peer:
             self.wt.send_datagram(msg)
 
     async def next(self, timeout: float = 5) -> Msg:
+        """The next message from either channel (`channel` says which)."""
+        if self._stash:
+            self.channel, m = self._stash.pop(0)
+            return m
+        return await self._read(timeout)
+
+    async def _read(self, timeout: float) -> Msg:
         async def get():
             if self.ws is not None:
                 while True:
@@ -739,6 +763,9 @@ class Peer:
     async def next_or_close(self, timeout: float = 5) -> Msg | None:
         """The next message, or None once the session has ended (and nothing
         read before the end is left)."""
+        if self._stash:
+            self.channel, m = self._stash.pop(0)
+            return m
         if self.ws is not None:
             try:
                 return await self.next(timeout)
@@ -831,7 +858,8 @@ class Peer:
         c = self.wt
         await asyncio.wait_for(c.proto.terminated_evt.wait(), timeout)
         await asyncio.sleep(0)
-        msgs = []
+        msgs = [m for _, m in self._stash]
+        self._stash.clear()
         while not c.inbox.empty():
             msgs.append(decode(c.inbox.get_nowait()[1]))
         t = c.proto.terminated
@@ -881,7 +909,7 @@ async def assert_still_serving(server: Server, room: str = "after") -> None:
     Pong."""
     game = server.game
     for transport in ("ws", "wt"):
-        p = await peer_join(server, transport, room, f"good-{transport}")
+        p = await peer_join(server, transport, f"{room}-{transport}", f"good-{transport}")
         try:
             assert p.id != 0
             assert p.welcome["version"] == PROTOCOL_VERSION

@@ -16,7 +16,7 @@ async def resume_same_player(s, transport, token, player_id, last_seq):
     q = Peer(s, transport)
     await q.open()
     await q.send(resume(token, last_seq))
-    w = await q.next()
+    w = await q.reply()
     assert w.kind == "welcome", f"player not kept for resume: {w!r}"
     assert (w["player_id"], w["reliable_seq"]) == (player_id, last_seq), w
     await q.close()

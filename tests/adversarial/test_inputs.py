@@ -196,7 +196,7 @@ def test_resumed_player_continues_its_input_numbering(start_server):
         q = Peer(s, "wt")
         await q.open()
         await q.send(resume(token, 1))
-        w = await q.next()
+        w = await q.reply()
         assert w.kind == "welcome" and w["player_id"] == p.id, w
         q.welcome = w
         mq = Mover(q, "wt-datagram")

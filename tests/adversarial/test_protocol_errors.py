@@ -466,6 +466,41 @@ def test_longest_names_are_accepted(start_server):
     assert sum(s.metrics()["errors"].values()) == 0
 
 
+# -- capacity ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", BOTH)
+def test_join_over_the_room_limit_is_room_full(start_server, transport):
+    s = start_server("--max-players-per-room", "1")
+
+    async def go():
+        holder = await peer_join(s, "ws", "full", "holder")
+        out = await misbehave(s, transport, send_hello=False, reliable=[hello("full", "late")])
+        assert_refused_with(out, "room_full", only=True)
+        await holder.close()
+        await assert_still_serving(s)
+
+    run(go())
+    assert s.error_count("room_full") == 1
+
+
+@pytest.mark.parametrize("transport", BOTH)
+def test_session_over_the_server_limit_is_server_full(start_server, transport):
+    s = start_server("--max-sessions", "1")
+
+    async def go():
+        holder = await peer_join(s, "ws", "one", "holder")
+        out = await misbehave(s, transport, send_hello=False, reliable=[hello("two", "late")])
+        assert_refused_with(out, "server_full", only=True)
+        await holder.send(LEAVE)
+        await holder.until_closed()
+        p = await peer_join(s, transport, "two", "next")  # the slot is free again
+        await p.close()
+
+    run(go())
+    assert s.error_count("server_full") == 1
+
+
 # -- leave -----------------------------------------------------------------------------
 
 

@@ -43,7 +43,7 @@ async def resume_on(s, transport, token, last_seq):
     p = Peer(s, transport)
     await p.open()
     await p.send(resume(token, last_seq))
-    first = await p.next()
+    first = await p.reply()
     if first.kind == "welcome":
         p.welcome = first
     return p, first
@@ -219,6 +219,7 @@ def test_resume_with_last_seq_beyond_what_was_numbered_is_resume_failed(start_se
         assert not q.closed
         await q.close()
         await other.close()
+        await assert_still_serving(s)
 
     run(go())
     assert s.error_count("resume_failed") == 1
@@ -268,3 +269,58 @@ def test_app_events_are_numbered_and_replayed_exactly_once(start_server, transpo
 
     run(go())
     assert s.error_count("resume_failed") == 0
+
+
+@pytest.mark.parametrize("old,new", [("ws", "wt"), ("wt", "ws")])
+def test_resume_while_the_old_session_is_open_replaces_it(start_server, old, new):
+    """§7.1: if the old session is still open on the server, it is closed
+    with `replaced` (Error 17, close 4017); the new one carries on."""
+    s = start_server()
+
+    async def go():
+        p = await peer_join(s, old, "swap", "twin")
+        await read_roster(p, 1)
+        q, w = await resume_on(s, new, p.welcome["resume_token"], 1)
+        assert w.kind == "welcome" and w["player_id"] == p.id, w
+        assert_refused_with(await p.until_closed(), "replaced")
+        await q.sync(1)
+        assert not q.closed
+        await q.close()
+        await assert_still_serving(s)
+
+    run(go())
+    assert s.error_count("replaced") == 1
+
+
+def test_resume_after_more_missed_events_than_are_kept_is_resume_failed(start_server):
+    """§7.1: the server keeps the room's last (max players per room + 64)
+    broadcast events; with --max-players-per-room 2 that is 66. A dots
+    player away for 70 chat messages (each an App to every player) cannot be
+    resumed: resume_failed, the reason says the events are no longer kept,
+    and Hello then joins afresh."""
+    s = start_server("--max-players-per-room", "2")
+
+    async def go():
+        away = await peer_join(s, "ws", "lost", "away")
+        await read_roster(away, 1)
+        token = away.welcome["resume_token"]
+        away.drop()
+        talker = await peer_join(s, "wt", "lost", "talker")
+        for i in range(70):
+            await talker.send(app_msg(f"chat {i}".encode()))
+        await talker.until(lambda m: m.kind == "app" and m["payload"].endswith(b"chat 69"))
+
+        q, err = await resume_on(s, "ws", token, 1)
+        assert err.kind == "error" and err["code"] == 16, err
+        reason = err["reason"].lower()
+        assert "beyond" not in reason and "unknown" not in reason, err["reason"]
+        await q.send(hello("lost2", "back"))
+        w = await q.until(lambda m: m.kind == "welcome")
+        assert w["reliable_seq"] == 0
+        print("resume_failed reason:", err["reason"])
+        await q.close()
+        await talker.close()
+        await assert_still_serving(s)
+
+    run(go())
+    assert s.error_count("resume_failed") == 1

@@ -208,7 +208,7 @@ def test_stream_fin_at_a_frame_boundary_is_a_drop_and_the_player_is_kept(start_s
         q = Peer(s, "wt")
         await q.open()
         await q.send(resume(token, 2))
-        w = await q.next()
+        w = await q.reply()
         assert w.kind == "welcome", w
         assert (w["player_id"], w["reliable_seq"]) == (me, 2), w
         assert [m for m in await q.sync(3) if m.kind in ("joined", "left")] == []
