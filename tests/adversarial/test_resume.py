@@ -14,7 +14,6 @@ from rally_peers import (
     app_msg,
     assert_refused_with,
     assert_still_serving,
-    decode,
     dots_players,
     hello,
     is_numbered,
@@ -26,7 +25,6 @@ from rally_peers import (
     resume,
     run,
     ws_join,
-    ws_open,
     ws_recv_until,
     ws_until_closed,
 )

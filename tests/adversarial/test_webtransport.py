@@ -14,7 +14,6 @@ from rally_peers import (
     assert_refused_with,
     assert_still_serving,
     decode,
-    dots_players,
     hello,
     input_msg,
     misbehave,
