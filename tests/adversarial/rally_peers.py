@@ -62,8 +62,12 @@ ERRORS = {
     15: "token_expired",
     16: "resume_failed",
     17: "replaced",
+    18: "join_refused",
+    19: "idle_timeout",
 }
 CODE = {name: code for code, name in ERRORS.items()}
+
+PROTOCOL_VERSION = 2
 
 # --------------------------------------------------------------------------
 # Encoding (PROTOCOL.md §3–§5)
@@ -75,12 +79,26 @@ def _str(s: str | bytes) -> bytes:
     return bytes([len(b)]) + b
 
 
-def hello(room: str, name: str, version: int = 1) -> bytes:
-    return b"\x01" + struct.pack(">H", version) + _str(room) + _str(name)
+def hello(room: str | bytes, name: str | bytes, app: bytes = b"",
+          version: int = PROTOCOL_VERSION) -> bytes:
+    """0x01 Hello: version u16, room str, name str, app rest."""
+    return b"\x01" + struct.pack(">H", version) + _str(room) + _str(name) + app
 
 
-def input_msg(newest_seq: int, buttons: list[int]) -> bytes:
-    return b"\x02" + struct.pack(">IB", newest_seq, len(buttons)) + bytes(buttons)
+def input_msg(newest_seq: int, inputs: list[bytes | int], count: int | None = None) -> bytes:
+    """0x02 Input: newest_seq u32, count u8, count × (len u8, bytes), newest first.
+
+    An int in `inputs` is a one-byte input (a dots button byte). `count`
+    overrides the count byte (for malformed messages)."""
+    items = [bytes([i]) if isinstance(i, int) else bytes(i) for i in inputs]
+    n = len(items) if count is None else count
+    return (b"\x02" + struct.pack(">IB", newest_seq, n)
+            + b"".join(bytes([len(i)]) + i for i in items))
+
+
+def dots_inputs(newest_seq: int, count: int, buttons: int) -> bytes:
+    """An Input carrying inputs newest_seq-count+1 .. newest_seq, all `buttons`."""
+    return input_msg(newest_seq, [buttons] * count)
 
 
 def ping(t: int = 1) -> bytes:
@@ -90,9 +108,20 @@ def ping(t: int = 1) -> bytes:
 LEAVE = b"\x04"
 
 
-def resume(token: bytes, last_seq: int, version: int = 1) -> bytes:
+def resume(token: bytes, last_seq: int, version: int = PROTOCOL_VERSION) -> bytes:
+    """0x05 Resume: version u16, token 16 bytes, last_seq u32 (23 bytes)."""
     assert len(token) == 16
     return b"\x05" + struct.pack(">H", version) + token + struct.pack(">I", last_seq)
+
+
+def app_msg(payload: bytes) -> bytes:
+    """0x06 App (reliable): payload = rest."""
+    return b"\x06" + payload
+
+
+def app_unreliable(payload: bytes) -> bytes:
+    """0x07 AppUnreliable: payload = rest."""
+    return b"\x07" + payload
 
 
 def make_token(secret: str, exp: int, room: str | None = None) -> str:
@@ -115,48 +144,108 @@ def frame(payload: bytes) -> bytes:
 class Msg:
     kind: str
     f: dict = field(default_factory=dict)
+    raw: bytes = b""
 
     def __getitem__(self, k):
         return self.f[k]
 
+    def __repr__(self):
+        return f"Msg({self.kind}, {self.f})"
+
 
 def _read_str(b: bytes, i: int) -> tuple[str, int]:
     n = b[i]
+    assert i + 1 + n <= len(b), f"str runs past the message: {b.hex()}"
     return b[i + 1 : i + 1 + n].decode(), i + 1 + n
 
 
+# Welcome's fixed part: type, version, player_id, tick_hz, snapshot_every,
+# tick, resume_token, resume_window_ms, reliable_seq, client_seq,
+# max_message, max_input — then game (str) and app (rest).
+_WELCOME_FIXED = struct.Struct(">BHIHHI16sIIIHB")
+
+
 def decode(b: bytes) -> Msg:
+    """One server→client message (§5). Raises on anything malformed."""
+    assert len(b) >= 1, "empty server message"
     t = b[0]
     if t == 0x81:
-        assert len(b) == 51, f"Welcome is 51 bytes, got {len(b)}"
-        (ver, pid, hz, every, aw, ah, speed, tick) = struct.unpack(">HIHHfffI", b[1:27])
-        token = b[27:43]
-        window_ms, rseq = struct.unpack(">II", b[43:51])
+        assert len(b) >= _WELCOME_FIXED.size + 1, f"Welcome too short: {b.hex()}"
+        (_, ver, pid, hz, every, tick, token, window_ms, rseq, cseq, max_msg,
+         max_input) = _WELCOME_FIXED.unpack_from(b)
+        game, end = _read_str(b, _WELCOME_FIXED.size)
         return Msg("welcome", dict(version=ver, player_id=pid, tick_hz=hz, snapshot_every=every,
                                    tick=tick, resume_token=token, resume_window_ms=window_ms,
-                                   reliable_seq=rseq))
+                                   reliable_seq=rseq, client_seq=cseq, max_message=max_msg,
+                                   max_input=max_input, game=game, app=b[end:], size=len(b)), b)
     if t == 0x82:
         (pid,) = struct.unpack(">I", b[1:5])
         name, end = _read_str(b, 5)
-        assert end == len(b)
-        return Msg("joined", dict(player_id=pid, name=name))
+        assert end == len(b), f"PlayerJoined with trailing bytes: {b.hex()}"
+        return Msg("joined", dict(player_id=pid, name=name), b)
     if t == 0x83:
-        assert len(b) == 5
-        return Msg("left", dict(player_id=struct.unpack(">I", b[1:5])[0]))
+        assert len(b) == 5, f"PlayerLeft is 5 bytes: {b.hex()}"
+        return Msg("left", dict(player_id=struct.unpack(">I", b[1:5])[0]), b)
     if t == 0x84:
-        ack, tick, st, count = struct.unpack(">IIQH", b[1:19])
-        assert len(b) == 19 + 12 * count
-        ids = [struct.unpack(">I", b[19 + 12 * i : 23 + 12 * i])[0] for i in range(count)]
-        return Msg("snapshot", dict(ack_seq=ack, tick=tick, server_time_us=st, ids=ids))
+        assert len(b) >= 17, f"Snapshot too short: {b.hex()}"
+        ack, tick, st = struct.unpack(">IIQ", b[1:17])
+        return Msg("snapshot", dict(ack_seq=ack, tick=tick, server_time_us=st, payload=b[17:]), b)
     if t == 0x85:
+        assert len(b) == 17, f"Pong is 17 bytes: {b.hex()}"
         c, s = struct.unpack(">QQ", b[1:17])
-        return Msg("pong", dict(client_time_us=c, server_time_us=s))
+        return Msg("pong", dict(client_time_us=c, server_time_us=s), b)
     if t == 0x86:
         (code,) = struct.unpack(">H", b[1:3])
         reason, end = _read_str(b, 3)
-        assert end == len(b)
-        return Msg("error", dict(code=code, reason=reason))
+        assert end == len(b), f"Error with trailing bytes: {b.hex()}"
+        assert len(reason.encode()) <= 200, reason
+        return Msg("error", dict(code=code, reason=reason), b)
+    if t == 0x87:
+        return Msg("app", dict(payload=b[1:]), b)
+    if t == 0x88:
+        return Msg("app_unreliable", dict(payload=b[1:]), b)
     raise AssertionError(f"unknown server message type {t:#x}: {b.hex()}")
+
+
+def is_numbered(m: Msg) -> bool:
+    """§7.1: PlayerJoined, PlayerLeft and App (0x87) are the numbered events."""
+    return m.kind in ("joined", "left", "app")
+
+
+# -- the built-in games' bytes (§11) --
+
+DOTS_UP, DOTS_DOWN, DOTS_LEFT, DOTS_RIGHT = 1, 2, 4, 8
+
+
+def dots_welcome(app: bytes) -> dict:
+    """dots Welcome.app: arena_w f32, arena_h f32, speed f32 (12 bytes)."""
+    assert len(app) == 12, f"dots Welcome.app is 12 bytes, got {len(app)}"
+    w, h, speed = struct.unpack(">fff", app)
+    return dict(arena_w=w, arena_h=h, speed=speed)
+
+
+def dots_players(payload: bytes) -> dict[int, tuple[float, float]]:
+    """dots Snapshot.payload: count u16, count × (id u32, x f32, y f32), by id."""
+    (count,) = struct.unpack(">H", payload[:2])
+    assert len(payload) == 2 + 12 * count, f"dots payload {len(payload)} B for {count} players"
+    out = {}
+    prev = 0
+    for i in range(count):
+        pid, x, y = struct.unpack(">Iff", payload[2 + 12 * i : 14 + 12 * i])
+        assert pid > prev, "dots snapshot not ordered by id"
+        prev = pid
+        out[pid] = (x, y)
+    return out
+
+
+def dots_chat(from_id: int, text: bytes) -> bytes:
+    """What dots sends every player for a chat App: id u32 + the text."""
+    return struct.pack(">I", from_id) + text
+
+
+def relayed(from_id: int, payload: bytes) -> bytes:
+    """relay: App/AppUnreliable from a client reach the others as from u32 + bytes."""
+    return struct.pack(">I", from_id) + payload
 
 
 # --------------------------------------------------------------------------
@@ -202,6 +291,8 @@ class Server:
         self.cert_sha256 = v["cert_sha256"]
         self.cert_pem = self.cert_dir / "dev.pem"
         self.pid = self.proc.pid
+        self.flags = flags
+        self._game: str | None = None
 
     # -- plumbing --
     @property
@@ -218,6 +309,12 @@ class Server:
 
     def metrics(self) -> dict:
         return self.health()["metrics"]
+
+    @property
+    def game(self) -> str:
+        if self._game is None:
+            self._game = self.health()["game"]
+        return self._game
 
     def error_count(self, name: str) -> int:
         return int(self.metrics()["errors"][name])
@@ -256,11 +353,16 @@ class Server:
 
 @dataclass
 class Outcome:
-    """How a session ended: messages seen, Error codes, close code/reason."""
+    """How a session ended: messages seen, Error codes, close code/reason.
+
+    For WebTransport, `close_code`/`close_reason` are the QUIC connection's
+    close and `close_frame` says which CONNECTION_CLOSE frame the server sent
+    (0x1d application, 0x1c transport, None: none came, e.g. idle timeout)."""
 
     msgs: list[Msg]
     close_code: int | None
     close_reason: str | None
+    close_frame: int | None = None
 
     @property
     def errors(self) -> list[int]:
@@ -294,10 +396,10 @@ async def ws_until_closed(ws, timeout: float = 10) -> Outcome:
     return Outcome(msgs, rcvd[0], rcvd[1])
 
 
-async def ws_join(url: str, room: str, name: str, **kw):
+async def ws_join(url: str, room: str, name: str, app: bytes = b"", **kw):
     """Opens a WebSocket session and waits for Welcome."""
     ws = await ws_open(url, **kw)
-    await ws.send(hello(room, name))
+    await ws.send(hello(room, name, app))
     w = decode(await asyncio.wait_for(ws.recv(), 5))
     assert w.kind == "welcome", w
     return ws, w
@@ -327,6 +429,20 @@ class _WtProtocol(QuicConnectionProtocol):
         self.events: asyncio.Queue[H3Event | QuicEvent] = asyncio.Queue()
         self.terminated: ConnectionTerminated | None = None
         self.terminated_evt = asyncio.Event()
+        # Which CONNECTION_CLOSE frame came from the server (0x1c transport,
+        # 0x1d application), if any: aioquic reports its own idle timeout as
+        # a ConnectionTerminated too, so the frame is what tells them apart.
+        self.close_frame: int | None = None
+        handlers = self._quic._QuicConnection__frame_handlers
+        for ft in (0x1C, 0x1D):
+            orig, epochs = handlers[ft]
+
+            def seen(context, frame_type, buf, _orig=orig):
+                if self.close_frame is None:
+                    self.close_frame = frame_type
+                return _orig(context, frame_type, buf)
+
+            handlers[ft] = (seen, epochs)
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ConnectionTerminated):
@@ -341,19 +457,24 @@ class WtClient:
     """One QUIC connection carrying (at most) one WebTransport session.
 
     Usage: `async with WtClient(server) as c: status = await c.connect(...)`.
+    Messages read from the reliable stream go to `reliable`, datagrams to
+    `datagrams` (raw bytes each); both also go to `inbox` as
+    (channel, bytes), channel "stream" or "datagram".
     """
 
     def __init__(self, server: Server, *, origin: str | None = None,
-                 path: str = "/rally", query: str = ""):
+                 path: str = "/rally", query: str = "", idle_timeout: float = 60.0):
         self.server = server
         self.origin = origin
         self.path = path + (f"?{query}" if query else "")
+        self.idle_timeout = idle_timeout
         self.session_id: int | None = None
         self.stream_id: int | None = None
         self.status: int | None = None
         self._buf = b""
         self.reliable: asyncio.Queue[bytes] = asyncio.Queue()
         self.datagrams: asyncio.Queue[bytes] = asyncio.Queue()
+        self.inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self.stream_ended = False
         self._cm = None
         self.proto: _WtProtocol | None = None
@@ -362,7 +483,8 @@ class WtClient:
 
     async def __aenter__(self) -> "WtClient":
         cfg = QuicConfiguration(is_client=True, alpn_protocols=["h3"],
-                                max_datagram_frame_size=65536, server_name="localhost")
+                                max_datagram_frame_size=65536, server_name="localhost",
+                                idle_timeout=self.idle_timeout)
         cfg.load_verify_locations(str(self.server.cert_pem))
         self._cm = quic_connect("127.0.0.1", self.server.port, configuration=cfg,
                                 create_protocol=_WtProtocol, wait_connected=True)
@@ -397,15 +519,19 @@ class WtClient:
                         (n,) = struct.unpack(">H", self._buf[:2])
                         if len(self._buf) < 2 + n:
                             break
-                        self.reliable.put_nowait(self._buf[2 : 2 + n])
+                        msg = self._buf[2 : 2 + n]
+                        self.reliable.put_nowait(msg)
+                        self.inbox.put_nowait(("stream", msg))
                         self._buf = self._buf[2 + n :]
                     if ev.stream_ended:
                         self.stream_ended = True
             elif isinstance(ev, DatagramReceived):
                 if ev.stream_id == self.session_id:
                     self.datagrams.put_nowait(ev.data)
+                    self.inbox.put_nowait(("datagram", ev.data))
 
-    async def connect(self, extra_headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    async def connect(self, extra_headers: list[tuple[bytes, bytes]] | None = None,
+                      timeout: float = 5) -> int:
         """Sends the extended CONNECT; returns the response status."""
         sid = self.quic.get_next_available_stream_id()
         headers = [
@@ -418,10 +544,11 @@ class WtClient:
         if self.origin is not None:
             headers.append((b"origin", self.origin.encode()))
         headers += extra_headers or []
+        self.connect_stream_id = sid
         self.proto.h3.send_headers(stream_id=sid, headers=headers, end_stream=False)
         self.transmit()
         while True:
-            ev = await asyncio.wait_for(self._headers.get(), 5)
+            ev = await asyncio.wait_for(self._headers.get(), timeout)
             if ev.stream_id == sid:
                 break
         status = int(dict(ev.headers)[b":status"])
@@ -449,7 +576,7 @@ class WtClient:
         return sid
 
     def send_raw(self, data: bytes, stream_id: int | None = None, end: bool = False) -> None:
-        """Bytes as they are on a stream (no framing added)."""
+        """Bytes as they are on a stream (no framing added); `end` sends FIN."""
         self.quic.send_stream_data(self.stream_id if stream_id is None else stream_id, data, end)
         self.transmit()
 
@@ -467,8 +594,31 @@ class WtClient:
         self.quic.send_datagram_frame(data)
         self.transmit()
 
+    def close_connection(self, error_code: int = 0, reason: str = "") -> None:
+        """Closes the QUIC connection (an application CONNECTION_CLOSE)."""
+        self.quic.close(error_code=error_code, reason_phrase=reason)
+        self.transmit()
+
     async def recv(self, timeout: float = 5) -> Msg:
         return decode(await asyncio.wait_for(self.reliable.get(), timeout))
+
+    async def recv_or_close(self, timeout: float = 5) -> Msg | None:
+        """The next stream message, or None once the connection has closed
+        and nothing is left to read."""
+        if self.reliable.empty() and self.proto.terminated is not None:
+            return None
+        get = asyncio.ensure_future(self.reliable.get())
+        end = asyncio.ensure_future(self.proto.terminated_evt.wait())
+        done, _ = await asyncio.wait({get, end}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        end.cancel()
+        if get in done:
+            return decode(get.result())
+        get.cancel()
+        if not done:
+            raise asyncio.TimeoutError()
+        await asyncio.sleep(0)  # the pump may still hold bytes read before the close
+        return decode(self.reliable.get_nowait()) if not self.reliable.empty() else None
 
     async def recv_until(self, pred, timeout: float = 5) -> Msg:
         async def run():
@@ -479,11 +629,20 @@ class WtClient:
 
         return await asyncio.wait_for(run(), timeout)
 
-    async def join(self, room: str, name: str) -> Msg:
+    async def datagram_until(self, pred, timeout: float = 5) -> Msg:
+        async def run():
+            while True:
+                m = decode(await self.datagrams.get())
+                if pred(m):
+                    return m
+
+        return await asyncio.wait_for(run(), timeout)
+
+    async def join(self, room: str, name: str, app: bytes = b"") -> Msg:
         st = await self.connect()
         assert st == 200, st
         self.open_stream()
-        self.send(hello(room, name))
+        self.send(hello(room, name, app))
         w = await self.recv()
         assert w.kind == "welcome", w
         return w
@@ -496,7 +655,7 @@ class WtClient:
         while not self.reliable.empty():
             msgs.append(decode(self.reliable.get_nowait()))
         t = self.proto.terminated
-        return Outcome(msgs, t.error_code, t.reason_phrase), t
+        return Outcome(msgs, t.error_code, t.reason_phrase, self.proto.close_frame), t
 
 
 async def wt_join(server: Server, room: str, name: str, **kw) -> tuple[WtClient, Msg]:
@@ -506,26 +665,263 @@ async def wt_join(server: Server, room: str, name: str, **kw) -> tuple[WtClient,
     return c, w
 
 
-async def assert_still_serving(server: Server, room: str = "after") -> None:
-    """A well-behaved peer on each transport still gets Welcome and snapshots."""
-    ws, w = await ws_join(server.ws_url, room, "good-ws")
-    assert w["player_id"] != 0
-    snap = await ws_recv_until(ws, lambda m: m.kind == "snapshot")
-    assert w["player_id"] in snap["ids"]
-    await ws.close()
-    async with WtClient(server) as c:
-        w = await c.join(room, "good-wt")
+# --------------------------------------------------------------------------
+# One player over either transport
+# --------------------------------------------------------------------------
 
-        async def next_snap():
-            # Snapshots come as datagrams (or on the stream when too big).
+
+class Peer:
+    """A session over `ws` (websockets) or `wt` (aioquic), one interface.
+
+    `send` is the reliable channel; `send_unreliable` a datagram on
+    WebTransport (a binary message on WebSocket). `next()` returns the next
+    message from either channel; `channel` of the last one is "stream",
+    "datagram" or "ws"."""
+
+    def __init__(self, server: Server, transport: str, **kw):
+        assert transport in ("ws", "wt"), transport
+        self.server = server
+        self.transport = transport
+        self.kw = kw
+        self.ws = None
+        self.wt: WtClient | None = None
+        self.welcome: Msg | None = None
+        self.channel: str | None = None
+        self._stash: list[tuple[str, Msg]] = []
+
+    async def open(self, query: str = "") -> "Peer":
+        if self.transport == "ws":
+            url = self.server.ws_url + (f"?{query}" if query else "")
+            self.ws = await ws_open(url, **self.kw)
+        else:
+            self.wt = WtClient(self.server, query=query, **self.kw)
+            await self.wt.__aenter__()
+            st = await self.wt.connect()
+            assert st == 200, st
+            self.wt.open_stream()
+        return self
+
+    async def join(self, room: str, name: str, app: bytes = b"") -> Msg:
+        await self.send(hello(room, name, app))
+        w = await self.reply()
+        assert w.kind == "welcome", w
+        self.welcome = w
+        return w
+
+    async def reply(self, timeout: float = 5) -> Msg:
+        """The next message on the reliable channel: the answer to Hello or
+        Resume. A datagram (a snapshot of the room, say) may overtake it on
+        WebTransport; such datagrams are kept for next()."""
+        async def run():
             while True:
-                d = await c.datagrams.get()
-                m = decode(d)
-                if m.kind == "snapshot":
+                m = await self._read(timeout=3600)
+                if self.channel != "datagram":
+                    return m
+                self._stash.append((self.channel, m))
+
+        m = await asyncio.wait_for(run(), timeout)
+        if m.kind == "welcome":
+            self.welcome = m
+        return m
+
+    @property
+    def id(self) -> int:
+        return self.welcome["player_id"]
+
+    async def send(self, msg: bytes) -> None:
+        if self.ws is not None:
+            await self.ws.send(msg)
+        else:
+            self.wt.send(msg)
+
+    async def send_unreliable(self, msg: bytes) -> None:
+        if self.ws is not None:
+            await self.ws.send(msg)
+        else:
+            self.wt.send_datagram(msg)
+
+    async def next(self, timeout: float = 5) -> Msg:
+        """The next message from either channel (`channel` says which)."""
+        if self._stash:
+            self.channel, m = self._stash.pop(0)
+            return m
+        return await self._read(timeout)
+
+    async def _read(self, timeout: float) -> Msg:
+        async def get():
+            if self.ws is not None:
+                while True:
+                    m = await self.ws.recv()
+                    if isinstance(m, bytes):
+                        self.channel = "ws"
+                        return decode(m)
+            self.channel, b = await self.wt.inbox.get()
+            return decode(b)
+
+        return await asyncio.wait_for(get(), timeout)
+
+    async def next_or_close(self, timeout: float = 5) -> Msg | None:
+        """The next message, or None once the session has ended (and nothing
+        read before the end is left)."""
+        if self._stash:
+            self.channel, m = self._stash.pop(0)
+            return m
+        if self.ws is not None:
+            try:
+                return await self.next(timeout)
+            except ConnectionClosed:
+                return None
+        c = self.wt
+        if c.inbox.empty() and c.proto.terminated is not None:
+            return None
+        get = asyncio.ensure_future(c.inbox.get())
+        end = asyncio.ensure_future(c.proto.terminated_evt.wait())
+        done, _ = await asyncio.wait({get, end}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        end.cancel()
+        if get in done:
+            self.channel, b = get.result()
+            return decode(b)
+        get.cancel()
+        if not done:
+            raise asyncio.TimeoutError()
+        await asyncio.sleep(0)
+        if c.inbox.empty():
+            return None
+        self.channel, b = c.inbox.get_nowait()
+        return decode(b)
+
+    async def sync_or_close(self, t: int, timeout: float = 5) -> tuple[list[Msg], Outcome | None]:
+        """Like sync(), but a session that ends first is no hang: returns the
+        reliable messages read and, if it ended, how (Outcome)."""
+        out: list[Msg] = []
+        try:
+            await self.send(ping(t))
+        except ConnectionClosed:
+            pass
+
+        async def run():
+            while True:
+                m = await self.next_or_close(timeout=3600)
+                if m is None:
+                    o = await self.until_closed(1)
+                    return out, Outcome(out + o.msgs, o.close_code, o.close_reason, o.close_frame)
+                if m.kind == "pong" and m["client_time_us"] == t:
+                    return out, None
+                if self.channel in ("ws", "stream"):
+                    out.append(m)
+
+        return await asyncio.wait_for(run(), timeout)
+
+    async def until(self, pred, timeout: float = 5) -> Msg:
+        async def run():
+            while True:
+                m = await self.next(timeout=3600)
+                if pred(m):
                     return m
 
-        snap = await asyncio.wait_for(next_snap(), 5)
-        assert w["player_id"] in snap["ids"]
+        return await asyncio.wait_for(run(), timeout)
+
+    async def collect_until(self, pred, timeout: float = 5) -> list[Msg]:
+        """Every message up to and including the first that matches `pred`."""
+        out = []
+
+        async def run():
+            while True:
+                m = await self.next(timeout=3600)
+                out.append(m)
+                if pred(m):
+                    return out
+
+        return await asyncio.wait_for(run(), timeout)
+
+    async def sync(self, t: int, timeout: float = 5) -> list[Msg]:
+        """Ping(t) on the reliable channel; returns the reliable messages read
+        before its Pong (every message on WebSocket; stream ones on WT)."""
+        await self.send(ping(t))
+        out = []
+
+        async def run():
+            while True:
+                m = await self.next(timeout=3600)
+                if m.kind == "pong" and m["client_time_us"] == t:
+                    return out
+                if self.channel in ("ws", "stream"):
+                    out.append(m)
+
+        return await asyncio.wait_for(run(), timeout)
+
+    async def until_closed(self, timeout: float = 10) -> Outcome:
+        """Reads to the end of the session: every message, then the close."""
+        if self.ws is not None:
+            return await ws_until_closed(self.ws, timeout)
+        c = self.wt
+        await asyncio.wait_for(c.proto.terminated_evt.wait(), timeout)
+        await asyncio.sleep(0)
+        msgs = [m for _, m in self._stash]
+        self._stash.clear()
+        while not c.inbox.empty():
+            msgs.append(decode(c.inbox.get_nowait()[1]))
+        t = c.proto.terminated
+        return Outcome(msgs, t.error_code, t.reason_phrase, c.proto.close_frame)
+
+    def drop(self) -> None:
+        """Goes away without Leave: TCP reset (WS) / QUIC close, code 0 (WT)."""
+        if self.ws is not None:
+            self.ws.transport.abort()
+        else:
+            self.wt.close_connection(0)
+
+    @property
+    def closed(self) -> bool:
+        if self.ws is not None:
+            return self.ws.close_code is not None
+        return self.wt.proto.terminated is not None
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        elif self.wt is not None:
+            await self.wt.__aexit__(None, None, None)
+
+
+async def peer_join(server: Server, transport: str, room: str, name: str,
+                    app: bytes = b"", query: str = "", **kw) -> Peer:
+    p = Peer(server, transport, **kw)
+    await p.open(query)
+    await p.join(room, name, app)
+    return p
+
+
+async def read_roster(p: Peer, n: int, timeout: float = 5) -> list[Msg]:
+    """The n PlayerJoined that follow a fresh Welcome (numbered 1..n)."""
+    out = []
+    while len(out) < n:
+        m = await p.until(lambda m: m.kind != "snapshot" and m.kind != "app_unreliable", timeout)
+        assert m.kind == "joined", f"roster: expected PlayerJoined, got {m!r}"
+        out.append(m)
+    return out
+
+
+async def assert_still_serving(server: Server, room: str = "after") -> None:
+    """A well-behaved peer on each transport still gets Welcome and then, for
+    a game with snapshots, a snapshot (dots: one that has it); for relay, a
+    Pong."""
+    game = server.game
+    for transport in ("ws", "wt"):
+        p = await peer_join(server, transport, f"{room}-{transport}", f"good-{transport}")
+        try:
+            assert p.id != 0
+            assert p.welcome["version"] == PROTOCOL_VERSION
+            assert p.welcome["game"] == game
+            if game == "relay":
+                await p.sync(99)
+            else:
+                snap = await p.until(lambda m: m.kind == "snapshot", 5)
+                if game == "dots":
+                    assert p.id in dots_players(snap["payload"])
+        finally:
+            await p.close()
     assert server.alive()
 
 
@@ -536,16 +932,18 @@ def run(coro, timeout: float = 60):
 
 async def misbehave(server: Server, transport: str, *, room: str = "adv", send_hello: bool = True,
                     reliable: list[bytes] = (), unreliable: list[bytes] = (),
-                    raw_stream: bytes | None = None, ws_text: str | None = None,
-                    pace: float = 0.0, timeout: float = 10) -> Outcome:
+                    raw_stream: bytes | None = None, end_stream: bool = False,
+                    ws_text: str | None = None, pace: float = 0.0,
+                    timeout: float = 10) -> Outcome:
     """Opens a session, (optionally) joins, then sends what it is told.
 
     `reliable`: messages on the reliable channel (a binary WebSocket message
     each, or a length-prefixed frame each on the WebTransport stream).
     `unreliable`: WebTransport datagrams (binary messages on WebSocket).
-    `raw_stream`: bytes written as they are on the WebTransport stream.
+    `raw_stream`: bytes written as they are on the WebTransport stream;
+    `end_stream`: then FIN.
     `pace`: seconds between WebSocket messages (0: back to back).
-    Returns how the server ended the session.
+    Returns how the server ended the session (the Welcome first, if any).
     """
     if transport == "ws":
         ws = await ws_open(server.ws_url)
@@ -576,20 +974,29 @@ async def misbehave(server: Server, transport: str, *, room: str = "adv", send_h
             assert pre[0].kind == "welcome", pre
         for m in reliable:
             c.send(m)
-        if raw_stream is not None:
-            c.send_raw(raw_stream)
+        if raw_stream is not None or end_stream:
+            c.send_raw(raw_stream or b"", end=end_stream)
         for d in unreliable:
             c.send_datagram(d)
         out, _ = await c.until_closed(timeout)
-        return Outcome(pre + out.msgs, out.close_code, out.close_reason)
+        return Outcome(pre + out.msgs, out.close_code, out.close_reason, out.close_frame)
 
 
-def assert_refused_with(out: Outcome, name: str, *, error_message: bool = True) -> None:
-    """PROTOCOL.md §6: Error(code) on the reliable channel, then close 4000+code, reason = name."""
+def assert_refused_with(out: Outcome, name: str, *, error_message: bool = True,
+                        only: bool = False) -> None:
+    """PROTOCOL.md §6: Error(code) on the reliable channel, then close 4000+code, reason = name.
+
+    `only`: the session got nothing but that Error (no Welcome, nothing else)."""
     code = CODE[name]
     if error_message:
         assert out.errors == [code], f"expected one Error {code} ({name}), got {out.msgs!r}"
+        if only:
+            assert [m.kind for m in out.msgs] == ["error"], f"more than the Error: {out.msgs!r}"
     else:
         assert out.errors == [], out.msgs
+        if only:
+            assert out.msgs == [], out.msgs
     assert out.close_code == 4000 + code, f"close {out.close_code} {out.close_reason!r}, want {4000 + code}"
     assert out.close_reason == name, f"close reason {out.close_reason!r}, want {name!r}"
+    if out.close_frame is not None:
+        assert out.close_frame == 0x1D, f"QUIC close frame {out.close_frame:#x}, want application (0x1d)"

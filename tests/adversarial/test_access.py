@@ -2,6 +2,7 @@
 join token → 401, over both transports; and the WebSocket-only text-message
 rule."""
 
+import asyncio
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from rally_peers import (
     hello,
     make_token,
     misbehave,
+    peer_join,
     run,
     ws_join,
     ws_open,
@@ -108,6 +110,25 @@ async def token_session(s, transport, token, room):
         c.send(hello(room, "n"))
         out, _ = await c.until_closed()
         return out
+
+
+def test_join_token_expiring_during_the_session_is_token_expired(start_server):
+    """§9: when the token's exp passes during the session: Error
+    token_expired (15), close 4015 — on both transports at once."""
+    secret = "adv-s3cret"
+    s = start_server("--token-secret", secret)
+    tok = make_token(secret, int(time.time()) + 2)
+
+    async def one(transport):
+        p = await peer_join(s, transport, "exp", f"short-{transport}", query=f"token={tok}")
+        out = await p.until_closed(timeout=8)
+        assert_refused_with(out, "token_expired")
+
+    async def go():
+        await asyncio.gather(one("ws"), one("wt"))
+
+    run(go())
+    assert s.error_count("token_expired") == 2
 
 
 @pytest.mark.parametrize("after_hello", [True, False], ids=["after-hello", "before-hello"])
