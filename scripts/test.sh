@@ -3,12 +3,13 @@
 #
 #   ./scripts/test.sh
 #
-# Steps: formatting and lints, the Rust unit and integration tests (real
-# server processes on ephemeral ports, real WebTransport and WebSocket
-# clients, the lab through network namespaces, which needs root), the
-# adversarial suite with third-party Python peers (pip, in a venv), then the
-# browser tests in headless Debian Chromium (apt, npm). A missing
-# prerequisite is a failure, never a skip.
+# Steps: formatting and lints, the Rust unit and integration tests of the
+# server and of the tools (real server processes on ephemeral ports, real
+# WebTransport and WebSocket clients, the lab through network namespaces,
+# which needs root), the adversarial suite with third-party Python peers
+# (pip, in a venv), then the browser tests in headless Debian Chromium (apt,
+# npm; the client's types checked with tsc). A missing prerequisite is a
+# failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,11 +18,11 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --release -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --release -- -D warnings
 
-step "cargo test (unit, property and integration tests)"
-cargo test --release
+step "cargo test (unit, property and integration tests; the server and the tools)"
+cargo test --release --workspace
 
 step "adversarial peers: aioquic (HTTP/3, WebTransport), websockets, kosoku (Autobahn)"
 RALLY_BIN="$PWD/target/release/rally" tests/adversarial/run.sh

@@ -648,7 +648,7 @@ impl Client {
 
     /// Sends an application message to the game: reliable (`App`, on the
     /// stream, numbered and replayed after a resume) or not
-    /// (`AppUnreliable`, a datagram on WebTransport).
+    /// (`AppUnreliable`, a datagram on WebTransport when it fits one).
     pub async fn send(&mut self, payload: &[u8], reliable: bool) -> Result<(), ClientError> {
         let max = self.welcome.max_message as usize;
         if payload.len() + 1 > max {
@@ -662,13 +662,16 @@ impl Client {
         if reliable {
             self.sent.record(payload.clone());
         }
-        let msg = ClientMsg::App { reliable, payload };
-        let channel = if reliable {
+        let msg = ClientMsg::App { reliable, payload }.to_bytes();
+        // An unreliable message too big for a datagram now travels on the
+        // stream, which takes it too (PROTOCOL.md §4).
+        let fits = self.max_datagram_size().is_some_and(|max| msg.len() < max);
+        let channel = if reliable || !fits {
             Channel::Reliable
         } else {
             Channel::Unreliable
         };
-        self.send_raw(msg.to_bytes(), channel).await
+        self.send_raw(msg, channel).await
     }
 
     /// Sends a `Ping` carrying the current time on `channel`.

@@ -201,7 +201,8 @@ impl<'a> Ctx<'a> {
     }
 
     /// Sends `msg` to `to` without copying it (one buffer for every
-    /// recipient).
+    /// recipient). A message too large for a frame is not sent: it is
+    /// counted (`/health` `app_messages_too_large`) and the error returned.
     pub fn send_bytes(
         &mut self,
         to: To<'_>,
@@ -210,6 +211,7 @@ impl<'a> Ctx<'a> {
     ) -> Result<(), TooLarge> {
         // One byte of message type goes before the payload.
         if msg.len() + 1 > MAX_SERVER_MSG {
+            self.out.too_large += 1;
             return Err(TooLarge(msg.len()));
         }
         let to = match to {

@@ -66,4 +66,17 @@ mod tests {
         assert_eq!(g.view(), View::None);
         assert!(g.welcome(1).is_empty());
     }
+
+    /// A message within the client limit that cannot be forwarded with the
+    /// sender's id is not sent and is counted; the sender did nothing wrong.
+    #[test]
+    fn a_message_too_large_to_forward_is_counted_not_refused() {
+        let mut g = Harness::new(Relay::new);
+        g.join(1, "a", &[]).unwrap();
+        g.join(2, "b", &[]).unwrap();
+        g.message(1, &vec![0u8; 65_534], Delivery::Reliable)
+            .unwrap();
+        assert!(g.take_sent().is_empty());
+        assert_eq!(g.too_large(), 1);
+    }
 }

@@ -117,7 +117,10 @@ pub struct SessionCtx {
 /// Why a session ended.
 #[derive(Debug)]
 enum End {
-    /// The peer went away; its player is kept for resume.
+    /// The peer ended its side cleanly (a WebSocket close, the end of the
+    /// WebTransport stream or session); its player is kept for resume.
+    Ended,
+    /// The connection broke; its player is kept for resume.
     Gone(String),
     /// We end it, telling the peer.
     Close(Close),
@@ -219,14 +222,16 @@ pub async fn close_with<T: TransportTx>(
 
 async fn finish<T: TransportTx>(kind: TransportKind, tx: &mut T, ctx: &SessionCtx, end: End) {
     let close = match end {
-        End::Gone(why) => {
-            tracing::debug!(%why, "session ended by peer");
+        End::Ended => {
+            tracing::debug!("session ended by peer");
             // Nothing to tell a peer that left; end what is left of the
             // connection now rather than when its last handle drops
-            // (WebTransport: QUIC application code 0, no reason).
+            // (WebTransport: QUIC application code 0, no reason, §2).
             let _ = tokio::time::timeout(Duration::from_secs(1), tx.close(None)).await;
             return;
         }
+        // A broken connection is closed by its own stack, with its code.
+        End::Gone(why) => return tracing::debug!(%why, "session lost"),
         End::Close(close) => close,
     };
     match &close {
@@ -293,7 +298,7 @@ async fn session<R: TransportRx, T: TransportTx>(
     match &end {
         // A dropped or idle connection, or a stopping server, keeps the
         // player for resume.
-        End::Gone(_) | End::Close(Close::Shutdown | Close::Idle) => {}
+        End::Ended | End::Gone(_) | End::Close(Close::Shutdown | Close::Idle) => {}
         End::Close(_) => member.leave_on_drop(),
     }
     end
@@ -316,7 +321,7 @@ async fn first_message<R: TransportRx>(rx: &mut R, max: usize) -> Result<ClientM
         match rx.recv().await {
             Ok(Some((_, Channel::Unreliable))) => continue,
             Ok(Some((msg, Channel::Reliable))) => return decode(&msg, max),
-            Ok(None) => return Err(End::Gone("closed before Hello".into())),
+            Ok(None) => return Err(End::Ended),
             Err(e) => return Err(transport_end(e)),
         }
     }
@@ -528,7 +533,7 @@ async fn play<R: TransportRx, T: TransportTx>(
                     // The unfold stream never ends; None would mean it did.
                     None => return End::Gone("receive side ended".into()),
                     Some(Ok(Some(m))) => m,
-                    Some(Ok(None)) => return End::Gone("peer closed".into()),
+                    Some(Ok(None)) => return End::Ended,
                     Some(Err(e)) => return transport_end(e),
                 };
                 counters.messages_in.fetch_add(1, Relaxed);

@@ -377,13 +377,14 @@ pub async fn run(accepted: Accepted, shared: Arc<Shared>) {
         Ok(None) => {
             // The client closed its session before opening its stream: a
             // normal end (a browser abandoning the transport race does
-            // this), not a timeout.
+            // this), not a timeout. Closed as a clean end is (§2).
             shared
                 .metrics
                 .transport(kind)
                 .sessions_opened
                 .fetch_add(1, Relaxed);
             tracing::debug!("the client closed the session before opening its stream");
+            quic.close(quinn::VarInt::from_u32(0), b"");
             return;
         }
         Err(_) => {

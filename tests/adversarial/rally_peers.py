@@ -776,8 +776,15 @@ class Peer:
             return None
         get = asyncio.ensure_future(c.inbox.get())
         end = asyncio.ensure_future(c.proto.terminated_evt.wait())
-        done, _ = await asyncio.wait({get, end}, timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({get, end}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # A caller that gives up must not leave a reader behind to take
+            # (and lose) the next message.
+            get.cancel()
+            end.cancel()
+            raise
         end.cancel()
         if get in done:
             self.channel, b = get.result()
