@@ -21,6 +21,12 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --release -- -D warnings
 
+step "the rally library depends on none of the tools (lab plotting, rally-tools)"
+if cargo tree -p rally -e normal --prefix none | grep -E '^(plotters|rally-tools) '; then
+  echo "a game depending on rally would compile the tools" >&2
+  exit 1
+fi
+
 step "cargo test (unit, property and integration tests; the server and the tools)"
 cargo test --release --workspace
 

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use url::Url;
 
+/// How long a server may take to print its listening line.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The listening line, parsed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Listening {
@@ -167,16 +170,26 @@ impl Launch {
             .spawn()
             .with_context(|| format!("starting {}", self.program.display()))?;
         let stdout = child.stdout.take().context("the server's stdout")?;
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line);
-        let listening = match read {
-            Ok(n) if n > 0 => Listening::parse(&line),
-            Ok(_) => Err(anyhow::anyhow!(
+        // Read on a thread, so that a server that never listens is a
+        // timeout (killing it ends the read) rather than a hang.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(read.map(|n| (n, line)));
+        });
+        let listening = match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Ok((n, line))) if n > 0 => Listening::parse(&line),
+            Ok(Ok(_)) => Err(anyhow::anyhow!(
                 "{} exited before listening ({:?})",
                 self.program.display(),
                 child.wait().ok()
             )),
-            Err(e) => Err(e.into()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(anyhow::anyhow!(
+                "{} did not listen within {STARTUP_TIMEOUT:?}",
+                self.program.display()
+            )),
         };
         match listening {
             Ok(listening) => Ok(ServerProcess {
