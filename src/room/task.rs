@@ -678,8 +678,9 @@ impl<G: Game> RoomTask<G> {
             }
             View::PerPlayer => {
                 self.fanout.begin(&self.events, &self.players, len);
-                let ids: Vec<PlayerId> = self.ids.clone();
-                for (i, id) in ids.into_iter().enumerate() {
+                // By index: `body` needs the room, and `ids` is its own.
+                for i in 0..self.ids.len() {
+                    let id = self.ids[i];
                     if self.players.get(&id).is_none_or(|p| p.link.is_none()) {
                         continue;
                     }

@@ -18,8 +18,7 @@ use crate::config::{SnapshotCarriage, HELLO_TIMEOUT};
 use crate::kind::{Channel, TransportKind};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    encode_frame, snapshot_header, Close, CloseCode, ErrorCode, FrameDecoder, FrameError,
-    FRAME_HEADER_LEN,
+    encode_frame, Close, CloseCode, ErrorCode, FrameDecoder, FrameError, FRAME_HEADER_LEN,
 };
 use crate::room::DirectSink;
 use crate::session::{self, Carriage, TransportError, TransportRx, TransportTx};
@@ -308,7 +307,7 @@ impl DirectSink for DatagramSink {
         // Too big for a datagram now (or the connection gone) leaves the
         // message to the session, which sends it on the stream or ends.
         let sent = !self.stopped.load(Relaxed) && self.out.send(arena, head, body).unwrap_or(false);
-        if sent && head.first() == Some(&snapshot_header(0)[0]) {
+        if sent && head.first() == Some(&crate::protocol::table::ty::SNAPSHOT) {
             self.metrics.wt.snapshots_sent.fetch_add(1, Relaxed);
         }
         sent

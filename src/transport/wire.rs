@@ -299,7 +299,7 @@ impl DirectSink for FrameSink {
         let at = MAX_FRAME_HEADER + MAX_HEAD - out.len();
         buf[at..at + head.len()].copy_from_slice(head);
         let sent = self.wire.try_write_frame([&buf[..at + head.len()], body]);
-        if sent && head.first() == Some(&crate::protocol::snapshot_header(0)[0]) {
+        if sent && head.first() == Some(&crate::protocol::table::ty::SNAPSHOT) {
             self.metrics.ws.snapshots_sent.fetch_add(1, Relaxed);
         }
         sent

@@ -53,6 +53,11 @@ pub struct S2Args {
     /// Players per room: 84 makes a 1 027-byte dots snapshot.
     #[arg(long, default_value_t = 84)]
     pub room_size: usize,
+    /// The game Rally runs: `dots` (one shared snapshot per tick, the fast
+    /// path) or `shooter` (one snapshot per player: the cost of interest
+    /// management). The Node peer always sends one shared snapshot.
+    #[arg(long, default_value = "dots", value_parser = ["dots", "shooter"])]
+    pub game: String,
     #[arg(long, default_value_t = 60)]
     pub tick_hz: u16,
     /// Measured seconds per row.
@@ -174,7 +179,7 @@ async fn one_row(
         }
         _ => {
             let mut a = vec![
-                "--game=dots".to_string(),
+                format!("--game={}", args.game),
                 format!("--max-players-per-room={room_size}"),
                 format!("--max-sessions={}", n + 16),
                 format!("--tick-hz={}", args.tick_hz),
