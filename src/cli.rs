@@ -22,6 +22,13 @@ use crate::config::ServeConfig;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// The process's tokio runtime, as every Rally binary takes it.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct RuntimeArgs {
     /// Tokio runtime flavour for this process (BENCHMARKS.md, "Performance",
     /// has the measurements behind the default).
     #[arg(
@@ -35,6 +42,33 @@ pub struct Cli {
     /// Worker threads of the multi-thread runtime (default: one per core).
     #[arg(long, global = true, env = "RALLY_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+}
+
+impl RuntimeArgs {
+    pub fn build(self) -> anyhow::Result<tokio::runtime::Runtime> {
+        let mut builder = match self.runtime {
+            RuntimeArg::MultiThread => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                if let Some(n) = self.worker_threads {
+                    b.worker_threads(n.max(1));
+                }
+                b
+            }
+            RuntimeArg::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        };
+        anyhow::Context::context(builder.enable_all().build(), "starting the tokio runtime")
+    }
+}
+
+/// Logs to stderr, filtered by `RALLY_LOG` (default `info`).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("RALLY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,18 +1,12 @@
 use anyhow::Context;
 use clap::Parser;
-use rally::cli::{Cli, Command, RuntimeArg, ServeArgs};
+use rally::cli::{Cli, Command, ServeArgs};
 use rally::game::{GameOptions, RoomInfo};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("RALLY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let flavour = (cli.runtime, cli.worker_threads);
+    rally::cli::init_logging();
+    let runtime = cli.runtime;
     // No subcommand means `rally serve` with its defaults and RALLY_* env.
     let command = match cli.command {
         Some(c) => c,
@@ -21,7 +15,7 @@ fn main() -> anyhow::Result<()> {
             .context("parsing the default serve command")?,
     };
     match command {
-        Command::Serve(args) => runtime(flavour)?.block_on(serve(*args)),
+        Command::Serve(args) => runtime.build()?.block_on(serve(*args)),
         Command::Cert(args) => {
             let policy = rally::cert::DevCertPolicy {
                 validity: time::Duration::try_from(args.validity)?,
@@ -65,25 +59,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Tool(args) => tool(&args),
     }
-}
-
-fn runtime(
-    (flavour, workers): (RuntimeArg, Option<usize>),
-) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = match flavour {
-        RuntimeArg::MultiThread => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = workers {
-                b.worker_threads(n.max(1));
-            }
-            b
-        }
-        RuntimeArg::CurrentThread => tokio::runtime::Builder::new_current_thread(),
-    };
-    builder
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

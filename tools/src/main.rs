@@ -5,12 +5,11 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rally::cli::RuntimeArg;
+use rally::cli::RuntimeArgs;
 use rally_tools::bot::{self, BotArgs, BotPlan};
 use rally_tools::lab::{CompareArgs, ProbeArgs};
 use rally_tools::load::LoadArgs;
 use rally_tools::soak::SoakArgs;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,19 +24,10 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Tokio runtime flavour for this process (the server's own is its
-    /// `--runtime`, e.g. `rally load --server-arg=--runtime=current-thread`).
-    #[arg(
-        long,
-        global = true,
-        env = "RALLY_RUNTIME",
-        value_enum,
-        default_value = "multi-thread"
-    )]
-    runtime: RuntimeArg,
-    /// Worker threads of the multi-thread runtime (default: one per core).
-    #[arg(long, global = true, env = "RALLY_WORKER_THREADS")]
-    worker_threads: Option<usize>,
+    /// This process's runtime (the server's own is its `--runtime`, e.g.
+    /// `rally load --server-arg=--runtime=current-thread`).
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,13 +52,8 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("RALLY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = runtime(cli.runtime, cli.worker_threads)?;
+    rally::cli::init_logging();
+    let runtime = cli.runtime.build()?;
     match cli.command {
         Command::Bot(args) => runtime.block_on(run_bots(args)),
         Command::Soak(args) => {
@@ -86,23 +71,6 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(args) => runtime.block_on(rally_tools::lab::compare::run(args)),
         Command::LabClient(args) => runtime.block_on(rally_tools::lab::probe::run(args)),
     }
-}
-
-fn runtime(flavour: RuntimeArg, workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = match flavour {
-        RuntimeArg::MultiThread => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = workers {
-                b.worker_threads(n.max(1));
-            }
-            b
-        }
-        RuntimeArg::CurrentThread => tokio::runtime::Builder::new_current_thread(),
-    };
-    builder
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")
 }
 
 async fn run_bots(args: BotArgs) -> anyhow::Result<()> {
