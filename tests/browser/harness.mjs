@@ -15,6 +15,8 @@ export const artifactsDir = join(here, 'artifacts');
 export const clientDir = join(repoRoot, 'client');
 export const rallyBin = process.env.RALLY_BIN || join(repoRoot, 'target/release/rally');
 export const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+/** The README's example game (`cargo test` builds it beside the server). */
+export const raceBin = process.env.RACE_BIN || join(dirname(rallyBin), 'examples', 'race');
 
 mkdirSync(artifactsDir, { recursive: true });
 
@@ -22,6 +24,7 @@ mkdirSync(artifactsDir, { recursive: true });
 export function checkPrerequisites() {
   const missing = [];
   if (!existsSync(rallyBin)) missing.push(`server binary ${rallyBin} (build it: cargo build --release, or set RALLY_BIN)`);
+  if (!existsSync(raceBin)) missing.push(`example ${raceBin} (build it: cargo build --release --example race, or set RACE_BIN)`);
   if (!existsSync(chromiumPath)) missing.push(`${chromiumPath} (apt-get install -y chromium; run.sh does this)`);
   if (missing.length) throw new Error(`missing prerequisites:\n  ${missing.join('\n  ')}`);
 }
@@ -32,13 +35,16 @@ let serverCount = 0;
  * Starts `rally serve --game GAME` on ephemeral ports (or the given one)
  * and resolves once it printed its `listening` line.
  */
-export function startServer({ game = 'dots', port = 0, certDir = null, extraArgs = [] } = {}) {
+export function startServer({ game = 'dots', port = 0, certDir = null, extraArgs = [], bin = null } = {}) {
   const dir = certDir || mkdtempSync(join(tmpdir(), 'rally-certs-'));
   const n = ++serverCount;
-  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--tcp-listen', `127.0.0.1:${port}`, '--cert-dir', dir, '--game', game, ...extraArgs];
-  const proc = spawn(rallyBin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
+  const listen = ['--listen', `127.0.0.1:${port}`, '--tcp-listen', `127.0.0.1:${port}`, '--cert-dir', dir];
+  // `bin`: a game's own server (the serve options only, no subcommand).
+  const args = bin ? [...listen, ...extraArgs] : ['serve', ...listen, '--game', game, ...extraArgs];
+  const program = bin || rallyBin;
+  const proc = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
   const log = createWriteStream(join(artifactsDir, `server-${process.pid}-${n}-${game}.log`));
-  log.write(`$ ${rallyBin} ${args.join(' ')}\n`);
+  log.write(`$ ${program} ${args.join(' ')}\n`);
   proc.stderr.pipe(log, { end: false });
   let stderrTail = '';
   proc.stderr.on('data', (d) => {
