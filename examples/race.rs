@@ -71,9 +71,7 @@ impl Game for Race {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+    rally::cli::init_logging(); // to stderr; RALLY_LOG=debug for more
     rally::Server::builder()
         // The same flags as `rally serve` (try --help), e.g. --snapshot-every.
         .config_from_args()

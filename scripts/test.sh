@@ -27,6 +27,27 @@ if cargo tree -p rally -e normal --prefix none | grep -E '^(plotters|rally-tools
   exit 1
 fi
 
+step "a game outside this workspace builds on rally (examples/race as its own crate)"
+ext="$(mktemp -d)"
+trap 'rm -rf "$ext"' EXIT
+mkdir -p "$ext/src"
+cat > "$ext/Cargo.toml" <<TOML
+[package]
+name = "outside-game"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+rally = { path = "$PWD" }
+tokio = { version = "1", features = ["full"] }
+anyhow = "1"
+TOML
+cp examples/race.rs examples/race.html "$ext/src/"
+mv "$ext/src/race.rs" "$ext/src/main.rs"
+# Its own target directory under ours: shares the registry, not our builds.
+CARGO_TARGET_DIR="$PWD/target/outside-game" cargo build --release --quiet --manifest-path "$ext/Cargo.toml"
+
 step "cargo test (unit, property and integration tests; the server and the tools)"
 cargo test --release --workspace
 
