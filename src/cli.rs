@@ -97,7 +97,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// The game every room runs: dots, relay, shooter or synthetic
-    /// (PROTOCOL.md §11).
+    /// (PROTOCOL.md §12).
     #[arg(long, env = "RALLY_GAME", default_value = "dots",
           value_parser = clap::builder::PossibleValuesParser::new(crate::games::NAMES))]
     pub game: String,

@@ -212,6 +212,11 @@ pub struct Limits {
           value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
     pub ws_max_message: u64,
 
+    /// HTTP streaming: largest `POST` body, bytes (PROTOCOL.md §11.2);
+    /// larger gets 413.
+    #[arg(long, env = "RALLY_HTTP_MAX_POST", default_value_t = 16 * 1024)]
+    pub http_max_post: usize,
+
     /// WebSocket: most bytes buffered for one slow connection before writes
     /// wait (and the slow-peer timeout can act).
     #[arg(long, env = "RALLY_WS_WRITE_BUFFER", default_value_t = 256 * 1024)]
@@ -266,6 +271,7 @@ impl Default for Limits {
             max_input_bytes: 32,
             ws_max_message: 4096,
             ws_write_buffer: 256 * 1024,
+            http_max_post: 16 * 1024,
             h3_max_header: 16 * 1024,
             quic_max_streams: 8,
             quic_stream_window: 64 * 1024,

@@ -9,6 +9,8 @@
 pub enum TransportKind {
     WebTransport,
     WebSocket,
+    /// HTTP streaming: a response body down, `POST`s up (PROTOCOL.md §11).
+    Http,
 }
 
 impl TransportKind {
@@ -17,6 +19,7 @@ impl TransportKind {
         match self {
             TransportKind::WebTransport => "webtransport",
             TransportKind::WebSocket => "websocket",
+            TransportKind::Http => "http",
         }
     }
 }

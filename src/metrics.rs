@@ -23,6 +23,7 @@ pub struct PerTransport {
 pub struct Metrics {
     pub wt: PerTransport,
     pub ws: PerTransport,
+    pub http: PerTransport,
     /// Inputs dropped because a room's command queue was full (not those
     /// over the per-tick budget, which the clients' redundancy re-sends).
     pub inputs_dropped: AtomicU64,
@@ -59,6 +60,7 @@ impl Metrics {
         match kind {
             TransportKind::WebTransport => &self.wt,
             TransportKind::WebSocket => &self.ws,
+            TransportKind::Http => &self.http,
         }
     }
 
@@ -87,6 +89,7 @@ impl Metrics {
         serde_json::json!({
             "webtransport": t(&self.wt),
             "websocket": t(&self.ws),
+            "http": t(&self.http),
             "inputs_dropped": self.inputs_dropped.load(Relaxed),
             "messages_rate_dropped": self.messages_rate_dropped.load(Relaxed),
             "connections_refused": self.connections_refused.load(Relaxed),

@@ -372,7 +372,9 @@ async fn run(
     let tls = if dev {
         None
     } else {
-        let tcp_tls = rustls_config(certs.clone(), &[b"http/1.1"])?;
+        // HTTP/2 first: the HTTP streaming transport's stream and POSTs
+        // then share one connection (PROTOCOL.md §11).
+        let tcp_tls = rustls_config(certs.clone(), &[b"h2", b"http/1.1"])?;
         Some(tokio_rustls::TlsAcceptor::from(Arc::new(tcp_tls)))
     };
     let alt_svc = (!dev).then(|| format!("h3=\":{}\"; ma=86400", udp.port()));
@@ -391,6 +393,7 @@ async fn run(
     let shared = Arc::new(Shared {
         rooms: Rooms::new(room_cfg, game, metrics.clone()),
         pages,
+        http: Default::default(),
         metrics,
         sessions: Arc::new(Semaphore::new(cfg.max_sessions)),
         alt_svc,

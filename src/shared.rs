@@ -40,6 +40,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// The pages and files served over HTTP.
     pub pages: Pages,
+    /// Live HTTP streaming sessions, by id.
+    pub http: crate::transport::streaming::HttpSessions,
     pub(crate) connections: AtomicUsize,
     // std Mutex: a map update per connection open/close, never across .await.
     pub(crate) per_ip: Mutex<HashMap<IpAddr, usize>>,

@@ -49,7 +49,7 @@ function welcome(playerId) {
   // PROTOCOL.md §5: version, player_id, tick_hz, snapshot_every, tick,
   // resume_token, resume_window_ms, reliable_seq, client_seq, max_message,
   // max_input, game (str), then the game's app bytes: dots sends the arena
-  // and speed (§11), 12 bytes.
+  // and speed (§12), 12 bytes.
   const b = Buffer.alloc(47 + GAME.length + 12);
   let o = 0;
   o = b.writeUInt8(0x81, o);

@@ -1,6 +1,6 @@
 // @ts-check
 // The dots game's bytes and rules as the client needs them (PROTOCOL.md
-// §11, dots). Pure, so tests can hold them against the appendix.
+// §12, dots). Pure, so tests can hold them against the appendix.
 
 /** Input button bits. */
 export const Buttons = Object.freeze({ UP: 1, DOWN: 2, LEFT: 4, RIGHT: 8 });

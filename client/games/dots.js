@@ -3,7 +3,7 @@
 //
 // Own dot: predicted (newest snapshot + replay of unacknowledged inputs).
 // Other dots: interpolated between snapshots by the adaptive buffer.
-// Chat: App messages (PROTOCOL.md §11, dots). Test hooks on window.rally.
+// Chat: App messages (PROTOCOL.md §12, dots). Test hooks on window.rally.
 
 import { SnapshotBuffer, predict, lerp } from '../rally.js';
 import { startGame, rally, nameOf, byId, log, hudRow, heldButtons, fitCanvas, colourOf, MOVE_KEYS } from './common.js';

@@ -1,5 +1,5 @@
 // @ts-check
-// The relay page's own message format. The relay game (PROTOCOL.md §11,
+// The relay page's own message format. The relay game (PROTOCOL.md §12,
 // relay) forwards any bytes to the rest of the room with the sender's id
 // in front and keeps no state; what the bytes mean is up to the pages:
 //

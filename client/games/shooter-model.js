@@ -1,6 +1,6 @@
 // @ts-check
 // The shooter game's bytes and movement as the client needs them
-// (PROTOCOL.md §11, shooter). Pure, so tests can hold them against the
+// (PROTOCOL.md §12, shooter). Pure, so tests can hold them against the
 // appendix.
 
 /** Input button bits. */

@@ -2,7 +2,7 @@
 // Shooter: a top-down arena. WASD or arrows move, the mouse aims, a click
 // or Space fires. Own player predicted; the others and the projectiles
 // interpolated; each input names the tick on screen (view_tick) so the
-// server can check hits where you saw them (PROTOCOL.md §11, shooter).
+// server can check hits where you saw them (PROTOCOL.md §12, shooter).
 
 import { SnapshotBuffer, predict, lerp, lerpAngle } from '../rally.js';
 import { startGame, rally, nameOf, byId, hudRow, heldButtons, fitCanvas, colourOf, MOVE_KEYS } from './common.js';

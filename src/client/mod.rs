@@ -10,6 +10,7 @@
 //! as a browser does; WebSocket goes through tokio-tungstenite.
 
 mod http_get;
+mod http_link;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -234,6 +235,7 @@ enum Conn {
         datagrams: DatagramPath,
     },
     Ws(WebSocketStream<MaybeTlsStream<TcpStream>>),
+    Http(Box<http_link::HttpLink>),
 }
 
 pub struct Client {
@@ -276,6 +278,7 @@ pub fn endpoint_url(base: &Url, transport: TransportKind) -> Result<Url, ClientE
         (TransportKind::WebTransport, _) => "https",
         (TransportKind::WebSocket, "https") => "wss",
         (TransportKind::WebSocket, _) => "ws",
+        (TransportKind::Http, s) => s,
     };
     Url::parse(&format!("{scheme}://{host}:{port}/rally"))
         .map_err(|e| ClientError::Url(e.to_string()))
@@ -370,6 +373,10 @@ impl Client {
                 }
                 Conn::Ws(ws)
             }
+            TransportKind::Http => Conn::Http(Box::new(
+                http_link::HttpLink::open(&opts.url, opts.token.as_deref(), opts.origin.as_deref())
+                    .await?,
+            )),
         };
         let mut client = Client {
             conn,
@@ -502,6 +509,7 @@ impl Client {
         match self.conn {
             Conn::Wt { .. } => TransportKind::WebTransport,
             Conn::Ws(_) => TransportKind::WebSocket,
+            Conn::Http(_) => TransportKind::Http,
         }
     }
 
@@ -509,14 +517,27 @@ impl Client {
     pub fn max_datagram_size(&self) -> Option<usize> {
         match &self.conn {
             Conn::Wt { conn, .. } => conn.max_datagram_size(),
-            Conn::Ws(_) => None,
+            Conn::Ws(_) | Conn::Http(_) => None,
         }
     }
 
     /// The next message from the server. Cancel-safe.
     pub async fn recv(&mut self) -> Result<Received, ClientError> {
-        let (bytes, channel) = self.recv_bytes().await?;
-        let msg = ServerMsg::decode(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (bytes, channel, msg) = loop {
+            let (bytes, channel) = self.recv_bytes().await?;
+            let msg =
+                ServerMsg::decode(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            // A Pong nobody asked for is the HTTP stream's keep-alive.
+            if !matches!(
+                msg,
+                ServerMsg::Pong {
+                    client_time_us: 0,
+                    ..
+                }
+            ) {
+                break (bytes, channel, msg);
+            }
+        };
         // Numbered events arrive only on the reliable channel; counted by
         // the one table (PROTOCOL.md §7.1).
         if channel == Channel::Reliable && is_numbered(&bytes) {
@@ -558,6 +579,7 @@ impl Client {
                     },
                 }
             },
+            Conn::Http(link) => link.recv().await.map(|m| (m, Channel::Reliable)),
             Conn::Ws(ws) => loop {
                 match ws.next().await {
                     Some(Ok(Message::Binary(b))) => return Ok((b, Channel::Reliable)),
@@ -615,6 +637,7 @@ impl Client {
                     code: None,
                     reason: e.to_string(),
                 }),
+            Conn::Http(link) => link.send(&msg).await,
         }
     }
 

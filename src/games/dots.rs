@@ -3,7 +3,7 @@
 //! one shared snapshot per tick (the fast path), input-driven movement that
 //! a client can predict by replaying its unacknowledged inputs.
 //!
-//! Bytes (PROTOCOL.md §11): `Welcome.app` is the arena and speed; an input
+//! Bytes (PROTOCOL.md §12): `Welcome.app` is the arena and speed; an input
 //! is one byte of buttons; the snapshot is `count:u16` then
 //! `(id:u32 x:f32 y:f32)` by id; chat goes up as `App` text and comes down
 //! as `App` `id:u32` + text.

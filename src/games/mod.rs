@@ -1,6 +1,6 @@
 //! The built-in games: users of the game API, written as a game developer
 //! would write theirs. `rally serve --game NAME` picks one; their bytes are
-//! documented in PROTOCOL.md §11.
+//! documented in PROTOCOL.md §12.
 
 pub mod dots;
 pub mod relay;

@@ -10,7 +10,7 @@
 //! - **Interest management.** Each player's snapshot holds only the players
 //!   and projectiles within [`VIEW_RADIUS`] of it ([`View::PerPlayer`]).
 //!
-//! Bytes are in PROTOCOL.md §11.
+//! Bytes are in PROTOCOL.md §12.
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -58,10 +58,12 @@ impl Close {
         })
     }
 
-    /// The close the transport sends, if any.
+    /// The close the transport sends, if any. HTTP streaming has none: its
+    /// stream just ends (after the `Error`, PROTOCOL.md §11.4).
     pub fn close_code(&self, kind: TransportKind) -> Option<CloseCode> {
-        use TransportKind::{WebSocket as Ws, WebTransport as Wt};
+        use TransportKind::{Http, WebSocket as Ws, WebTransport as Wt};
         let (code, reason) = match (self, kind) {
+            (_, Http) => return None,
             (Close::Bye, Ws) => (1000, "bye"),
             (Close::Bye, Wt) => (0, "bye"),
             (Close::Shutdown, Ws) => (1001, "server shutting down"),

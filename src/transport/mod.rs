@@ -4,6 +4,7 @@
 //! one session.
 
 pub mod quic;
+pub mod streaming;
 pub mod tcp;
 pub mod websocket;
 pub mod webtransport;

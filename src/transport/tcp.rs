@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -22,6 +23,7 @@ use crate::http::{route, RALLY_PATH};
 use crate::kind::TransportKind;
 use crate::session;
 use crate::shared::{ConnGuard, Shared};
+use crate::transport::streaming::{self, Body, HTTP_PATH};
 use crate::transport::websocket;
 use crate::transport::wire::{Wire, WireIo};
 
@@ -88,14 +90,22 @@ where
     let svc = service_fn(move |req| {
         let shared = shared.clone();
         let guard = guard.clone();
-        async move { Ok::<_, std::convert::Infallible>(request(req, peer, shared, guard)) }
+        async move { Ok::<_, std::convert::Infallible>(request(req, peer, shared, guard).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    // HTTP/1.1, and HTTP/2 when the client speaks it (ALPN `h2` on TLS):
+    // the HTTP streaming transport then shares one connection (§11).
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
-        .max_buf_size(16 * 1024)
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
+        .max_buf_size(16 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(32)
+        .max_header_list_size(16 * 1024);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -107,27 +117,32 @@ where
         }
     };
     if let Err(e) = result {
-        tracing::debug!("HTTP/1.1 connection ended: {e}");
+        tracing::debug!("HTTP connection ended: {e}");
     }
 }
 
-fn request(
+async fn request(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     guard: Arc<ConnGuard>,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     shared
         .metrics
         .http_requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if req.uri().path() == RALLY_PATH {
+    let path = req.uri().path();
+    if path == RALLY_PATH {
         return upgrade(&mut req, peer, shared, guard, Endpoint::Rally);
     }
-    if req.uri().path() == ECHO_PATH && shared.cfg.ws_echo {
+    if path == ECHO_PATH && shared.cfg.ws_echo {
         return upgrade(&mut req, peer, shared, guard, Endpoint::Echo);
     }
-    let mut resp = route(req.method(), req.uri().path(), &shared).map(Full::new);
+    if path == HTTP_PATH || path.starts_with(HTTP_PATH) && path[HTTP_PATH.len()..].starts_with('/')
+    {
+        return streaming::serve(req, shared).await;
+    }
+    let mut resp = route(req.method(), req.uri().path(), &shared).map(|b| Full::new(b).boxed());
     if let Some(alt) = &shared.alt_svc {
         // Only with a real certificate: browsers may then move to HTTP/3.
         if let Ok(v) = alt.parse() {
@@ -137,8 +152,8 @@ fn request(
     resp
 }
 
-fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
     *r.status_mut() = status;
     r
 }
@@ -169,7 +184,7 @@ fn upgrade(
     shared: Arc<Shared>,
     guard: Arc<ConnGuard>,
     endpoint: Endpoint,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let is_upgrade = req.method() == http::Method::GET
         && header_has_token(req, header::CONNECTION, "upgrade")
         && header_has_token(req, header::UPGRADE, "websocket");

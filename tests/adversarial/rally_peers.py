@@ -212,7 +212,7 @@ def is_numbered(m: Msg) -> bool:
     return m.kind in ("joined", "left", "app")
 
 
-# -- the built-in games' bytes (§11) --
+# -- the built-in games' bytes (§12) --
 
 DOTS_UP, DOTS_DOWN, DOTS_LEFT, DOTS_RIGHT = 1, 2, 4, 8
 

@@ -1,5 +1,5 @@
 """Application messages through the built-in games (PROTOCOL.md §4–§5 App /
-AppUnreliable, §11): relay forwards them with the sender's id, synthetic
+AppUnreliable, §12): relay forwards them with the sender's id, synthetic
 echoes them and pads its snapshots, dots carries chat and refuses bad text."""
 
 import asyncio
@@ -207,7 +207,7 @@ def test_latest_only_messages_too_big_for_a_datagram_come_on_the_stream(start_se
 
 
 def test_snapshot_over_the_frame_limit_is_not_sent_and_counted(start_server):
-    """§11 synthetic: the snapshot payload is `payload=N` bytes in all; with
+    """§12 synthetic: the snapshot payload is `payload=N` bytes in all; with
     N = 70 000 the snapshot (70 017 bytes) cannot fit the reliable channel's
     65 535-byte frame, so (§8) it is not sent, and counted
     (snapshots_too_large); the sessions stay open."""
@@ -236,7 +236,7 @@ def test_snapshot_over_the_frame_limit_is_not_sent_and_counted(start_server):
 
 @pytest.mark.parametrize("kind", ["app", "app_unreliable"])
 def test_relay_message_that_cannot_be_forwarded_is_not_sent_and_counted(start_server, kind):
-    """§11 relay takes any bytes up to the message limit; with
+    """§12 relay takes any bytes up to the message limit; with
     --max-client-message 65535 a 65 535-byte App / AppUnreliable is within
     it, but forwarded with the 4-byte sender id (65 539 bytes) it cannot fit
     a frame: §8 says such a game message is not sent, and counted. The

@@ -1,4 +1,4 @@
-"""Inputs (PROTOCOL.md §4) seen through the dots game (§11): each input
+"""Inputs (PROTOCOL.md §4) seen through the dots game (§12): each input
 moves the player by speed / tick_hz, so the distance a player moved counts
 the inputs the server handed to the game, and Snapshot.ack_seq says which
 was the last. Over WebSocket, WebTransport datagrams, and the WebTransport

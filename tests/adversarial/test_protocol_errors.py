@@ -219,7 +219,7 @@ def test_wrong_hello_version_is_unsupported_version(start_server, transport, ver
 
 
 def test_hello_app_bytes_are_accepted_by_dots(start_server):
-    """§11 dots: Hello.app is ignored; a Hello carrying some still joins."""
+    """§12 dots: Hello.app is ignored; a Hello carrying some still joins."""
     s = start_server()
 
     async def go():

@@ -225,7 +225,7 @@ def test_resume_with_last_seq_beyond_what_was_numbered_is_resume_failed(start_se
 
 @pytest.mark.parametrize("transport", BOTH)
 def test_app_events_are_numbered_and_replayed_exactly_once(start_server, transport):
-    """relay (§11): App (0x87) events are numbered like PlayerJoined (§7.1).
+    """relay (§12): App (0x87) events are numbered like PlayerJoined (§7.1).
     alice: 1 PlayerJoined(alice), 2 PlayerJoined(bob), 3–5 bob's Apps a, b,
     c. She drops having read all five, bob sends d, and a Resume with
     last_seq 4 replays exactly c and d, once, in order. Welcome.client_seq

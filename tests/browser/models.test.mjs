@@ -1,5 +1,5 @@
 // The game pages' pure parts (client/games/*-model.js) against PROTOCOL.md
-// §11, with the server's side written again here with Buffer. No browser.
+// §12, with the server's side written again here with Buffer. No browser.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -25,6 +25,13 @@ use serde::Serialize;
 use tokio::time::Instant;
 use url::Url;
 
+/// The transports the bots use, and switch between on a resume.
+const TRANSPORTS: [TransportKind; 3] = [
+    TransportKind::WebTransport,
+    TransportKind::WebSocket,
+    TransportKind::Http,
+];
+
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
     /// Server to soak (it must run dots); without it the command starts its
@@ -181,11 +188,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<SoakReport> {
     for i in 0..args.bots {
         let (url, counters, samples) = (url.clone(), counters.clone(), samples.clone());
         let room = format!("soak-{}", i % args.rooms.max(1));
-        let transport = if i % 2 == 0 {
-            TransportKind::WebTransport
-        } else {
-            TransportKind::WebSocket
-        };
+        let transport = TRANSPORTS[i % TRANSPORTS.len()];
         tasks.push(tokio::spawn(async move {
             churn(i, url, room, transport, deadline, &counters, &samples).await
         }));
@@ -429,10 +432,9 @@ async fn churn(
             drop(client);
             if rand::rng().random_bool(0.5) {
                 c.transport_switches.fetch_add(1, Relaxed);
-                transport = match transport {
-                    TransportKind::WebTransport => TransportKind::WebSocket,
-                    TransportKind::WebSocket => TransportKind::WebTransport,
-                };
+                // The next of the three: every pair of transports meets.
+                let at = TRANSPORTS.iter().position(|t| *t == transport).unwrap_or(0);
+                transport = TRANSPORTS[(at + 1) % TRANSPORTS.len()];
             }
         } else {
             match client.leave().await {

@@ -4,7 +4,7 @@
 //! part, as a game client keeps its network code apart from its game code.
 //!
 //! Pure: no sockets, no clocks; randomness only in what to press. The bytes
-//! are those of PROTOCOL.md §11.
+//! are those of PROTOCOL.md §12.
 
 use std::collections::{HashMap, HashSet};
 
@@ -179,7 +179,7 @@ pub struct ShooterBot {
     view_tick: u32,
 }
 
-/// A shooter snapshot (PROTOCOL.md §11): who is visible, and how many shots.
+/// A shooter snapshot (PROTOCOL.md §12): who is visible, and how many shots.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShooterView {
     pub you: u32,

@@ -20,6 +20,8 @@ pub enum TransportArg {
     Wt,
     /// WebSocket over TCP.
     Ws,
+    /// HTTP streaming: a response body down, POSTs up.
+    Http,
 }
 
 impl TransportArg {
@@ -27,6 +29,7 @@ impl TransportArg {
         match self {
             TransportArg::Wt => TransportKind::WebTransport,
             TransportArg::Ws => TransportKind::WebSocket,
+            TransportArg::Http => TransportKind::Http,
         }
     }
 }
@@ -136,6 +139,7 @@ pub fn transport_label(t: TransportKind) -> &'static str {
     match t {
         TransportKind::WebTransport => "wt",
         TransportKind::WebSocket => "ws",
+        TransportKind::Http => "http",
     }
 }
 

@@ -146,7 +146,7 @@ impl CompareArgs {
     }
 }
 
-/// The `synthetic` game's payload bounds (PROTOCOL.md §11; the game clamps
+/// The `synthetic` game's payload bounds (PROTOCOL.md §12; the game clamps
 /// to these).
 pub const MIN_PAYLOAD: usize = 4;
 pub const MAX_PAYLOAD: usize = u16::MAX as usize - 32;

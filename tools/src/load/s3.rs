@@ -190,7 +190,7 @@ async fn one_row(
     let per_socket = args.wt_clients_per_socket.max(1);
     let endpoints = match transport {
         TransportKind::WebTransport => fleet::wt_endpoints(n, per_socket, hash)?,
-        TransportKind::WebSocket => Vec::new(),
+        TransportKind::WebSocket | TransportKind::Http => Vec::new(),
     };
     let sessions = fleet::ramp(
         n,
