@@ -611,3 +611,43 @@ async fn wt_snapshots_stream_mode_carries_snapshots_on_the_reliable_stream() {
         wt_metrics["snapshots_on_stream"]
     );
 }
+
+/// The third transport (PROTOCOL.md §11) joins the same rooms: a player on
+/// each of the three sees the others move.
+#[tokio::test]
+async fn players_on_all_three_transports_share_a_room() {
+    let server = Server::start(&[]);
+    let kinds = [
+        TransportKind::WebTransport,
+        TransportKind::WebSocket,
+        TransportKind::Http,
+    ];
+    let mut clients = Vec::new();
+    for (i, &t) in kinds.iter().enumerate() {
+        clients.push(server.connect(t, "three", &format!("p{i}")).await);
+    }
+    let ids: Vec<u32> = clients.iter().map(|c| c.player_id()).collect();
+    let [a, b, c] = &mut clients[..] else {
+        unreachable!()
+    };
+    let ((sa, _), (sb, _), (sc, _)) = within(20, "playing", async {
+        tokio::join!(play(a, RIGHT, 30), play(b, DOWN, 30), play(c, LEFT, 30))
+    })
+    .await;
+    // Everyone sees everyone move as they pressed.
+    for snaps in [&sa, &sb, &sc] {
+        let moved = |id, dx: f32, dy: f32| {
+            let p = position(snaps, id);
+            let (f, l) = (p.first().unwrap(), p.last().unwrap());
+            (l.0 - f.0) * dx > 40.0 || (l.1 - f.1) * dy > 40.0
+        };
+        assert!(moved(ids[0], 1.0, 0.0), "WT player moved right");
+        assert!(moved(ids[1], 0.0, 1.0), "WS player moved down");
+        assert!(moved(ids[2], -1.0, 0.0), "HTTP player moved left");
+    }
+    let h = server.health().await;
+    assert!(
+        h["metrics"]["http"]["snapshots_sent"].as_u64().unwrap() > 20,
+        "{h}"
+    );
+}

@@ -47,7 +47,8 @@ async fn resume_switching_transports_replays_missed_events_exactly_once() {
     let server = Server::start(&[]);
     for (first, second) in [
         (TransportKind::WebTransport, TransportKind::WebSocket),
-        (TransportKind::WebSocket, TransportKind::WebTransport),
+        (TransportKind::WebSocket, TransportKind::Http),
+        (TransportKind::Http, TransportKind::WebTransport),
     ] {
         let room = format!("resume-{first:?}");
         let mut observer = server

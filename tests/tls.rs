@@ -143,3 +143,79 @@ fn cert_command_creates_reuses_and_prints_the_hash() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With a real certificate the TCP listener speaks HTTP/2 (ALPN `h2`), and
+/// an HTTP streaming session's stream and POSTs share that one connection
+/// (PROTOCOL.md §11).
+#[tokio::test]
+async fn http_streaming_runs_over_one_http2_connection() {
+    let dir = std::env::temp_dir().join(format!("rally-h2-{}", std::process::id()));
+    let bundle =
+        rally::cert::generate_dev(time::OffsetDateTime::now_utc(), time::Duration::days(5))
+            .unwrap();
+    rally::cert::write_dev(&dir, &bundle).unwrap();
+    let (cert, key) = rally::cert::dev_paths(&dir);
+    let server = Server::start(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let mut tls = (*client_tls(&std::fs::read(&cert).unwrap())).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let base = format!("https://localhost:{}", server.port);
+    let open = http::Request::get(format!("{base}/rally/http"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(open).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let id = resp.headers()["rally-session"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut down = resp.into_body();
+    // Hello, POSTed on the same connection.
+    let hello = ClientMsg::Hello {
+        version: 2,
+        room: "h2".into(),
+        name: "two".into(),
+        app: Bytes::new(),
+    };
+    let mut frame = bytes::BytesMut::new();
+    rally::protocol::encode_frame(&mut frame, &hello.to_bytes());
+    let post = http::Request::post(format!("{base}/rally/http/{id}?seq=1"))
+        .body(http_body_util::Full::new(frame.freeze()))
+        .unwrap();
+    let answer = send.send_request(post).await.unwrap();
+    assert_eq!(answer.status(), 204);
+    let mut dec = rally::protocol::FrameDecoder::new(65_535);
+    let first = within(5, "Welcome over h2", async {
+        loop {
+            if let Some(m) = dec.decode().unwrap() {
+                return ServerMsg::decode(&m).unwrap();
+            }
+            let data = down.frame().await.unwrap().unwrap().into_data().unwrap();
+            dec.buffer().extend_from_slice(&data);
+        }
+    })
+    .await;
+    assert!(matches!(first, ServerMsg::Welcome(_)), "{first:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
