@@ -34,8 +34,10 @@ use crate::shared::Shared;
 pub const HTTP_PATH: &str = "/rally/http";
 /// The response header naming the session.
 pub const SESSION_HEADER: &str = "rally-session";
-/// Messages waiting for the stream or a poll; beyond it the session waits.
-const DOWNSTREAM: usize = 64;
+/// Messages waiting for the stream or a poll; beyond it the session waits
+/// (and snapshots wait newest-wins in its slot). Small, so that a slow
+/// reader gets fresh state rather than a queue of stale snapshots.
+const DOWNSTREAM: usize = 16;
 /// `POST` bodies queued for the session.
 const INBOX: usize = 16;
 /// How long a long poll waits for a message.
