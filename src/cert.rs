@@ -112,13 +112,17 @@ fn not_after_of(der: &[u8]) -> anyhow::Result<OffsetDateTime> {
 
 /// Loads a user-supplied PEM certificate chain and private key.
 pub fn load_pem(cert: &Path, key: &Path) -> anyhow::Result<CertBundle> {
-    let chain = rustls_pemfile::certs(&mut fs::read(cert)?.as_slice())
+    let pem =
+        fs::read(cert).with_context(|| format!("reading the certificate {}", cert.display()))?;
+    let chain = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("reading certificates from {}", cert.display()))?;
     let Some(leaf) = chain.first() else {
         bail!("no certificate in {}", cert.display());
     };
-    let key = rustls_pemfile::private_key(&mut fs::read(key)?.as_slice())
+    let key_pem =
+        fs::read(key).with_context(|| format!("reading the private key {}", key.display()))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .with_context(|| format!("reading the private key from {}", key.display()))?
         .with_context(|| format!("no private key in {}", key.display()))?;
     Ok(CertBundle {
@@ -198,10 +202,11 @@ pub fn write_dev(dir: &Path, bundle: &CertBundle) -> anyhow::Result<()> {
     // certificate paired with another certificate's key.
     let tmp_key = key_path.with_extension("key.tmp");
     let tmp_cert = cert_path.with_extension("pem.tmp");
-    write_private(&tmp_key, key_pem.as_bytes())?;
-    fs::write(&tmp_cert, cert_pem)?;
-    fs::rename(&tmp_key, &key_path)?;
-    fs::rename(&tmp_cert, &cert_path)?;
+    let writing = |p: &Path| format!("writing the development certificate {}", p.display());
+    write_private(&tmp_key, key_pem.as_bytes()).with_context(|| writing(&key_path))?;
+    fs::write(&tmp_cert, cert_pem).with_context(|| writing(&cert_path))?;
+    fs::rename(&tmp_key, &key_path).with_context(|| writing(&key_path))?;
+    fs::rename(&tmp_cert, &cert_path).with_context(|| writing(&cert_path))?;
     Ok(())
 }
 

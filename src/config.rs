@@ -39,6 +39,13 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
+    /// A TOML file of settings: every key is a flag's long name (e.g.
+    /// `tick-hz = 30`, `allow-origin = ["https://a.example"]`); flags and
+    /// `RALLY_*` environment variables override it (docs/rally.toml lists
+    /// every key with its default).
+    #[arg(long, env = "RALLY_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// UDP address of the QUIC endpoint (HTTP/3 and WebTransport). Port 0
     /// picks a free port.
     #[arg(long, env = "RALLY_LISTEN", default_value = "127.0.0.1:4433")]
@@ -254,35 +261,6 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 12_000,
-            max_connections_per_ip: 64,
-            max_msgs_per_sec: 240,
-            msg_burst: 120,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            keepalive: Duration::from_secs(10),
-            slow_peer_timeout: Duration::from_secs(5),
-            tcp_send_buffer: 64 * 1024,
-            udp_buffer: 4 * 1024 * 1024,
-            max_client_message: 256,
-            max_input_bytes: 32,
-            ws_max_message: 4096,
-            ws_write_buffer: 256 * 1024,
-            http_max_post: 16 * 1024,
-            h3_max_header: 16 * 1024,
-            quic_max_streams: 8,
-            quic_stream_window: 64 * 1024,
-            quic_connection_window: 256 * 1024,
-            datagram_send_buffer: 4 * 1024,
-            datagram_recv_buffer: 64 * 1024,
-            shutdown_grace: Duration::from_secs(3),
-        }
-    }
-}
-
 impl ServeConfig {
     /// Checks what the flags cannot check one by one.
     pub fn check(&self) -> anyhow::Result<()> {
@@ -302,27 +280,194 @@ impl ServeConfig {
     }
 }
 
+/// The defaults, as the flags define them: parsed from no arguments with
+/// the environment ignored. The clap attributes are the one place they are
+/// written.
+fn clap_defaults<T: clap::FromArgMatches + clap::Args>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults")).mut_args(|a| a.env(None::<&str>));
+    let m = cmd
+        .try_get_matches_from(["defaults"])
+        .expect("every flag has a default or is optional");
+    T::from_arg_matches(&m).expect("the defaults parse")
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
-        ServeConfig {
-            listen: ([127, 0, 0, 1], 4433).into(),
-            tcp_listen: ([127, 0, 0, 1], 4433).into(),
-            cert: None,
-            key: None,
-            cert_dir: "certs".into(),
-            tick_hz: 60,
-            snapshot_every: 1,
-            max_players_per_room: 64,
-            max_sessions: 10_000,
-            wt_snapshots: SnapshotCarriage::Datagram,
-            game_options: Vec::new(),
-            limits: Limits::default(),
-            ws_echo: false,
-            allow_origin: Vec::new(),
-            token_secret: None,
-            resume_window: Duration::from_secs(10),
-            dev_cert_validity: Duration::from_secs(13 * 86_400),
-            dev_cert_renew_before: Duration::from_secs(2 * 86_400),
+        clap_defaults()
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        clap_defaults()
+    }
+}
+
+/// Keys of a config file that are not flags of `cmd`, and values it cannot
+/// take as a flag's argument, are errors naming them.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("reading the config file {0}: {1}")]
+    Read(std::path::PathBuf, std::io::Error),
+    #[error("the config file {0} is not valid TOML: {1}")]
+    Toml(std::path::PathBuf, toml::de::Error),
+    #[error("unknown key `{key}` in the config file {file} (keys are the flags' long names)")]
+    UnknownKey {
+        file: std::path::PathBuf,
+        key: String,
+    },
+    #[error("key `{key}` in the config file {file}: {why}")]
+    BadValue {
+        file: std::path::PathBuf,
+        key: String,
+        why: &'static str,
+    },
+}
+
+/// The `--config` file named on the command line (`--config F` or
+/// `--config=F`) or by `RALLY_CONFIG`, if any.
+pub fn config_path(argv: &[std::ffi::OsString]) -> Option<std::path::PathBuf> {
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--config" {
+            return it.next().map(Into::into);
         }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(v.into());
+        }
+    }
+    std::env::var_os("RALLY_CONFIG").map(Into::into)
+}
+
+/// Applies a TOML config file to `cmd`'s flags with the precedence flag >
+/// environment > file > default: each key (a flag's long name, e.g.
+/// `tick-hz = 30`) becomes the flag's `RALLY_*` environment variable
+/// unless that is already set, so a flag given on the command line still
+/// wins. Call it before parsing, before any thread starts (it sets
+/// environment variables).
+pub fn apply_file(cmd: &clap::Command, file: &std::path::Path) -> Result<(), ConfigFileError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigFileError::Read(file.into(), e))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| ConfigFileError::Toml(file.into(), e))?;
+    for (key, value) in table {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && a.get_long() != Some("config"));
+        let Some(env) = arg.and_then(|a| a.get_env()) else {
+            return Err(ConfigFileError::UnknownKey {
+                file: file.into(),
+                key,
+            });
+        };
+        let bad = |why| ConfigFileError::BadValue {
+            file: file.into(),
+            key: key.clone(),
+            why,
+        };
+        let as_text = |v: &toml::Value| match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            _ => Err(bad("expected a string, number or boolean")),
+        };
+        let value = match &value {
+            // Lists (`allow-origin`, `game-opt`) as the flags' comma lists.
+            toml::Value::Array(items) => items
+                .iter()
+                .map(as_text)
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            v => as_text(v)?,
+        };
+        if std::env::var_os(env).is_none() {
+            // SAFETY-free in edition 2021; done at startup, before threads.
+            std::env::set_var(env, value);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        config: ServeConfig,
+    }
+
+    /// The example file lists every key of `rally serve`, each set to its
+    /// default or (for those without one) commented out.
+    #[test]
+    fn the_example_config_file_has_every_key_and_the_defaults() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/rally.toml");
+        let text = std::fs::read_to_string(file).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let mut cli = crate::cli::Cli::command();
+        cli.build();
+        let serve = cli.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "config" | "help" | "version") {
+                continue;
+            }
+            let default: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            match table.get(long) {
+                Some(v) => {
+                    let v = match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let want = default.first().cloned().unwrap_or_else(|| "false".into());
+                    assert_eq!(v, want, "`{long}` is not its default");
+                }
+                None => assert!(
+                    default.is_empty() && text.contains(&format!("# {long} =")),
+                    "docs/rally.toml lacks `{long}`"
+                ),
+            }
+        }
+        for key in table.keys() {
+            assert!(
+                serve
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(key.as_str())),
+                "docs/rally.toml has `{key}`, which is no flag"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = std::env::temp_dir().join(format!("rally-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bad.toml");
+        std::fs::write(&f, "speed-of-light = 1\n").unwrap();
+        let err = apply_file(&Serve::command(), &f).unwrap_err().to_string();
+        assert!(
+            err.contains("`speed-of-light`") && err.contains("bad.toml"),
+            "{err}"
+        );
+        std::fs::write(&f, "listen = { a = 1 }\n").unwrap();
+        let err = apply_file(&Serve::command(), &f).unwrap_err().to_string();
+        assert!(err.contains("`listen`"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn defaults_come_from_the_flags() {
+        let d = ServeConfig::default();
+        assert_eq!(d.tick_hz, 60);
+        assert_eq!(d.limits.max_client_message, 256);
+        assert_eq!(d.limits.idle_timeout, Duration::from_secs(30));
+        assert_eq!(Limits::default().msg_burst, 120);
     }
 }

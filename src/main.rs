@@ -4,6 +4,14 @@ use rally::cli::{Cli, Command, ServeArgs};
 use rally::game::{GameOptions, RoomInfo};
 
 fn main() -> anyhow::Result<()> {
+    // A config file becomes RALLY_* variables the flags then read
+    // (precedence: flag > environment > file > default).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(file) = rally::config::config_path(&argv) {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let serve = cmd.find_subcommand("serve").context("the serve command")?;
+        rally::config::apply_file(serve, &file)?;
+    }
     let cli = Cli::parse();
     rally::cli::init_logging();
     let runtime = cli.runtime;

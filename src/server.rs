@@ -244,11 +244,22 @@ impl Builder {
 
     /// Reads the options from this process's command line and `RALLY_*`
     /// environment, exactly as `rally serve` does (`--help` prints them).
+    /// A `--config FILE` (or `RALLY_CONFIG`) is read first: see
+    /// [`crate::config::apply_file`]; an unreadable or wrong file ends the
+    /// process with a message naming it.
     pub fn config_from_args(self) -> Self {
         #[derive(clap::Parser)]
         struct Args {
             #[command(flatten)]
             config: ServeConfig,
+        }
+        let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        if let Some(file) = crate::config::config_path(&argv) {
+            let cmd = <Args as clap::CommandFactory>::command();
+            if let Err(e) = crate::config::apply_file(&cmd, &file) {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
         }
         let args = <Args as clap::Parser>::parse();
         self.config(args.config)
