@@ -5,6 +5,9 @@
 * `ws_*`: WebSocket peers built on the `websockets` library.
 * `WtClient`: a WebTransport peer built on `aioquic` (HTTP/3 extended
   CONNECT, one bidirectional WebTransport stream, WebTransport datagrams).
+* `HttpSession`: an HTTP-streaming peer (§11) built on `httpx` (HTTP/1.1
+  through h11, HTTP/2 through h2): `GET /rally/http` in `stream`, `sse` or
+  `poll` mode, numbered `POST`s.
 
 Nothing here imports the Rust client: every byte is produced by these
 independent implementations.
@@ -13,9 +16,12 @@ independent implementations.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
+import signal
+import ssl
 import struct
 import subprocess
 import tempfile
@@ -23,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from aioquic.asyncio.client import connect as quic_connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import FrameType, H3Connection
@@ -254,13 +261,26 @@ def relayed(from_id: int, payload: bytes) -> bytes:
 
 
 class Server:
-    """`rally serve` on 127.0.0.1, UDP and TCP on one ephemeral port."""
+    """`rally serve` on 127.0.0.1, UDP and TCP on one ephemeral port.
 
-    def __init__(self, *flags: str):
+    `real_cert`: a certificate made by `rally cert` is handed to the server
+    as `--cert/--key`, as a user's own certificate would be, so the TCP side
+    speaks TLS (HTTPS, WSS, and HTTP/2 by ALPN `h2`); clients then trust it
+    as their root (it names localhost and 127.0.0.1)."""
+
+    def __init__(self, *flags: str, real_cert: bool = False):
         if not os.access(RALLY_BIN, os.X_OK):
             raise RuntimeError(f"rally binary not found at {RALLY_BIN} (set RALLY_BIN)")
         self.cert_dir = Path(tempfile.mkdtemp(prefix="rally-adv-"))
         self.stderr_path = self.cert_dir / "stderr.log"
+        self.tls = real_cert
+        # Set by a test that stops the server on purpose (SIGTERM).
+        self.expect_exit = False
+        if real_cert:
+            subprocess.run([RALLY_BIN, "cert", "--cert-dir", str(self.cert_dir)], check=True,
+                           capture_output=True)
+            flags = ("--cert", str(self.cert_dir / "dev.pem"),
+                     "--key", str(self.cert_dir / "dev.key"), *flags)
         env = dict(os.environ, RALLY_LOG=os.environ.get("RALLY_TEST_LOG", "warn"))
         last = ""
         # With --tcp-listen port 0 the server binds TCP to the port number the
@@ -297,15 +317,33 @@ class Server:
     # -- plumbing --
     @property
     def http(self) -> str:
+        if self.tls:
+            return f"https://127.0.0.1:{self.port}"
         return f"http://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
+        if self.tls:
+            return f"wss://127.0.0.1:{self.port}/rally"
         return f"ws://127.0.0.1:{self.port}/rally"
 
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS client context trusting the server's certificate (real_cert)."""
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.cert_pem))
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        return ctx
+
     def health(self) -> dict:
-        with urllib.request.urlopen(f"{self.http}/health", timeout=5) as r:
+        with urllib.request.urlopen(f"{self.http}/health", timeout=5,
+                                    context=self.ssl_context()) as r:
             return json.loads(r.read())
+
+    def terminate(self) -> None:
+        """SIGTERM: the server's graceful shutdown."""
+        self.expect_exit = True
+        self.proc.send_signal(signal.SIGTERM)
 
     def metrics(self) -> dict:
         return self.health()["metrics"]
@@ -357,12 +395,16 @@ class Outcome:
 
     For WebTransport, `close_code`/`close_reason` are the QUIC connection's
     close and `close_frame` says which CONNECTION_CLOSE frame the server sent
-    (0x1d application, 0x1c transport, None: none came, e.g. idle timeout)."""
+    (0x1d application, 0x1c transport, None: none came, e.g. idle timeout).
+    HTTP streaming has no close code: `stream_end` says how its stream ended
+    (`HttpSession.end_kind`: "end" for a clean end of the body)."""
 
     msgs: list[Msg]
     close_code: int | None
     close_reason: str | None
     close_frame: int | None = None
+    stream_end: str | None = None
+    statuses: list[int] = field(default_factory=list)
 
     @property
     def errors(self) -> list[int]:
@@ -666,25 +708,305 @@ async def wt_join(server: Server, room: str, name: str, **kw) -> tuple[WtClient,
 
 
 # --------------------------------------------------------------------------
+# HTTP streaming peer (httpx: HTTP/1.1 via h11, HTTP/2 via h2) — §11
+# --------------------------------------------------------------------------
+
+HTTP_MODES = ("stream", "sse", "poll")
+
+
+class PostRefused(Exception):
+    """A POST that a well-behaved peer expected to be taken was not (204)."""
+
+    def __init__(self, status: int, body: bytes):
+        super().__init__(f"POST answered {status}: {body[:200]!r}")
+        self.status = status
+        self.body = body
+
+
+class StreamEnded(Exception):
+    """The session's stream (or, polling, the session) has ended."""
+
+
+def split_frames(buf: bytes) -> tuple[list[bytes], bytes]:
+    """§2 framing: the whole frames at the start of `buf`, and what is left."""
+    out = []
+    while len(buf) >= 2:
+        (n,) = struct.unpack(">H", buf[:2])
+        if len(buf) < 2 + n:
+            break
+        out.append(buf[2 : 2 + n])
+        buf = buf[2 + n :]
+    return out, buf
+
+
+def http_client(server: Server, http2: bool = False, **kw) -> httpx.AsyncClient:
+    """An httpx client for the server's TCP side: HTTP/1.1 only, or HTTP/2
+    only (ALPN `h2`, which needs the server's TLS: `real_cert`)."""
+    if http2:
+        assert server.tls, "HTTP/2 is served on the TLS listener only (§11)"
+    kw.setdefault("timeout", httpx.Timeout(10, read=None))
+    return httpx.AsyncClient(http1=not http2, http2=http2,
+                             verify=server.ssl_context() or False, **kw)
+
+
+class HttpSession:
+    """One HTTP-streaming session (PROTOCOL.md §11).
+
+    `open()` sends `GET /rally/http[?query][&mode=…]` and returns the status.
+    Server messages go to `inbox` (decoded later by the Peer), then one None
+    when the session has ended; `ended` is set then and `end_kind` says how:
+    "end" (the body ended cleanly: the last chunk on HTTP/1.1, END_STREAM on
+    HTTP/2), "reset" (the connection or stream broke off), "404" (polling:
+    the session is gone), "dropped" (we dropped it). `leftover` holds bytes
+    of a frame the stream ended inside (must stay empty).
+
+    `post(body, seq)` sends one POST (`seq` defaults to the next number) and
+    returns the httpx response; `send(msg)` POSTs one framed message and
+    returns the status. POSTs go one at a time (§11.2)."""
+
+    def __init__(self, server: Server, *, mode: str = "stream", http2: bool = False,
+                 origin: str | None = None, query: str = "", autopoll: bool = True,
+                 post_origin: bool = True):
+        assert mode in HTTP_MODES, mode
+        self.server = server
+        self.mode = mode
+        self.http2 = http2
+        self.origin = origin
+        self.post_origin = post_origin
+        self.query = query
+        self.autopoll = autopoll
+        self.client: httpx.AsyncClient | None = None
+        self.resp: httpx.Response | None = None
+        self.status: int | None = None
+        self.headers: httpx.Headers | None = None
+        self.body: bytes = b""  # the GET's body when it was not a stream
+        self.id: str | None = None
+        self.seq = 0  # the last POST number taken
+        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.ended = asyncio.Event()
+        self.end_kind: str | None = None
+        self.end_detail = ""
+        self.leftover = b""
+        self.sse_events: list[dict] = []  # every SSE event: {"event":…, "data":…}
+        self.sse_session = asyncio.Event()
+        self.polls: list[tuple[int, int]] = []  # (status, bytes) of each poll
+        self._task: asyncio.Task | None = None
+        self._post_lock = asyncio.Lock()
+
+    @property
+    def base(self) -> str:
+        return self.server.http
+
+    def url(self) -> str:
+        q = [self.query] if self.query else []
+        if self.mode != "stream":
+            q.append(f"mode={self.mode}")
+        return f"{self.base}/rally/http" + (("?" + "&".join(q)) if q else "")
+
+    async def open(self, timeout: float = 5) -> int:
+        self.client = http_client(self.server, self.http2)
+        headers = {"origin": self.origin} if self.origin is not None else {}
+        req = self.client.build_request("GET", self.url(), headers=headers)
+        self.resp = await asyncio.wait_for(self.client.send(req, stream=True), timeout)
+        self.status = self.resp.status_code
+        self.headers = self.resp.headers
+        if self.status != 200 or self.mode == "poll":
+            self.body = await asyncio.wait_for(self.resp.aread(), timeout)
+            await self.resp.aclose()
+            if self.status == 200:
+                self.id = self.headers.get("rally-session")
+                if self.autopoll:
+                    self._task = asyncio.create_task(self._poll_loop())
+            return self.status
+        self.id = self.headers.get("rally-session")
+        reader = self._read_stream if self.mode == "stream" else self._read_sse
+        self._task = asyncio.create_task(reader())
+        if self.mode == "sse":
+            await asyncio.wait_for(self.sse_session.wait(), timeout)
+        return self.status
+
+    # -- receiving --
+    def _finish(self, kind: str, detail: str = "") -> None:
+        if not self.ended.is_set():
+            self.end_kind, self.end_detail = kind, detail
+            self.ended.set()
+            self.inbox.put_nowait(None)
+
+    async def _read_stream(self) -> None:
+        buf = b""
+        try:
+            async for chunk in self.resp.aiter_raw():
+                msgs, buf = split_frames(buf + chunk)
+                for m in msgs:
+                    self.inbox.put_nowait(m)
+            self.leftover = buf
+            self._finish("end")
+        except httpx.HTTPError as e:
+            self.leftover = buf
+            self._finish("reset", repr(e))
+        finally:
+            await self.resp.aclose()
+
+    async def _read_sse(self) -> None:
+        """text/event-stream (WHATWG HTML §9.2): fields until a blank line."""
+        ev: dict = {}
+        try:
+            async for line in self.resp.aiter_lines():
+                if line == "":
+                    if ev:
+                        self._sse_event(ev)
+                    ev = {}
+                    continue
+                if line.startswith(":"):
+                    continue
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if name == "data" and "data" in ev:
+                    ev["data"] += "\n" + value
+                else:
+                    ev[name] = value
+            if ev:
+                self.leftover = repr(ev).encode()  # an event the stream ended inside
+            self._finish("end")
+        except httpx.HTTPError as e:
+            self._finish("reset", repr(e))
+        finally:
+            await self.resp.aclose()
+
+    def _sse_event(self, ev: dict) -> None:
+        self.sse_events.append(ev)
+        if ev.get("event") == "session":
+            self.sse_session.set()
+            return
+        # Every other event is one server message in base64 with padding
+        # (RFC 4648 §4); validate=True refuses any other alphabet.
+        data = ev.get("data", "")
+        assert len(data) % 4 == 0, f"SSE data is not padded base64: {data!r}"
+        self.inbox.put_nowait(base64.b64decode(data, validate=True))
+
+    async def poll(self, wait: bool = False, timeout: float = 30) -> tuple[int, list[bytes]]:
+        """One `GET /rally/http/ID[?wait=1]` (§11.3): (status, messages)."""
+        r = await self.client.get(f"{self.base}/rally/http/{self.id}" + ("?wait=1" if wait else ""),
+                                  timeout=httpx.Timeout(10, read=timeout))
+        self.polls.append((r.status_code, len(r.content)))
+        if r.status_code != 200:
+            return r.status_code, []
+        msgs, rest = split_frames(r.content)
+        assert rest == b"", f"a poll's body is not whole frames: {r.content.hex()}"
+        return 200, msgs
+
+    async def _poll_loop(self) -> None:
+        try:
+            while True:
+                st, msgs = await self.poll(wait=True)
+                for m in msgs:
+                    self.inbox.put_nowait(m)
+                if st == 404:
+                    self._finish("404")
+                    return
+                if st != 200:
+                    self._finish("poll-status", str(st))
+                    return
+        except httpx.HTTPError as e:
+            self._finish("reset", repr(e))
+
+    # -- sending --
+    async def post(self, body: bytes, seq: int | None = None, *, session_id: str | None = None,
+                   headers: dict | None = None, query: str | None = None) -> httpx.Response:
+        """One POST /rally/http/ID?seq=N; N defaults to the next number."""
+        async with self._post_lock:
+            if seq is None:
+                seq = self.seq + 1
+            h = {"content-type": "application/octet-stream"}
+            if self.origin is not None and self.post_origin:
+                h["origin"] = self.origin
+            h.update(headers or {})
+            q = f"seq={seq}" if query is None else query
+            r = await self.client.post(f"{self.base}/rally/http/{session_id or self.id}?{q}",
+                                       content=body, headers=h)
+            if r.status_code == 204 and seq == self.seq + 1:
+                self.seq = seq
+            return r
+
+    async def send_many(self, msgs: list[bytes]) -> int:
+        """One POST carrying every message, each framed (§2); the status."""
+        return (await self.post(b"".join(frame(m) for m in msgs))).status_code
+
+    async def send(self, msg: bytes) -> int:
+        return await self.send_many([msg])
+
+    async def recv(self, timeout: float = 5) -> Msg:
+        b = await asyncio.wait_for(self.inbox.get(), timeout)
+        if b is None:
+            self.inbox.put_nowait(None)
+            raise StreamEnded(self.end_kind)
+        return decode(b)
+
+    async def until_closed(self, timeout: float = 10) -> "Outcome":
+        await asyncio.wait_for(self.ended.wait(), timeout)
+        msgs = []
+        while not self.inbox.empty():
+            b = self.inbox.get_nowait()
+            if b is not None:
+                msgs.append(decode(b))
+        self.inbox.put_nowait(None)
+        return Outcome(msgs, None, None, stream_end=self.end_kind)
+
+    def drop(self) -> None:
+        """Goes away without Leave: the stream's reader stops and its response
+        is closed (HTTP/1.1: its TCP connection; HTTP/2: RST_STREAM)."""
+        if self._task is not None:
+            self._task.cancel()
+        self._finish("dropped")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.client is not None:
+            try:
+                await asyncio.wait_for(self.client.aclose(), 3)
+            except (asyncio.TimeoutError, Exception):
+                pass
+
+    async def __aenter__(self) -> "HttpSession":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+# --------------------------------------------------------------------------
 # One player over either transport
 # --------------------------------------------------------------------------
 
 
+TRANSPORTS = ("ws", "wt", "http")
+
+
 class Peer:
-    """A session over `ws` (websockets) or `wt` (aioquic), one interface.
+    """A session over `ws` (websockets), `wt` (aioquic) or `http` (HTTP
+    streaming, §11, httpx), one interface.
 
     `send` is the reliable channel; `send_unreliable` a datagram on
-    WebTransport (a binary message on WebSocket). `next()` returns the next
-    message from either channel; `channel` of the last one is "stream",
-    "datagram" or "ws"."""
+    WebTransport (a binary message on WebSocket, a POST on HTTP). `next()`
+    returns the next message from either channel; `channel` of the last one
+    is "stream", "datagram", "ws" or "http". For `http`, keyword arguments
+    go to `HttpSession` (mode="stream"|"sse"|"poll", http2, origin); a POST
+    that is not answered 204 raises `PostRefused`, a read after the end of
+    the session `StreamEnded`."""
 
     def __init__(self, server: Server, transport: str, **kw):
-        assert transport in ("ws", "wt"), transport
+        assert transport in TRANSPORTS, transport
         self.server = server
         self.transport = transport
         self.kw = kw
         self.ws = None
         self.wt: WtClient | None = None
+        self.http: HttpSession | None = None
         self.welcome: Msg | None = None
         self.channel: str | None = None
         self._stash: list[tuple[str, Msg]] = []
@@ -692,7 +1014,14 @@ class Peer:
     async def open(self, query: str = "") -> "Peer":
         if self.transport == "ws":
             url = self.server.ws_url + (f"?{query}" if query else "")
-            self.ws = await ws_open(url, **self.kw)
+            kw = dict(self.kw)
+            if self.server.tls:
+                kw.setdefault("ssl", self.server.ssl_context())
+            self.ws = await ws_open(url, **kw)
+        elif self.transport == "http":
+            self.http = HttpSession(self.server, query=query, **self.kw)
+            st = await self.http.open()
+            assert st == 200, (st, self.http.body)
         else:
             self.wt = WtClient(self.server, query=query, **self.kw)
             await self.wt.__aenter__()
@@ -731,12 +1060,16 @@ class Peer:
     async def send(self, msg: bytes) -> None:
         if self.ws is not None:
             await self.ws.send(msg)
+        elif self.http is not None:
+            r = await self.http.post(frame(msg))
+            if r.status_code != 204:
+                raise PostRefused(r.status_code, r.content)
         else:
             self.wt.send(msg)
 
     async def send_unreliable(self, msg: bytes) -> None:
-        if self.ws is not None:
-            await self.ws.send(msg)
+        if self.ws is not None or self.http is not None:
+            await self.send(msg)
         else:
             self.wt.send_datagram(msg)
 
@@ -755,6 +1088,9 @@ class Peer:
                     if isinstance(m, bytes):
                         self.channel = "ws"
                         return decode(m)
+            if self.http is not None:
+                self.channel = "http"
+                return await self.http.recv(timeout=3600)
             self.channel, b = await self.wt.inbox.get()
             return decode(b)
 
@@ -770,6 +1106,11 @@ class Peer:
             try:
                 return await self.next(timeout)
             except ConnectionClosed:
+                return None
+        if self.http is not None:
+            try:
+                return await self.next(timeout)
+            except StreamEnded:
                 return None
         c = self.wt
         if c.inbox.empty() and c.proto.terminated is not None:
@@ -804,7 +1145,7 @@ class Peer:
         out: list[Msg] = []
         try:
             await self.send(ping(t))
-        except ConnectionClosed:
+        except (ConnectionClosed, PostRefused):
             pass
 
         async def run():
@@ -815,7 +1156,7 @@ class Peer:
                     return out, Outcome(out + o.msgs, o.close_code, o.close_reason, o.close_frame)
                 if m.kind == "pong" and m["client_time_us"] == t:
                     return out, None
-                if self.channel in ("ws", "stream"):
+                if self.channel in ("ws", "stream", "http"):
                     out.append(m)
 
         return await asyncio.wait_for(run(), timeout)
@@ -853,7 +1194,7 @@ class Peer:
                 m = await self.next(timeout=3600)
                 if m.kind == "pong" and m["client_time_us"] == t:
                     return out
-                if self.channel in ("ws", "stream"):
+                if self.channel in ("ws", "stream", "http"):
                     out.append(m)
 
         return await asyncio.wait_for(run(), timeout)
@@ -862,6 +1203,11 @@ class Peer:
         """Reads to the end of the session: every message, then the close."""
         if self.ws is not None:
             return await ws_until_closed(self.ws, timeout)
+        if self.http is not None:
+            out = await self.http.until_closed(timeout)
+            out.msgs[:0] = [m for _, m in self._stash]
+            self._stash.clear()
+            return out
         c = self.wt
         await asyncio.wait_for(c.proto.terminated_evt.wait(), timeout)
         await asyncio.sleep(0)
@@ -873,9 +1219,12 @@ class Peer:
         return Outcome(msgs, t.error_code, t.reason_phrase, c.proto.close_frame)
 
     def drop(self) -> None:
-        """Goes away without Leave: TCP reset (WS) / QUIC close, code 0 (WT)."""
+        """Goes away without Leave: TCP reset (WS) / QUIC close, code 0 (WT) /
+        the stream's response closed (HTTP)."""
         if self.ws is not None:
             self.ws.transport.abort()
+        elif self.http is not None:
+            self.http.drop()
         else:
             self.wt.close_connection(0)
 
@@ -883,11 +1232,15 @@ class Peer:
     def closed(self) -> bool:
         if self.ws is not None:
             return self.ws.close_code is not None
+        if self.http is not None:
+            return self.http.ended.is_set()
         return self.wt.proto.terminated is not None
 
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
+        elif self.http is not None:
+            await self.http.close()
         elif self.wt is not None:
             await self.wt.__aexit__(None, None, None)
 
@@ -910,12 +1263,13 @@ async def read_roster(p: Peer, n: int, timeout: float = 5) -> list[Msg]:
     return out
 
 
-async def assert_still_serving(server: Server, room: str = "after") -> None:
+async def assert_still_serving(server: Server, room: str = "after",
+                               transports: tuple[str, ...] = ("ws", "wt")) -> None:
     """A well-behaved peer on each transport still gets Welcome and then, for
     a game with snapshots, a snapshot (dots: one that has it); for relay, a
     Pong."""
     game = server.game
-    for transport in ("ws", "wt"):
+    for transport in transports:
         p = await peer_join(server, transport, f"{room}-{transport}", f"good-{transport}")
         try:
             assert p.id != 0
@@ -941,7 +1295,8 @@ async def misbehave(server: Server, transport: str, *, room: str = "adv", send_h
                     reliable: list[bytes] = (), unreliable: list[bytes] = (),
                     raw_stream: bytes | None = None, end_stream: bool = False,
                     ws_text: str | None = None, pace: float = 0.0,
-                    timeout: float = 10) -> Outcome:
+                    raw_body: bytes | None = None, one_post: bool = False,
+                    timeout: float = 10, **http_kw) -> Outcome:
     """Opens a session, (optionally) joins, then sends what it is told.
 
     `reliable`: messages on the reliable channel (a binary WebSocket message
@@ -950,8 +1305,33 @@ async def misbehave(server: Server, transport: str, *, room: str = "adv", send_h
     `raw_stream`: bytes written as they are on the WebTransport stream;
     `end_stream`: then FIN.
     `pace`: seconds between WebSocket messages (0: back to back).
+    HTTP streaming (`http`, keywords to `HttpSession`): `reliable` and
+    `unreliable` go one message per POST (`one_post`: all in one POST);
+    `raw_body`: then one POST of these bytes as they are. The statuses of
+    the POSTs after Hello are in `Outcome.statuses`.
     Returns how the server ended the session (the Welcome first, if any).
     """
+    if transport == "http":
+        async with HttpSession(server, **http_kw) as h:
+            st = await h.open()
+            assert st == 200, (st, h.body)
+            pre = []
+            if send_hello:
+                assert await h.send(hello(room, "mallory")) == 204
+                pre.append(await h.recv())
+                assert pre[0].kind == "welcome", pre
+            statuses = []
+            msgs = list(reliable) + list(unreliable)
+            for batch in ([msgs] if one_post and msgs else [[m] for m in msgs]):
+                statuses.append(await h.send_many(batch))
+                if pace:
+                    await asyncio.sleep(pace)
+            if raw_body is not None:
+                statuses.append((await h.post(raw_body)).status_code)
+            out = await h.until_closed(timeout)
+            out.msgs[:0] = pre
+            out.statuses = statuses
+            return out
     if transport == "ws":
         ws = await ws_open(server.ws_url)
         if send_hello:
@@ -1003,6 +1383,13 @@ def assert_refused_with(out: Outcome, name: str, *, error_message: bool = True,
         assert out.errors == [], out.msgs
         if only:
             assert out.msgs == [], out.msgs
+    if out.stream_end is not None:
+        # HTTP streaming (§11.4): the Error is the last message, then the
+        # stream ends — cleanly, not broken off; there is no close code.
+        assert out.stream_end == "end", f"the stream ended by {out.stream_end}, want a clean end"
+        if error_message:
+            assert out.msgs[-1].kind == "error", f"the Error is not the last message: {out.msgs!r}"
+        return
     assert out.close_code == 4000 + code, f"close {out.close_code} {out.close_reason!r}, want {4000 + code}"
     assert out.close_reason == name, f"close reason {out.close_reason!r}, want {name!r}"
     if out.close_frame is not None:
