@@ -979,6 +979,40 @@ class HttpSession:
         await self.close()
 
 
+async def http_joined(s, room="posts", name="poster", **kw) -> HttpSession:
+    """An HTTP session (stream mode) that has sent Hello and read Welcome."""
+    h = HttpSession(s, **kw)
+    assert await h.open() == 200, h.body
+    assert await h.send(hello(room, name)) == 204
+    w = await h.recv()
+    assert w.kind == "welcome", w
+    h.welcome = w
+    return h
+
+
+async def http_pongs_until(h: HttpSession, t: int, timeout: float = 5) -> list[int]:
+    """Reads h's stream up to the Pong for `t`; the client_time_us of every
+    Pong on the way (the ones before it say which Pings were taken)."""
+    seen = []
+
+    async def go():
+        while True:
+            m = await h.recv(timeout=3600)
+            if m.kind == "pong":
+                seen.append(m["client_time_us"])
+                if m["client_time_us"] == t:
+                    return seen
+
+    return await asyncio.wait_for(go(), timeout)
+
+
+async def http_still_goes_on(h: HttpSession, t: int) -> None:
+    """The session takes the next POST (numbered next) and answers its Ping;
+    no Pong of a refused POST came before it."""
+    assert await h.send(ping(t)) == 204
+    assert await http_pongs_until(h, t) == [t], "a refused POST's Ping was answered"
+
+
 # --------------------------------------------------------------------------
 # One player over either transport
 # --------------------------------------------------------------------------

@@ -9,19 +9,19 @@ import time
 import pytest
 
 from rally_peers import (
+    http_joined as joined,
+    http_still_goes_on as still_goes_on,
     HttpSession,
     Peer,
     assert_refused_with,
     assert_still_serving,
     frame,
     hello,
-    http_client,
     make_token,
     ping,
     run,
 )
 
-from test_http_posts import joined, pongs_until, still_goes_on
 
 ALL3 = ("ws", "wt", "http")
 ALLOWED = "https://game.example"

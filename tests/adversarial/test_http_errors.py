@@ -16,6 +16,7 @@ from rally_peers import (
     app_msg,
     assert_refused_with,
     assert_still_serving,
+    frame,
     hello,
     input_msg,
     misbehave,
@@ -150,7 +151,7 @@ def test_over_the_session_limit_is_server_full(start_server, mode):
         first = await peer_join(s, "http", "one", "first")
         h = HttpSession(s, mode=mode)
         assert await h.open() == 200
-        await h.post(__import__("rally_peers").frame(hello("two", "second")))
+        await h.post(frame(hello("two", "second")))
         out = await h.until_closed(5)
         if mode == "poll":
             poll_end_ok(out)

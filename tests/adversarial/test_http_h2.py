@@ -11,6 +11,7 @@ import pytest
 from rally_peers import (
     DOTS_RIGHT,
     LEAVE,
+    HttpSession,
     Peer,
     app_msg,
     assert_still_serving,
@@ -111,7 +112,6 @@ def test_h2_stream_reset_is_a_drop_and_resumes_on_the_same_connection(start_serv
         await asyncio.sleep(0.3)
         bob = await peer_join(s, "wt", "rst", "bob")
 
-        from rally_peers import HttpSession
         b = HttpSession(s, http2=True)
         b.client = client  # the same HTTP/2 connection
         req = client.build_request("GET", b.url())

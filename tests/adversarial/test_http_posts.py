@@ -10,13 +10,14 @@ import asyncio
 import secrets
 import time
 
-import httpx
 import pytest
 
 from rally_peers import (
+    http_joined as joined,
+    http_pongs_until as pongs_until,
+    http_still_goes_on as still_goes_on,
     LEAVE,
     HttpSession,
-    Peer,
     app_msg,
     assert_refused_with,
     assert_still_serving,
@@ -29,40 +30,6 @@ from rally_peers import (
 )
 
 ALL3 = ("ws", "wt", "http")
-
-
-async def joined(s, room="posts", name="poster", **kw) -> HttpSession:
-    """An HTTP session (stream mode) that has sent Hello and read Welcome."""
-    h = HttpSession(s, **kw)
-    assert await h.open() == 200, h.body
-    assert await h.send(hello(room, name)) == 204
-    w = await h.recv()
-    assert w.kind == "welcome", w
-    h.welcome = w
-    return h
-
-
-async def pongs_until(h: HttpSession, t: int, timeout: float = 5) -> list[int]:
-    """Reads h's stream up to the Pong for `t`; the client_time_us of every
-    Pong on the way (the ones before it say which Pings were taken)."""
-    seen = []
-
-    async def go():
-        while True:
-            m = await h.recv(timeout=3600)
-            if m.kind == "pong":
-                seen.append(m["client_time_us"])
-                if m["client_time_us"] == t:
-                    return seen
-
-    return await asyncio.wait_for(go(), timeout)
-
-
-async def still_goes_on(h: HttpSession, t: int) -> None:
-    """The session takes the next POST (numbered next) and answers its Ping;
-    no Pong of a refused POST came before it."""
-    assert await h.send(ping(t)) == 204
-    assert await pongs_until(h, t) == [t], "a refused POST's Ping was answered"
 
 
 # -- 404: unknown or malformed session ids ------------------------------------
@@ -154,6 +121,28 @@ def test_retried_post_is_204_and_not_taken_twice(start_server):
     run(go())
     m = s.metrics()
     assert m["errors"]["unexpected_message"] == 0, m["errors"]
+
+
+def test_several_messages_in_one_post_are_taken_in_order(start_server):
+    """One POST: Hello, then two Pings, then an App: Welcome, the roster,
+    Pong 1, Pong 2 and the chat, in that order (§11.2 "in order")."""
+    s = start_server()
+
+    async def go():
+        h = HttpSession(s)
+        assert await h.open() == 200
+        body = b"".join(frame(m) for m in (hello("many", "one"), ping(1), ping(2), app_msg(b"hi")))
+        assert (await h.post(body)).status_code == 204
+        got = []
+        while len(got) < 5:
+            m = await h.recv()
+            if m.kind != "snapshot":
+                got.append(m)
+        assert [m.kind for m in got] == ["welcome", "joined", "pong", "pong", "app"], got
+        assert [got[2]["client_time_us"], got[3]["client_time_us"]] == [1, 2]
+        await h.close()
+
+    run(go())
 
 
 # -- 400 ------------------------------------------------------------------------

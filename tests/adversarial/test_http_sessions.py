@@ -14,6 +14,7 @@ from rally_peers import (
     app_msg,
     assert_refused_with,
     assert_still_serving,
+    decode,
     dots_chat,
     dots_players,
     hello,
@@ -92,7 +93,6 @@ def test_poll_session_lives_on_polls_and_ends_when_they_stop(start_server):
         await asyncio.sleep(0.1)
         st, msgs = await h.poll()
         assert st == 200 and [m[0] for m in msgs] == [0x81, 0x82], msgs
-        from rally_peers import decode
         w = decode(msgs[0])
         t_end = time.monotonic() + 3.5  # well past the 2 s idle timeout
         while time.monotonic() < t_end:

@@ -5,7 +5,6 @@ with a 4 KiB receive buffer) and a poll session that stops polling."""
 
 import asyncio
 import socket
-import struct
 import time
 
 from rally_peers import (

@@ -25,13 +25,12 @@ from rally_peers import (
     dots_inputs,
     dots_players,
     dots_welcome,
-    frame,
     hello,
+    http_client,
     peer_join,
     ping,
     read_roster,
     run,
-    split_frames,
     DOTS_RIGHT,
 )
 
@@ -248,12 +247,10 @@ def test_open_other_path_is_404_other_method_405(start_server, path, method, sta
     s = start_server()
 
     async def go():
-        h = HttpSession(s)
-        h.client = __import__("rally_peers").http_client(s)
-        r = await h.client.request(method, s.http + path)
+        async with http_client(s) as c:
+            r = await c.request(method, s.http + path)
         assert r.status_code == status, (r.status_code, r.text)
         assert "rally-session" not in r.headers
-        await h.close()
         await assert_still_serving(s, transports=ALL3)
 
     run(go())
