@@ -790,6 +790,7 @@ class HttpSession:
         self.sse_events: list[dict] = []  # every SSE event: {"event":…, "data":…}
         self.sse_session = asyncio.Event()
         self.polls: list[tuple[int, int]] = []  # (status, bytes) of each poll
+        self.retried: list[str] = []  # POSTs sent again: their answer never came
         self._task: asyncio.Task | None = None
         self._post_lock = asyncio.Lock()
 
@@ -922,8 +923,17 @@ class HttpSession:
                 h["origin"] = self.origin
             h.update(headers or {})
             q = f"seq={seq}" if query is None else query
-            r = await self.client.post(f"{self.base}/rally/http/{session_id or self.id}?{q}",
-                                       content=body, headers=h)
+            url = f"{self.base}/rally/http/{session_id or self.id}?{q}"
+            for attempt in range(3):
+                try:
+                    r = await self.client.post(url, content=body, headers=h)
+                    break
+                except httpx.RemoteProtocolError as e:
+                    # No answer at all (a pooled HTTP/1.1 connection the server
+                    # had closed): §11.2's client sends the POST again, same N.
+                    self.retried.append(repr(e))
+                    if attempt == 2:
+                        raise
             if r.status_code == 204 and seq == self.seq + 1:
                 self.seq = seq
             return r

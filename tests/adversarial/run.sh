@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Adversarial suite: third-party peers (aioquic WebTransport, websockets,
-# kosoku/Autobahn) against the real `rally` binary.
+# kosoku/Autobahn, httpx/h2 HTTP streaming) against the real `rally` binary.
 #
 #   tests/adversarial/run.sh [pytest args…]
 #
@@ -25,7 +25,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements.txt"
 "$VENV/bin/python" - <<'PY'
-import aioquic, websockets, kosoku, pytest  # fail loudly if any is missing
+import aioquic, websockets, kosoku, pytest, httpx, h2  # fail loudly if any is missing
 PY
 
 cd "$ROOT"
