@@ -112,7 +112,15 @@ impl HttpSessions {
     }
 }
 
+/// A session id as §11.1 writes it: 32 lowercase hex digits, nothing else
+/// (`hex` alone would take uppercase too).
 fn parse_id(hex_id: &str) -> Option<SessionId> {
+    if !hex_id
+        .bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
     let mut id = [0u8; 16];
     hex::decode_to_slice(hex_id, &mut id).ok()?;
     Some(id)
@@ -588,5 +596,11 @@ mod tests {
         assert_eq!(parse_id(&hex_id), Some(id));
         assert_eq!(parse_id("zz"), None);
         assert_eq!(parse_id(&hex_id[..30]), None);
+        // §11.1: lowercase only, and nothing else.
+        let fixed = "0123456789abcdef0123456789abcdef";
+        assert!(parse_id(fixed).is_some());
+        assert_eq!(parse_id(&fixed.to_uppercase()), None);
+        assert_eq!(parse_id(&format!("+{}", &fixed[1..])), None);
+        assert_eq!(parse_id(&format!("{fixed}/")), None);
     }
 }
