@@ -414,6 +414,7 @@ async fn run(
             .as_ref()
             .map(|s| TokenKey::new(s.as_bytes())),
         shutdown: CancellationToken::new(),
+        tcp_stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
         connections: AtomicUsize::new(0),
         per_ip: Mutex::new(HashMap::new()),
@@ -435,16 +436,29 @@ async fn run(
     }
 
     shutdown.await;
-    // Stop accepting, tell every session (close codes; GOAWAY on HTTP/3
+    // Stop accepting (QUIC at once, TCP once polled HTTP sessions have
+    // their Error), tell every session (close codes; GOAWAY on HTTP/3
     // connections), give them a bounded time to drain, then close the
     // endpoint and wait for QUIC to finish.
-    tracing::info!("shutting down: no new connections; telling clients");
-    tcp_task.abort();
+    tracing::info!("shutting down: telling clients");
     quic_task.abort();
     shared.shutdown.cancel();
     shared.tasks.close();
     let grace = shared.cfg.limits.shutdown_grace;
-    if tokio::time::timeout(grace, shared.tasks.wait())
+    let deadline = tokio::time::Instant::now() + grace;
+    // A poll-mode HTTP session fetches its Error shutting_down with a new
+    // request (PROTOCOL.md §11.4): TCP goes on serving until each has, or
+    // was forgotten, within the grace. Without such sessions this is at
+    // once.
+    if tokio::time::timeout_at(deadline, shared.http.polled_drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!("polled HTTP sessions still waiting after {grace:?}");
+    }
+    tcp_task.abort();
+    shared.tcp_stop.cancel();
+    if tokio::time::timeout_at(deadline, shared.tasks.wait())
         .await
         .is_err()
     {

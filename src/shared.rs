@@ -36,6 +36,10 @@ pub struct Shared {
     pub tokens: Option<TokenKey>,
     /// Cancelled when shutdown begins.
     pub shutdown: CancellationToken,
+    /// Cancelled when the TCP listener's connections are to close: on
+    /// shutdown, once no poll-mode HTTP session has messages left to fetch
+    /// (or the grace is spent).
+    pub tcp_stop: CancellationToken,
     /// Every connection task, so shutdown can wait for them to drain.
     pub tasks: TaskTracker,
     /// The pages and files served over HTTP.

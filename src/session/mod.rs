@@ -51,6 +51,10 @@ pub enum TransportError {
     /// Nothing arrived from the peer for the idle timeout.
     #[error("idle for {0:?}")]
     Idle(Duration),
+    /// The peer took none of what waited for it for this long (a
+    /// transport that queues latest-only messages without waiting).
+    #[error("the connection accepted nothing for {0:?}")]
+    Stalled(Duration),
     /// The connection is gone; nothing more can be sent.
     #[error("connection lost: {0}")]
     Closed(String),
@@ -155,6 +159,7 @@ fn transport_end(e: TransportError) -> End {
     match e {
         TransportError::Peer { code, reason } => fail(code, reason),
         TransportError::Idle(_) => End::Close(Close::Idle),
+        e @ TransportError::Stalled(_) => fail(ErrorCode::TooSlow, e.to_string()),
         TransportError::Closed(why) => End::Gone(why),
     }
 }

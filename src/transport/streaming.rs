@@ -5,9 +5,16 @@
 //!
 //! The session itself is the one every transport runs (`session::run`);
 //! this adapter turns `POST` bodies into received messages ([`HttpRx`]) and
-//! written messages into the downstream ([`HttpTx`]): a bounded queue that
-//! the response body, or a poll, drains. A full queue makes the session
-//! wait, so snapshots stay newest-wins in its slot, as on WebSocket.
+//! written messages into the downstream ([`HttpTx`]): a queue bounded in
+//! bytes that the response body, or a poll, drains, where snapshots are
+//! newest-wins and reliable messages are never dropped ([`downstream`]).
+//!
+//! A session's id is forgotten, and its place (`--max-sessions`) freed, the
+//! moment the session ends: a client that saw its stream end gets 404 for
+//! any later `POST`. Only in poll mode is the id kept after the end, for
+//! polls alone, until the last messages (the `Error`) have been fetched.
+
+mod downstream;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -21,23 +28,23 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::kind::{Channel, TransportKind};
+use crate::metrics::Metrics;
+use crate::protocol::table::ty;
 use crate::protocol::{encode_frame, CloseCode, ErrorCode, FrameDecoder, FrameError, ServerMsg};
 use crate::session::{self, Carriage, TransportError, TransportRx, TransportTx};
 use crate::shared::Shared;
+use downstream::{Class, Downstream, PushError, Taken};
 
 /// Where a session is opened; `POST`s and polls go to `HTTP_PATH/ID`.
 pub const HTTP_PATH: &str = "/rally/http";
 /// The response header naming the session.
 pub const SESSION_HEADER: &str = "rally-session";
-/// Messages waiting for the stream or a poll; beyond it the session waits
-/// (and snapshots wait newest-wins in its slot). Small, so that a slow
-/// reader gets fresh state rather than a queue of stale snapshots.
-const DOWNSTREAM: usize = 16;
 /// `POST` bodies queued for the session.
 const INBOX: usize = 16;
 /// How long a long poll waits for a message.
@@ -69,7 +76,14 @@ struct Entry {
     /// messages are handed over, so a retry cannot overtake them.
     seq: tokio::sync::Mutex<u64>,
     /// Poll mode: the messages waiting to be fetched.
-    polled: Option<tokio::sync::Mutex<mpsc::Receiver<Bytes>>>,
+    polled: Option<Arc<Downstream>>,
+    /// One poll at a time, so that polls answer in the order they take.
+    poll_turn: tokio::sync::Mutex<()>,
+    /// Cancelled when the session ends: `POST`s are 404 from then on.
+    ended: CancellationToken,
+    /// Poll mode: cancelled when a poll took the last messages of an ended
+    /// session.
+    fetched: CancellationToken,
     /// When the client last showed life (a `POST` or a poll), in ms since
     /// `born`.
     activity: AtomicU64,
@@ -92,6 +106,8 @@ impl Entry {
 pub struct HttpSessions {
     // std Mutex: a lookup or an insert, never held across .await.
     map: Mutex<HashMap<SessionId, Arc<Entry>>>,
+    /// A session was forgotten.
+    removed: Notify,
 }
 
 impl HttpSessions {
@@ -101,6 +117,27 @@ impl HttpSessions {
 
     fn get(&self, id: &SessionId) -> Option<Arc<Entry>> {
         self.map().get(id).cloned()
+    }
+
+    fn remove(&self, id: &SessionId) {
+        self.map().remove(id);
+        self.removed.notify_waiters();
+    }
+
+    /// Resolves when no poll-mode session is left: each has had its last
+    /// messages fetched (on shutdown: the `Error shutting_down`, §11.4), or
+    /// was forgotten after the idle timeout.
+    pub async fn polled_drained(&self) {
+        loop {
+            let removed = self.removed.notified();
+            tokio::pin!(removed);
+            // Registered before the check, so a removal in between wakes us.
+            removed.as_mut().enable();
+            if !self.map().values().any(|e| e.polled.is_some()) {
+                return;
+            }
+            removed.await;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -244,43 +281,46 @@ fn open(req: &Request<Incoming>, shared: &Arc<Shared>, origin: Option<&str>) -> 
     let id: SessionId = rand::random();
     let hex_id = hex::encode(id);
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
-    let (down_tx, down_rx) = mpsc::channel(DOWNSTREAM);
-    let born = Instant::now();
-    let (polled, stream) = match mode {
-        Mode::Poll => (Some(tokio::sync::Mutex::new(down_rx)), None),
-        _ => (None, Some(down_rx)),
-    };
+    let down = Downstream::new();
+    let ended = CancellationToken::new();
     let entry = Arc::new(Entry {
         inbox: inbox_tx,
         seq: tokio::sync::Mutex::new(0),
-        polled,
+        polled: (mode == Mode::Poll).then(|| down.clone()),
+        poll_turn: tokio::sync::Mutex::new(()),
+        ended: ended.clone(),
+        fetched: CancellationToken::new(),
         activity: AtomicU64::new(0),
-        born,
+        born: Instant::now(),
     });
     shared.http.map().insert(id, entry.clone());
     let rx = HttpRx {
         inbox: inbox_rx,
         pending: VecDeque::new(),
-        entry,
+        entry: entry.clone(),
         idle: shared.cfg.limits.idle_timeout,
     };
     let tx = HttpTx {
-        down: Some(down_tx),
-        queued: Vec::new(),
+        down: down.clone(),
+        ended,
         keepalive: mode != Mode::Poll,
+        stall: shared.cfg.limits.slow_peer_timeout,
+        stalled: false,
+        metrics: shared.metrics.clone(),
+        permit: None,
     };
     let span = tracing::info_span!("http", session = %&hex_id[..8]);
     let shared2 = shared.clone();
     shared.tasks.spawn(
         async move {
-            run(id, mode, rx, tx, claims, &shared2).await;
+            run(id, entry, rx, tx, claims, &shared2).await;
         }
         .instrument(span),
     );
-    let mut resp = match (mode, stream) {
-        (Mode::Stream, Some(rx)) => body_response("application/octet-stream", framed(rx)),
-        (Mode::Sse, Some(rx)) => body_response("text/event-stream", events(&hex_id, rx)),
-        _ => Response::new(Empty::new().boxed()),
+    let mut resp = match mode {
+        Mode::Stream => body_response("application/octet-stream", framed(Reader(down))),
+        Mode::Sse => body_response("text/event-stream", events(&hex_id, Reader(down))),
+        Mode::Poll => Response::new(Empty::new().boxed()),
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&hex_id) {
@@ -298,35 +338,63 @@ fn body_response(ctype: &'static str, body: Body) -> Response<Body> {
     r
 }
 
-/// The downstream as a response body of frames (§2).
-fn framed(rx: mpsc::Receiver<Bytes>) -> Body {
-    let frames = futures::stream::unfold(rx, |mut rx| async move {
-        let msg = rx.recv().await?;
-        let mut out = BytesMut::with_capacity(2 + msg.len());
-        encode_frame(&mut out, &msg);
-        Some((Ok(Frame::data(out.freeze())), rx))
+/// The reading end of a stream's downstream: the response body. When the
+/// body is dropped (the client went away) the session's next write fails.
+struct Reader(Arc<Downstream>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.reader_gone();
+    }
+}
+
+/// What a stream's body takes next: everything waiting, or `None` at the
+/// end.
+async fn next_batch(r: &Reader) -> Option<Vec<Bytes>> {
+    let Taken { msgs, .. } = r.0.next().await;
+    // Empty only when the writer closed and nothing is left.
+    (!msgs.is_empty()).then_some(msgs)
+}
+
+/// The downstream as a response body of frames (§2), what waits leaving
+/// in one piece.
+fn framed(reader: Reader) -> Body {
+    let frames = futures::stream::unfold(reader, |r| async move {
+        let msgs = next_batch(&r).await?;
+        let mut out = BytesMut::with_capacity(msgs.iter().map(|m| 2 + m.len()).sum());
+        for msg in &msgs {
+            encode_frame(&mut out, msg);
+        }
+        Some((Ok(Frame::data(out.freeze())), r))
     });
     StreamBody::new(frames).boxed()
 }
 
 /// The downstream as server-sent events: the session id, then a base64
 /// event per message.
-fn events(id: &str, rx: mpsc::Receiver<Bytes>) -> Body {
+fn events(id: &str, reader: Reader) -> Body {
     let first = Bytes::from(format!("event: session\ndata: {id}\n\n"));
-    let rest = futures::stream::unfold(rx, |mut rx| async move {
-        let msg = rx.recv().await?;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&msg);
-        Some((Ok(Frame::data(Bytes::from(format!("data: {b64}\n\n")))), rx))
+    let rest = futures::stream::unfold(reader, |r| async move {
+        let msgs = next_batch(&r).await?;
+        let mut out = String::new();
+        for msg in &msgs {
+            out.push_str("data: ");
+            base64::engine::general_purpose::STANDARD.encode_string(msg, &mut out);
+            out.push_str("\n\n");
+        }
+        Some((Ok(Frame::data(Bytes::from(out))), r))
     });
     let first = futures::stream::once(async move { Ok(Frame::data(first)) });
     StreamBody::new(futures::StreamExt::chain(first, rest)).boxed()
 }
 
-/// Runs the session, then forgets it (in poll mode once what is left to
-/// fetch, its `Error` included, had its time to be polled).
+/// Runs the session, then forgets it: at once for a stream (its end was
+/// the session's), in poll mode once its last messages were fetched or
+/// the idle timeout passed. Its place is freed when it ends (see
+/// [`HttpTx::end`]).
 async fn run(
     id: SessionId,
-    mode: Mode,
+    entry: Arc<Entry>,
     rx: HttpRx,
     mut tx: HttpTx,
     claims: Option<crate::auth::Claims>,
@@ -334,21 +402,28 @@ async fn run(
 ) {
     let kind = TransportKind::Http;
     match shared.sessions.clone().try_acquire_owned() {
-        Ok(_permit) => session::run(kind, rx, tx, &shared.session_ctx(claims)).await,
+        Ok(permit) => {
+            tx.permit = Some(permit);
+            session::run(kind, rx, tx, &shared.session_ctx(claims)).await
+        }
         Err(_) => shared.refuse_full(kind, &mut tx).await,
     }
-    if mode == Mode::Poll {
-        tokio::select! {
-            _ = tokio::time::sleep(shared.cfg.limits.idle_timeout) => {}
-            _ = shared.shutdown.cancelled() => {}
+    if let Some(down) = &entry.polled {
+        // Shutdown too waits here, within its grace: the listener serves
+        // polls until no poll-mode session is left (§11.4).
+        if !down.ended() {
+            tokio::select! {
+                _ = entry.fetched.cancelled() => {}
+                _ = tokio::time::sleep(shared.cfg.limits.idle_timeout) => {}
+            }
         }
     }
-    shared.http.map().remove(&id);
+    shared.http.remove(&id);
 }
 
 /// `POST /rally/http/ID?seq=N` (§11.2).
 async fn post(id: SessionId, req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
-    let Some(entry) = shared.http.get(&id) else {
+    let Some(entry) = shared.http.get(&id).filter(|e| !e.ended.is_cancelled()) else {
         return text(StatusCode::NOT_FOUND, "no such session\n");
     };
     let Some(n) = query_value(&req, "seq").and_then(|v| v.parse::<u64>().ok()) else {
@@ -424,42 +499,32 @@ async fn poll(id: SessionId, req: Request<Incoming>, shared: &Arc<Shared>) -> Re
     let Some(entry) = shared.http.get(&id) else {
         return text(StatusCode::NOT_FOUND, "no such session\n");
     };
-    let Some(polled) = &entry.polled else {
+    let Some(down) = &entry.polled else {
         return text(StatusCode::NOT_FOUND, "this session is not polled\n");
     };
     let wait = query_value(&req, "wait") == Some("1");
     entry.touch();
-    let mut rx = polled.lock().await;
-    let mut out = BytesMut::new();
-    let mut ended = false;
-    loop {
-        match rx.try_recv() {
-            Ok(msg) => encode_frame(&mut out, &msg),
-            Err(mpsc::error::TryRecvError::Empty) => break,
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                ended = true;
-                break;
-            }
-        }
-    }
-    if out.is_empty() && !ended && wait {
-        let first = tokio::select! {
-            m = rx.recv() => m,
-            _ = tokio::time::sleep(LONG_POLL) => None,
-            _ = shared.shutdown.cancelled() => None,
-        };
-        if let Some(msg) = first {
-            encode_frame(&mut out, &msg);
-            while let Ok(msg) = rx.try_recv() {
-                encode_frame(&mut out, &msg);
-            }
+    let _turn = entry.poll_turn.lock().await;
+    let mut taken = down.take();
+    if taken.msgs.is_empty() && !taken.ended && wait {
+        // No shutdown branch: on shutdown the session ends with an Error,
+        // which is what this poll then answers (§11.4).
+        if let Ok(t) = tokio::time::timeout(LONG_POLL, down.next()).await {
+            taken = t;
         }
         entry.touch();
     }
-    if out.is_empty() && (ended || rx.is_closed() && rx.is_empty()) {
-        drop(rx);
-        shared.http.map().remove(&id);
+    if taken.msgs.is_empty() && taken.ended {
+        shared.http.remove(&id);
         return text(StatusCode::NOT_FOUND, "the session has ended\n");
+    }
+    if taken.ended {
+        // The last messages: the next poll is 404.
+        entry.fetched.cancel();
+    }
+    let mut out = BytesMut::with_capacity(taken.msgs.iter().map(|m| 2 + m.len()).sum());
+    for msg in &taken.msgs {
+        encode_frame(&mut out, msg);
     }
     body_response("application/octet-stream", Full::new(out.freeze()).boxed())
 }
@@ -481,6 +546,9 @@ impl TransportRx for HttpRx {
             // Cancel-safe: a POST's messages are taken only by the poll
             // that returns them; the deadline is derived from stored state.
             tokio::select! {
+                biased;
+                // Ended (by our side): what POSTs still bring is not read.
+                _ = self.entry.ended.cancelled() => return Ok(None),
                 inbound = self.inbox.recv() => match inbound {
                     Some(Inbound::Messages(m)) => self.pending.extend(m),
                     Some(Inbound::Fault(code, reason)) => {
@@ -500,31 +568,81 @@ impl TransportRx for HttpRx {
 
 /// The session's sending half: the downstream queue.
 pub struct HttpTx {
-    /// `None` once closed: the stream ends.
-    down: Option<mpsc::Sender<Bytes>>,
-    queued: Vec<Bytes>,
+    down: Arc<Downstream>,
+    /// The session's `ended` (see [`HttpTx::end`]).
+    ended: CancellationToken,
     /// Streams carry a keep-alive; polled sessions do not need one.
     keepalive: bool,
+    /// The slow-peer timeout: a reader that takes nothing for this long
+    /// while messages wait is `too_slow`.
+    stall: Duration,
+    /// Set once the stall was reported: what follows (the Error) queues.
+    stalled: bool,
+    metrics: Arc<Metrics>,
+    /// The session's place under `--max-sessions`.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 fn gone() -> TransportError {
     TransportError::Closed("the HTTP stream is gone".into())
 }
 
+impl HttpTx {
+    async fn push(&mut self, msg: Bytes, class: Class) -> Result<(), TransportError> {
+        if self.ended.is_cancelled() {
+            return Err(gone());
+        }
+        let stall = (!self.stalled).then_some(self.stall);
+        match self.down.push(msg, class, stall).await {
+            Ok(dropped) => {
+                let m = &self.metrics;
+                if dropped.snapshots > 0 {
+                    m.transport(TransportKind::Http)
+                        .snapshots_skipped
+                        .fetch_add(dropped.snapshots, Relaxed);
+                }
+                if dropped.unreliable > 0 {
+                    m.app_unreliable_dropped
+                        .fetch_add(dropped.unreliable, Relaxed);
+                }
+                Ok(())
+            }
+            Err(PushError::Gone) => Err(gone()),
+            Err(PushError::Stalled) => {
+                self.stalled = true;
+                Err(TransportError::Stalled(self.stall))
+            }
+        }
+    }
+
+    /// The session is over. In this order, so that a client that sees its
+    /// stream end finds the session's place free and its id gone (`POST`s
+    /// 404, §11.2): the place, the id, then the end of the downstream
+    /// (once the reader has taken what waits).
+    fn end(&mut self) {
+        self.permit = None;
+        self.ended.cancel();
+        self.down.close();
+    }
+}
+
+impl Drop for HttpTx {
+    fn drop(&mut self) {
+        // A session that ended without `close` (its stream was gone).
+        self.end();
+    }
+}
+
 impl TransportTx for HttpTx {
     async fn queue(&mut self, msg: Bytes) -> Result<(), TransportError> {
-        self.queued.push(msg);
-        if self.queued.len() >= DOWNSTREAM {
-            self.flush().await?;
-        }
-        Ok(())
+        self.push(msg, Class::Reliable).await
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {
-        let down = self.down.as_ref().ok_or_else(gone)?;
-        for msg in self.queued.drain(..) {
-            down.send(msg).await.map_err(|_| gone())?;
+        if self.ended.is_cancelled() {
+            return Err(gone());
         }
+        self.down.flush();
         Ok(())
     }
 
@@ -532,7 +650,11 @@ impl TransportTx for HttpTx {
         let mut msg = BytesMut::with_capacity(head.len() + body.len());
         msg.put_slice(head);
         msg.put_slice(body);
-        self.queue(msg.freeze()).await?;
+        let class = match head.first() {
+            Some(&ty::SNAPSHOT) => Class::Snapshot,
+            _ => Class::Unreliable,
+        };
+        self.push(msg.freeze(), class).await?;
         Ok(Carriage::Stream)
     }
 
@@ -550,9 +672,10 @@ impl TransportTx for HttpTx {
     }
 
     async fn close(&mut self, _code: Option<CloseCode>) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
-        // Dropping the sender ends the stream once it is drained.
-        self.down = None;
+        // What waits (the Error last) is the reader's to take; the stream
+        // ends after it.
+        self.down.flush();
+        self.end();
     }
 }
 

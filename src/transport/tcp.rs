@@ -86,7 +86,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = shared.cfg.limits.handshake_timeout;
-    let stop = shared.shutdown.clone();
+    let stop = shared.tcp_stop.clone();
     let svc = service_fn(move |req| {
         let shared = shared.clone();
         let guard = guard.clone();
