@@ -1,14 +1,19 @@
-"""HTTP streaming slow readers (PROTOCOL.md §8 slow peer, §11 newest-wins
-snapshots, §11.3 the poller's 64 KiB): synthetic snapshots of 2000 bytes
-(120 KB/s at 60 Hz) against a stream that is never read (a bare socket
-with a 4 KiB receive buffer) and a poll session that stops polling."""
+"""HTTP streaming slow readers (PROTOCOL.md §8 slow peer, §11.3 what waits
+for a reader: 64 KiB, at most 16 latest-only messages, newest wins,
+reliable ones never dropped): synthetic snapshots of 2000 bytes (120 KB/s
+at 60 Hz) against a stream that is never read (a bare socket with a 4 KiB
+receive buffer) and a poll session that stops polling; relayed Apps
+against a poller that pauses."""
 
 import asyncio
 import socket
 import time
 
+import pytest
+
 from rally_peers import (
     HttpSession,
+    app_msg,
     assert_still_serving,
     decode,
     frame,
@@ -16,6 +21,7 @@ from rally_peers import (
     http_client,
     peer_join,
     ping,
+    relayed,
     run,
     split_frames,
 )
@@ -24,12 +30,15 @@ ALL3 = ("ws", "wt", "http")
 SYNTH = ["--game", "synthetic", "--game-opt", "payload=2000"]
 
 
-def test_slow_poller_keeps_at_most_64_KiB_newest_snapshots(start_server):
-    """No poll for 2 s (≈240 KB of snapshots made for it): the next poll
-    holds at most 64 KiB of messages — Welcome and the roster kept, the
-    snapshots skipped being the older ones (the newest is recent) — and the
-    session goes on."""
-    s = start_server(*SYNTH)
+@pytest.mark.parametrize("payload,bound", [(2000, "count"), (6000, "bytes")])
+def test_slow_poller_keeps_the_newest_snapshots_within_64_KiB(start_server, payload, bound):
+    """§11.3: no poll for 2 s (≈120 snapshots made for it): the next poll
+    brings Welcome and the roster (reliable, kept) and then the newest
+    snapshots, as many as the rule keeps — 16 latest-only messages at most
+    (2000-byte snapshots), or as many as fit in 64 KiB with the frames
+    (6000-byte snapshots: one more would not fit) —, in order, the newest
+    recent, the older ones skipped; and the session goes on."""
+    s = start_server("--game", "synthetic", "--game-opt", f"payload={payload}")
 
     async def go():
         h = HttpSession(s, mode="poll", autopoll=False)
@@ -40,24 +49,65 @@ def test_slow_poller_keeps_at_most_64_KiB_newest_snapshots(start_server):
         assert st == 200
         kinds = [m[0] for m in msgs]
         assert kinds[:2] == [0x81, 0x82], [hex(k) for k in kinds[:4]]
+        assert set(kinds[2:]) == {0x84}, [hex(k) for k in kinds]
         w = decode(msgs[0])
-        size = sum(len(m) for m in msgs)
-        st, more = await h.poll()  # what came in the meantime, if anything
-        assert st == 200
-        ticks = [decode(m)["tick"] for m in msgs + more if m[0] == 0x84]
+        snaps = msgs[2:]
+        size = sum(2 + len(m) for m in msgs)  # each counted as its frame
+        ticks = [decode(m)["tick"] for m in snaps]
         assert ticks == sorted(set(ticks)), ticks
         assert ticks[-1] >= w["tick"] + 100, f"the newest snapshot is old: {ticks[-1]} (joined at {w['tick']})"
+        assert size <= 64 * 1024, f"{len(msgs)} messages, {size} bytes in one poll"
+        if bound == "count":
+            assert len(snaps) == 16, f"{len(snaps)} snapshots waited ({size} bytes), want 16"
+        else:
+            assert len(snaps) < 16 and size + 2 + len(snaps[-1]) > 64 * 1024, (
+                f"{len(snaps)} snapshots ({size} bytes): another would have fit in 64 KiB")
         m = s.metrics()
-        assert m["http"]["snapshots_skipped"] > 0, m["http"]
+        assert m["http"]["snapshots_skipped"] >= 100 - len(snaps), m["http"]
         # and it goes on
         st, more = await h.poll(wait=True, timeout=5)
         assert st == 200 and more, (st, more)
+        assert decode(more[0])["tick"] > ticks[-1]
         await h.close()
         await assert_still_serving(s, transports=ALL3)
-        assert size <= 64 * 1024, (
-            f"one poll after 2 s brought {len(msgs)} messages, {size} bytes "
-            f"(> 64 KiB), snapshots of ticks {ticks[0]}..{ticks[len(msgs) - 3]}; "
-            f"snapshots_skipped {m['http']['snapshots_skipped']}")
+
+    run(go())
+
+
+def test_slow_poller_gets_every_reliable_message_the_server_waits(start_server):
+    """§11.3: reliable messages are never dropped. 100 relayed Apps of 1000
+    bytes (≈100 KB, more than the 64 KiB that may wait) sent to a poller
+    that does not poll for 1 s: the first poll holds at most 64 KiB, and
+    the next polls bring the rest — every App once, in order, intact; the
+    server waited for the poller (no too_slow: it polled within 5 s)."""
+    s = start_server("--game", "relay", "--max-client-message", "2048")
+
+    async def go():
+        h = HttpSession(s, mode="poll", autopoll=False)
+        assert await h.open() == 200
+        assert await h.send(hello("reliable", "poller")) == 204
+        st, first = await h.poll(wait=True, timeout=5)
+        me = decode(first[0])["player_id"]
+        sender = await peer_join(s, "ws", "reliable", "sender")
+        sent = [bytes([i]) * 1000 for i in range(100)]
+        for p in sent:
+            await sender.send(app_msg(p))
+        await asyncio.sleep(1.0)
+        got, sizes = [], []
+        t0 = time.monotonic()
+        while len(got) < len(sent) and time.monotonic() - t0 < 10:
+            st, msgs = await h.poll(wait=True, timeout=5)
+            assert st == 200, st
+            sizes.append(sum(2 + len(m) for m in msgs))
+            got += [decode(m)["payload"] for m in msgs if m[0] == 0x87]
+        assert sizes[0] <= 64 * 1024, sizes
+        want = [relayed(sender.welcome["player_id"], p) for p in sent]
+        assert got == want, f"{len(got)} of {len(want)} Apps, in order: {got == want[:len(got)]}"
+        assert me != sender.welcome["player_id"]
+        assert s.error_count("too_slow") == 0
+        await sender.close()
+        await h.close()
+        await assert_still_serving(s, transports=ALL3)
 
     run(go())
 
