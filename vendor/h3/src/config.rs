@@ -17,6 +17,10 @@ pub struct Config {
 
     /// HTTP/3 Settings
     pub settings: Settings,
+
+    /// Rally patch (hyperium/h3#347): settings sent after h3's own, for
+    /// extensions h3 does not know (see `Builder::additional_settings`).
+    pub(crate) additional_settings: &'static [(u64, u64)],
 }
 
 /// HTTP/3 Settings
@@ -50,10 +54,20 @@ impl From<&frame::Settings> for Settings {
             max_field_section_size: settings
                 .get(frame::SettingId::MAX_HEADER_LIST_SIZE)
                 .unwrap_or(defaults.max_field_section_size),
-            enable_webtransport: settings
-                .get(frame::SettingId::ENABLE_WEBTRANSPORT)
-                .map(|value| value != 0)
-                .unwrap_or(defaults.enable_webtransport),
+            // Rally patch (hyperium/h3#347): a peer enables WebTransport in
+            // the dialect of whichever draft it speaks: ENABLE_WEBTRANSPORT
+            // = 1 (draft-02 §3.1), a maximum of sessions above 0 (drafts
+            // 07-12 §3.1, 13-14 §3.1), or WT_ENABLED (drafts 15-16 §3.1,
+            // "For draft versions of WebTransport only, clients MUST also
+            // send SETTINGS_WT_ENABLED").
+            enable_webtransport: [
+                frame::SettingId::ENABLE_WEBTRANSPORT,
+                frame::SettingId::WEBTRANSPORT_MAX_SESSIONS_DRAFT07,
+                frame::SettingId::WT_MAX_SESSIONS,
+                frame::SettingId::WT_ENABLED,
+            ]
+            .iter()
+            .any(|id| settings.get(*id).is_some_and(|value| value != 0)),
             max_webtransport_sessions: settings
                 .get(frame::SettingId::WEBTRANSPORT_MAX_SESSIONS)
                 .unwrap_or(defaults.max_webtransport_sessions),
@@ -78,6 +92,7 @@ impl TryFrom<Config> for frame::Settings {
             send_grease,
             #[cfg(test)]
                 send_settings: _,
+            additional_settings,
             settings:
                 Settings {
                     max_field_section_size,
@@ -130,6 +145,12 @@ impl TryFrom<Config> for frame::Settings {
             max_webtransport_sessions,
         )?;
 
+        // Rally patch (hyperium/h3#347). A repeated identifier is refused
+        // by `insert` (RFC 9114 §7.2.4).
+        for &(id, value) in additional_settings {
+            settings.insert(frame::SettingId(id), value)?;
+        }
+
         Ok(settings)
     }
 }
@@ -174,6 +195,7 @@ impl Default for Config {
             #[cfg(test)]
             send_settings: true,
             settings: Default::default(),
+            additional_settings: &[],
         }
     }
 }

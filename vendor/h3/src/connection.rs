@@ -9,6 +9,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{future, ready};
 use http::HeaderMap;
 use stream::WriteBuf;
+// Rally patch (hyperium/h3#347): the control stream header is encoded here.
+use crate::proto::coding::Encode as _;
 
 #[cfg(feature = "tracing")]
 use tracing::{instrument, warn};
@@ -193,11 +195,19 @@ where
         let mut decoder_send = Option::take(&mut self.qpack_streams.decoder_send);
         let mut encoder_send = Option::take(&mut self.qpack_streams.encoder_send);
 
+        // Rally patch (hyperium/h3#347): with more settings (config.rs)
+        // the control stream's header outgrows a `WriteBuf` (64 bytes), so
+        // it is encoded once and written in pieces that fit.
+        let control_send = &mut self.control_send;
         let (control, ..) = future::join3(
-            stream::write(
-                &mut self.control_send,
-                WriteBuf::from(UniStreamHeader::Control(settings)),
-            ),
+            async move {
+                let mut header = Vec::new();
+                UniStreamHeader::Control(settings).encode(&mut header);
+                for piece in header.chunks(stream::WRITE_BUF_ENCODE_SIZE) {
+                    stream::write(control_send, WriteBuf::raw(piece)).await?;
+                }
+                Ok::<(), StreamErrorIncoming>(())
+            },
             async {
                 if let Some(stream) = &mut decoder_send {
                     let _ = stream::write(stream, WriteBuf::from(UniStreamHeader::Decoder)).await;

@@ -11,6 +11,9 @@ pub struct Protocol(ProtocolInner);
 impl Protocol {
     /// WebTransport protocol
     pub const WEB_TRANSPORT: Protocol = Protocol(ProtocolInner::WebTransport);
+    /// Rally patch (hyperium/h3#347): the upgrade token of WebTransport
+    /// over HTTP/3 from draft-ietf-webtrans-http3-15 on (§3.2, §9.1).
+    pub const WEB_TRANSPORT_H3: Protocol = Protocol(ProtocolInner::WebTransportH3);
     /// RFC 9298 protocol
     pub const CONNECT_UDP: Protocol = Protocol(ProtocolInner::ConnectUdp);
 
@@ -19,6 +22,7 @@ impl Protocol {
     pub fn as_str(&self) -> &str {
         match self.0 {
             ProtocolInner::WebTransport => "webtransport",
+            ProtocolInner::WebTransportH3 => "webtransport-h3",
             ProtocolInner::ConnectUdp => "connect-udp",
         }
     }
@@ -27,6 +31,7 @@ impl Protocol {
 #[derive(Copy, PartialEq, Debug, Clone)]
 enum ProtocolInner {
     WebTransport,
+    WebTransportH3,
     ConnectUdp,
 }
 
@@ -39,6 +44,7 @@ impl FromStr for Protocol {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "webtransport" => Ok(Self(ProtocolInner::WebTransport)),
+            "webtransport-h3" => Ok(Self(ProtocolInner::WebTransportH3)),
             "connect-udp" => Ok(Self(ProtocolInner::ConnectUdp)),
             _ => Err(InvalidProtocol),
         }

@@ -40,7 +40,7 @@ where
     Ok(())
 }
 
-const WRITE_BUF_ENCODE_SIZE: usize = StreamType::MAX_ENCODED_SIZE + Frame::MAX_ENCODED_SIZE;
+pub(crate) const WRITE_BUF_ENCODE_SIZE: usize = StreamType::MAX_ENCODED_SIZE + Frame::MAX_ENCODED_SIZE;
 
 /// Wrap frames to encode their header on the stack before sending them on the wire
 ///
@@ -82,6 +82,25 @@ where
             frame.encode(&mut buf_mut);
             self.len = WRITE_BUF_ENCODE_SIZE - buf_mut.remaining_mut();
         }
+    }
+}
+
+impl<B> WriteBuf<B>
+where
+    B: Buf,
+{
+    /// Rally patch (hyperium/h3#347): bytes already encoded, at most
+    /// `WRITE_BUF_ENCODE_SIZE` of them (the rest are not sent).
+    pub(crate) fn raw(bytes: &[u8]) -> Self {
+        let len = bytes.len().min(WRITE_BUF_ENCODE_SIZE);
+        let mut me = Self {
+            buf: [0; WRITE_BUF_ENCODE_SIZE],
+            len,
+            pos: 0,
+            frame: None,
+        };
+        me.buf[..len].copy_from_slice(&bytes[..len]);
+        me
     }
 }
 

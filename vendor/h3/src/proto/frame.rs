@@ -406,7 +406,12 @@ impl SettingId {
                 | SettingId::ENABLE_CONNECT_PROTOCOL
                 | SettingId::ENABLE_WEBTRANSPORT
                 | SettingId::WEBTRANSPORT_MAX_SESSIONS
-                | SettingId::H3_DATAGRAM,
+                | SettingId::H3_DATAGRAM
+                // Rally patch (hyperium/h3#347): kept, so that config.rs
+                // can read a peer's WebTransport dialect.
+                | SettingId::WEBTRANSPORT_MAX_SESSIONS_DRAFT07
+                | SettingId::WT_MAX_SESSIONS
+                | SettingId::WT_ENABLED,
         )
     }
 
@@ -455,9 +460,21 @@ setting_identifiers! {
     H3_SETTING_ENABLE_DATAGRAM_CHROME_SPECIFIC= 0xFFD277,
 
     WEBTRANSPORT_MAX_SESSIONS = 0x2b603743,
+
+    // Rally patch (hyperium/h3#347, #363): the codepoints by which later
+    // drafts of draft-ietf-webtrans-http3 say "WebTransport", each checked
+    // against the draft text:
+    // SETTINGS_WEBTRANSPORT_MAX_SESSIONS, drafts 07-12 (-08 §8.2, -12 §9.2)
+    WEBTRANSPORT_MAX_SESSIONS_DRAFT07 = 0xc671706a,
+    // SETTINGS_WT_MAX_SESSIONS, drafts 13-14 (§9.2)
+    WT_MAX_SESSIONS = 0x14e9cd29,
+    // SETTINGS_WT_ENABLED, drafts 15-16 (§9.2)
+    WT_ENABLED = 0x2c7cf000,
 }
 
-const SETTINGS_LEN: usize = 8;
+// Rally patch (hyperium/h3#347): room for every WebTransport dialect's
+// settings beside h3's own (was 8).
+const SETTINGS_LEN: usize = 16;
 
 #[derive(Debug, PartialEq)]
 pub struct Settings {
@@ -670,6 +687,14 @@ mod tests {
                     (SettingId::NONE, 0),
                     (SettingId::NONE, 0),
                     (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
                 ],
                 len: 4,
             }),
@@ -683,6 +708,14 @@ mod tests {
                     (SettingId::QPACK_MAX_BLOCKED_STREAMS, 0xfad3),
                     // check without the Grease setting because this is ignored
                     (SettingId(0), 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
+                    (SettingId::NONE, 0),
                     (SettingId::NONE, 0),
                     (SettingId::NONE, 0),
                     (SettingId::NONE, 0),

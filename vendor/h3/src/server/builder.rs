@@ -117,6 +117,16 @@ impl Builder {
         self.config.settings.enable_datagram = value;
         self
     }
+
+    /// Rally patch (hyperium/h3#347): settings (identifier, value) to send
+    /// after h3's own, for extensions h3 does not know, such as the later
+    /// WebTransport drafts' codepoints. An identifier h3 already sends, or
+    /// one repeated, fails the connection's setup (RFC 9114 §7.2.4); the
+    /// frame holds 16 settings in all, grease included.
+    pub fn additional_settings(&mut self, settings: &'static [(u64, u64)]) -> &mut Self {
+        self.config.additional_settings = settings;
+        self
+    }
 }
 
 impl Builder {

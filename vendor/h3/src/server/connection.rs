@@ -305,6 +305,15 @@ where
 {
     #[cfg_attr(feature = "tracing", instrument(skip_all, level = "trace"))]
     fn drop(&mut self) {
+        // Rally patch: a connection error recorded by a handle that cannot
+        // close the connection itself (h3-datagram's reader, for a datagram
+        // whose quarter stream ID cannot be parsed: H3_DATAGRAM_ERROR, RFC
+        // 9297 §2.1) closes it with its own code, not H3_NO_ERROR.
+        if let Some(crate::error::internal_error::ErrorOrigin::Internal(error)) =
+            self.inner.get_conn_error()
+        {
+            return self.inner.close_connection(error.code, error.message);
+        }
         self.inner.close_connection(
             Code::H3_NO_ERROR,
             "Connection was closed by the server".to_string(),
