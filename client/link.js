@@ -195,6 +195,30 @@ export class WebSocketLink {
 }
 
 /**
+ * The writable side of a session's datagrams, feature-detected: the
+ * current spec's `createWritable()` (the only form Safari 26.x has; its
+ * `writable` is undefined), else the older `writable` attribute (Chromium),
+ * else null, when unreliable messages go on the stream (docs/SAFARI.md).
+ * @param {WebTransportDatagramDuplexStream} dg
+ * @returns {WritableStream<Uint8Array> | null}
+ */
+export function datagramWritable(dg) {
+  const d = /** @type {{ createWritable?: () => WritableStream<Uint8Array>, writable?: WritableStream<Uint8Array> }} */ (/** @type {unknown} */ (dg));
+  if (typeof d.createWritable === 'function') {
+    try {
+      return d.createWritable();
+    } catch {
+      // Fall back to the attribute.
+    }
+  }
+  try {
+    return d.writable ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
  * One WebTransport session: the first bidirectional stream carries
  * length-prefixed reliable frames; datagrams carry one message each.
  * @implements {Link}
@@ -244,11 +268,9 @@ export class WebTransportLink {
     this.writer = stream.writable.getWriter();
     this.writer.closed.catch(noop);
     const dg = wt.datagrams;
-    // Safari has no `datagrams.writable`, only createWritable() (WEBTRANSPORT-NOTES.md).
-    const dgAny = /** @type {{ createWritable?: () => WritableStream<Uint8Array> }} */ (/** @type {unknown} */ (dg));
-    const writable = typeof dgAny.createWritable === 'function' ? dgAny.createWritable() : dg.writable;
-    this.dgramWriter = writable.getWriter();
-    this.dgramWriter.closed.catch(noop);
+    const writable = datagramWritable(dg);
+    this.dgramWriter = writable ? writable.getWriter() : null;
+    this.dgramWriter?.closed.catch(noop);
     this.readStream(stream.readable.getReader());
     this.readDatagrams(dg.readable.getReader());
   }
@@ -314,11 +336,12 @@ export class WebTransportLink {
 
   /** @param {Uint8Array} bytes */
   sendUnreliable(bytes) {
-    if (this.closed || !this.dgramWriter || !this.wt) return;
+    if (this.closed || !this.wt) return;
     // A datagram must fit one QUIC packet; a bigger message takes the
     // stream, as the server does for its own (PROTOCOL.md §1). The limit
-    // is read each time: it follows the path's MTU.
-    if (bytes.length > this.wt.datagrams.maxDatagramSize) {
+    // is read each time: it follows the path's MTU. Without a way to write
+    // datagrams (datagramWritable), everything takes the stream.
+    if (!this.dgramWriter || bytes.length > this.wt.datagrams.maxDatagramSize) {
       this.sendReliable(bytes);
       return;
     }

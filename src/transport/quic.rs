@@ -1,11 +1,13 @@
 //! QUIC front end: one quinn endpoint serving HTTP/3 requests and
-//! WebTransport sessions (extended CONNECT, RFC 9220) on one UDP port.
+//! WebTransport sessions (extended CONNECT, RFC 9220) on one UDP port, in
+//! every draft's dialect (`dialect`).
+
+mod dialect;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use h3::ext::Protocol;
 use h3::server::RequestStream;
 use h3::ConnectionState as _;
 use http::{Method, Request, Response, StatusCode};
@@ -75,7 +77,8 @@ async fn connection(
         .enable_datagram(true)
         .max_webtransport_sessions(1)
         .max_field_section_size(shared.cfg.limits.h3_max_header)
-        .send_grease(true);
+        .send_grease(true)
+        .additional_settings(dialect::SETTINGS);
     let built = builder.build(h3_quinn::Connection::new(conn)).await;
     let mut h3conn = match built {
         Ok(c) => c,
@@ -114,7 +117,7 @@ async fn connection(
                 }
             };
         if req.method() == Method::CONNECT {
-            let is_wt = req.extensions().get::<Protocol>() == Some(&Protocol::WEB_TRANSPORT);
+            let is_wt = dialect::is_webtransport(req.extensions().get());
             if is_wt && req.uri().path() == RALLY_PATH {
                 let origin = req
                     .headers()
@@ -132,10 +135,17 @@ async fn connection(
                     tracing::info!(
                         "CONNECT refused: the client's SETTINGS do not enable WebTransport"
                     );
-                    respond(stream, plain(StatusCode::BAD_REQUEST)).await;
-                    return None;
+                    // Served on like any refusal: returning would drop the
+                    // connection, and its close the 400 not yet delivered.
+                    tokio::spawn(respond(stream, plain(StatusCode::BAD_REQUEST)));
+                    continue;
                 }
-                return match webtransport::Session::accept(req, stream, h3conn).await {
+                let headers = dialect::response_headers(req.headers());
+                return match webtransport::Session::accept_with_headers(
+                    req, stream, h3conn, headers,
+                )
+                .await
+                {
                     Ok(session) => Some(webtransport::Accepted {
                         session: Arc::new(session),
                         connect_stream_id: stream_id,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
 import shutil
@@ -464,10 +465,42 @@ async def ws_recv_until(ws, pred, timeout: float = 5) -> Msg:
 # --------------------------------------------------------------------------
 
 
+# The codepoints by which each draft of draft-ietf-webtrans-http3 says
+# "WebTransport" in SETTINGS (each draft's §9.2 / §8.2), and the initial
+# flow-control limits of drafts 13-16 (§9.2). aioquic knows only the first.
+ENABLE_WEBTRANSPORT_DRAFT02 = 0x2B603742
+WEBTRANSPORT_MAX_SESSIONS_DRAFT07 = 0xC671706A
+WT_MAX_SESSIONS_DRAFT13 = 0x14E9CD29
+WT_ENABLED_DRAFT15 = 0x2C7CF000
+WT_INITIAL_MAX_DATA = 0x2B61
+WT_INITIAL_MAX_STREAMS_UNI = 0x2B64
+WT_INITIAL_MAX_STREAMS_BIDI = 0x2B65
+
+
+class _DialectH3(H3Connection):
+    """aioquic's HTTP/3 connection, whose SETTINGS say "WebTransport" in the
+    given codepoints instead of aioquic's own ENABLE_WEBTRANSPORT (draft-02).
+    H3_DATAGRAM = 1 and aioquic's other settings are kept; the WebTransport
+    machinery (streams, datagrams) is aioquic's, whatever is advertised."""
+
+    def __init__(self, quic, wt_settings: dict[int, int]):
+        self._wt_settings = wt_settings  # read by __init__'s SETTINGS
+        super().__init__(quic, enable_webtransport=True)
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings = super()._get_local_settings()
+        del settings[ENABLE_WEBTRANSPORT_DRAFT02]
+        settings.update(self._wt_settings)
+        return settings
+
+
 class _WtProtocol(QuicConnectionProtocol):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, wt_settings: dict[int, int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.h3 = H3Connection(self._quic, enable_webtransport=True)
+        if wt_settings is None:
+            self.h3 = H3Connection(self._quic, enable_webtransport=True)
+        else:
+            self.h3 = _DialectH3(self._quic, wt_settings)
         self.events: asyncio.Queue[H3Event | QuicEvent] = asyncio.Queue()
         self.terminated: ConnectionTerminated | None = None
         self.terminated_evt = asyncio.Event()
@@ -505,8 +538,15 @@ class WtClient:
     """
 
     def __init__(self, server: Server, *, origin: str | None = None,
-                 path: str = "/rally", query: str = "", idle_timeout: float = 60.0):
+                 path: str = "/rally", query: str = "", idle_timeout: float = 60.0,
+                 protocol: str = "webtransport", wt_settings: dict[int, int] | None = None):
+        """`protocol` is the CONNECT's `:protocol`; `wt_settings`, when
+        given, replaces aioquic's ENABLE_WEBTRANSPORT in the SETTINGS sent
+        (`{}`: no WebTransport codepoint at all)."""
         self.server = server
+        self.protocol = protocol
+        self.wt_settings = wt_settings
+        self.response_headers: dict[bytes, bytes] = {}
         self.origin = origin
         self.path = path + (f"?{query}" if query else "")
         self.idle_timeout = idle_timeout
@@ -529,7 +569,9 @@ class WtClient:
                                 idle_timeout=self.idle_timeout)
         cfg.load_verify_locations(str(self.server.cert_pem))
         self._cm = quic_connect("127.0.0.1", self.server.port, configuration=cfg,
-                                create_protocol=_WtProtocol, wait_connected=True)
+                                create_protocol=functools.partial(
+                                    _WtProtocol, wt_settings=self.wt_settings),
+                                wait_connected=True)
         self.proto = await asyncio.wait_for(self._cm.__aenter__(), 5)
         self._pump = asyncio.create_task(self._pump_events())
         return self
@@ -581,7 +623,7 @@ class WtClient:
             (b":scheme", b"https"),
             (b":authority", f"localhost:{self.server.port}".encode()),
             (b":path", self.path.encode()),
-            (b":protocol", b"webtransport"),
+            (b":protocol", self.protocol.encode()),
         ]
         if self.origin is not None:
             headers.append((b"origin", self.origin.encode()))
@@ -593,11 +635,22 @@ class WtClient:
             ev = await asyncio.wait_for(self._headers.get(), timeout)
             if ev.stream_id == sid:
                 break
-        status = int(dict(ev.headers)[b":status"])
+        self.response_headers = dict(ev.headers)
+        status = int(self.response_headers[b":status"])
         self.status = status
         if status == 200:
             self.session_id = sid
         return status
+
+    async def server_settings(self, timeout: float = 5) -> dict[int, int]:
+        """The server's SETTINGS, as aioquic parsed them (it refuses a
+        repeated identifier, RFC 9114 §7.2.4, and HTTP/2's reserved ones)."""
+        async def wait():
+            while self.proto.h3.received_settings is None:
+                await asyncio.sleep(0.01)
+            return dict(self.proto.h3.received_settings)
+
+        return await asyncio.wait_for(wait(), timeout)
 
     def open_stream(self, unidirectional: bool = False) -> int:
         """Opens a WebTransport stream in the session (after connect)."""

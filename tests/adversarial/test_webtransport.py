@@ -300,9 +300,11 @@ def test_connect_to_another_path_is_404(start_server, path):
 def test_datagram_with_an_invalid_quarter_stream_id_ends_the_connection(start_server, raw):
     """A raw QUIC DATAGRAM (aioquic's `send_datagram_frame`, no HTTP/3 prefix
     added) whose quarter-stream-id cannot be parsed or exceeds every possible
-    stream. RFC 9297 §2.1 makes this a connection error (H3_DATAGRAM_ERROR);
-    Rally's HTTP/3 stack closes the connection, observed with H3_NO_ERROR.
-    It is not a Rally protocol error: no Error message, no /health error."""
+    stream. RFC 9297 §2.1 makes this a connection error of type
+    H3_DATAGRAM_ERROR, and PROTOCOL.md §1 promises that code: an application
+    CONNECTION_CLOSE with 0x33 (not H3_NO_ERROR, 0x100, as before the h3
+    patch, vendor/README.md). It is not a Rally protocol error: no Error
+    message, no /health error."""
     s = start_server()
 
     async def go():
@@ -311,7 +313,9 @@ def test_datagram_with_an_invalid_quarter_stream_id_ends_the_connection(start_se
             c.send_quic_datagram(raw)
             out, t = await c.until_closed(5)
             assert out.errors == []
-            assert t.error_code in (H3_NO_ERROR, H3_DATAGRAM_ERROR), t
+            assert (out.close_frame, t.error_code) == (0x1D, H3_DATAGRAM_ERROR), (
+                f"closed with frame {out.close_frame}, code {t.error_code:#x} "
+                f"{t.reason_phrase!r}; want 0x1d, H3_DATAGRAM_ERROR (0x33)")
         await assert_still_serving(s)
 
     run(go())

@@ -389,6 +389,40 @@ test('WebTransport: a message larger than the datagram limit goes on the stream'
   await client.close();
 });
 
+// The fake's datagrams have Safari 26.x's shape (createWritable() only);
+// these give it Chromium's (the `writable` attribute only) and neither.
+test('WebTransport datagrams: the `writable` attribute where createWritable() is missing (Chromium)', async () => {
+  FakeWebTransport.script = (wt) => {
+    const create = wt.datagrams.createWritable;
+    delete wt.datagrams.createWritable;
+    wt.datagrams.writable = create();
+    wt.serverReady();
+  };
+  const client = await connect(URL_, { ...FAST, transport: 'webtransport', room: 'lobby', name: 'ann' });
+  const wt = FakeWebTransport.all[0];
+  client.send(text('move'), { reliable: false });
+  await until(() => wt.datagramsSent.some((d) => d.type === 'app_unreliable'), 'a datagram via .writable');
+  assert.equal(wt.of('app_unreliable').length, 0, 'not on the stream');
+  await client.close();
+});
+
+test('WebTransport datagrams: with no way to write them (createWritable() throws, no `writable`), unreliable messages take the stream', async () => {
+  FakeWebTransport.script = (wt) => {
+    wt.datagrams.createWritable = () => {
+      throw new TypeError('not supported');
+    };
+    wt.serverReady();
+  };
+  const client = await connect(URL_, { ...FAST, transport: 'webtransport', room: 'lobby', name: 'ann' });
+  assert.equal(client.transport, 'webtransport');
+  const wt = FakeWebTransport.all[0];
+  client.send(text('move'), { reliable: false });
+  client.sendInput(Uint8Array.of(8));
+  await until(() => wt.of('app_unreliable').length === 1 && wt.of('input').length >= 1, 'unreliable messages on the stream');
+  assert.equal(wt.datagramsSent.length, 0);
+  await client.close();
+});
+
 test('auto: WebTransport that never gets ready loses to WebSocket after the head start, then reports timeout', async () => {
   FakeWebTransport.script = () => {}; // never ready
   const { seen, handlers } = collect();

@@ -82,8 +82,20 @@ where
     /// TODO: is the API or the user responsible for validating the CONNECT request?
     pub async fn accept(
         request: Request<()>,
+        stream: RequestStream<C::BidiStream, B>,
+        conn: Connection<C, B>,
+    ) -> Result<Self, StreamError> {
+        Self::accept_with_headers(request, stream, conn, http::HeaderMap::new()).await
+    }
+
+    /// Rally patch (hyperium/h3#347): [`WebTransportSession::accept`], with
+    /// `headers` added to the 200 response (e.g. `WT-Protocol`,
+    /// draft-ietf-webtrans-http3-14 §3.3).
+    pub async fn accept_with_headers(
+        request: Request<()>,
         mut stream: RequestStream<C::BidiStream, B>,
         mut conn: Connection<C, B>,
+        headers: http::HeaderMap,
     ) -> Result<Self, StreamError> {
         let shared = conn.inner.shared.clone();
 
@@ -129,12 +141,14 @@ where
 
         //= https://datatracker.ietf.org/doc/html/draft-ietf-webtrans-http3/#section-3.3
         let response = if validate_wt_connect(&request) {
-            Response::builder()
+            let mut response = Response::builder()
                 // This is the only header that chrome cares about.
                 .header("sec-webtransport-http3-draft", "draft02")
                 .status(StatusCode::OK)
                 .body(())
-                .unwrap()
+                .unwrap();
+            response.headers_mut().extend(headers);
+            response
         } else {
             Response::builder()
                 .status(StatusCode::BAD_REQUEST)
@@ -445,5 +459,6 @@ where
 
 fn validate_wt_connect(request: &Request<()>) -> bool {
     let protocol = request.extensions().get::<Protocol>();
-    matches!((request.method(), protocol), (&Method::CONNECT, Some(p)) if p == &Protocol::WEB_TRANSPORT)
+    // Rally patch (hyperium/h3#347): "webtransport-h3" too (draft 15 on).
+    matches!((request.method(), protocol), (&Method::CONNECT, Some(p)) if p == &Protocol::WEB_TRANSPORT || p == &Protocol::WEB_TRANSPORT_H3)
 }
