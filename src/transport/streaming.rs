@@ -290,15 +290,26 @@ fn body_response(ctype: &'static str, body: Body) -> Response<Body> {
     r
 }
 
-/// The downstream as a response body of frames (§2).
+/// The downstream as a response body of frames (§2), opened by a
+/// keep-alive `Pong` sent at once (§11.1): Firefox resolves `fetch()` only
+/// when body bytes arrive, and the client needs the response's
+/// `Rally-Session` header before it can `POST` its `Hello`.
 fn framed(rx: mpsc::Receiver<Bytes>) -> Body {
-    let frames = futures::stream::unfold(rx, |mut rx| async move {
-        let msg = rx.recv().await?;
+    let frame = |msg: &[u8]| {
         let mut out = BytesMut::with_capacity(2 + msg.len());
-        encode_frame(&mut out, &msg);
-        Some((Ok(Frame::data(out.freeze())), rx))
+        encode_frame(&mut out, msg);
+        Frame::data(out.freeze())
+    };
+    let opening = ServerMsg::Pong {
+        client_time_us: 0,
+        server_time_us: crate::client::now_us(),
+    };
+    let first = futures::stream::once(std::future::ready(Ok(frame(&opening.to_bytes()))));
+    let rest = futures::stream::unfold(rx, move |mut rx| async move {
+        let msg = rx.recv().await?;
+        Some((Ok(frame(&msg)), rx))
     });
-    StreamBody::new(frames).boxed()
+    StreamBody::new(futures::StreamExt::chain(first, rest)).boxed()
 }
 
 /// The downstream as server-sent events: the session id, then a base64
