@@ -85,7 +85,18 @@ export function startServer({ game = 'dots', port = 0, certDir = null, extraArgs
         certSha256: ev.cert_sha256,
         origin: `http://127.0.0.1:${tcpPort}`,
         exited: new Promise((r) => proc.on('exit', (code, signal) => r({ code, signal }))),
-        async stop(signal = 'SIGTERM') {
+        /** Browser contexts with pages on this server (pages.mjs newContext). */
+        contexts: new Set(),
+        /**
+         * Stops the server, first closing the pages on it (unless
+         * `keepPages`): a page left open would log the server's going away
+         * (reconnect attempts refused) as console errors.
+         */
+        async stop(signal = 'SIGTERM', { keepPages = false } = {}) {
+          if (!keepPages) {
+            for (const c of server.contexts) await c.close().catch(() => {});
+            server.contexts.clear();
+          }
           if (proc.exitCode !== null || proc.signalCode !== null) return;
           proc.kill(signal);
           const t = setTimeout(() => proc.kill('SIGKILL'), 5000);

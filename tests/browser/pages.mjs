@@ -65,6 +65,7 @@ export const problems = [];
 export async function newContext(t, browser, server) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 760 } });
   t.after(() => context.close());
+  server.contexts.add(context);
   await maybeServeClientFromDisk(context, server.origin, server.game);
   return context;
 }
