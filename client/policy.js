@@ -9,7 +9,9 @@ import { NO_RETRY_CODES } from './codec.js';
  * @property {number} headStartMs head start of WebTransport before WebSocket is also tried (300)
  * @property {number} webTransportTimeoutMs WebTransport attempt timeout, cert-hash fetch and handshake included (2500)
  * @property {number} webSocketTimeoutMs WebSocket attempt timeout (10000)
- * @property {number} reprobeAfterMs a remembered "WebSocket won" skips WebTransport for this long (10 min)
+ * @property {number} httpHeadStartMs head start of WebSocket before HTTP streaming is also tried (2500)
+ * @property {number} httpTimeoutMs HTTP streaming attempt timeout (10000)
+ * @property {number} reprobeAfterMs a remembered WebSocket or HTTP streaming win skips the faster tiers for this long (10 min)
  * @property {number} pingIntervalMs ping period (250)
  * @property {number} reconnectBaseMs first reconnect delay before jitter (500)
  * @property {number} reconnectMaxMs reconnect delay cap (10000)
@@ -21,6 +23,8 @@ export const DEFAULTS = /** @type {Readonly<Timing>} */ (Object.freeze({
   headStartMs: 300,
   webTransportTimeoutMs: 2500,
   webSocketTimeoutMs: 10000,
+  httpHeadStartMs: 2500,
+  httpTimeoutMs: 10000,
   reprobeAfterMs: 10 * 60 * 1000,
   pingIntervalMs: 250,
   reconnectBaseMs: 500,

@@ -2,11 +2,12 @@
 // How a Rally session gets opened: endpoints from the server's origin, the
 // pinned certificate digests (PROTOCOL.md §10), join tokens (§9), the
 // handshake on one link (Hello or Resume, then Welcome) and the transport
-// race (happy eyeballs) with its remembered winner. The client object that
-// lives on the winning link is in rally.js.
+// race (happy eyeballs over three tiers: WebTransport, WebSocket, HTTP
+// streaming) with its remembered winner. The client object that lives on
+// the winning link is in rally.js.
 
 import { ErrorCode, RallyError } from './codec.js';
-import { WebSocketLink, WebTransportLink, clockMs, noop } from './link.js';
+import { HttpLink, WebSocketLink, WebTransportLink, clockMs, noop } from './link.js';
 
 /** @typedef {import('./codec.js').Welcome} Welcome */
 /** @typedef {import('./codec.js').ServerMessage} ServerMessage */
@@ -21,6 +22,7 @@ import { WebSocketLink, WebTransportLink, clockMs, noop } from './link.js';
  * @property {string} origin
  * @property {string} webTransportUrl
  * @property {string} webSocketUrl
+ * @property {string} httpUrl
  * @property {string} certHashUrl
  * @property {boolean} useCertHash
  */
@@ -32,6 +34,8 @@ import { WebSocketLink, WebTransportLink, clockMs, noop } from './link.js';
  * @property {number} headStartMs
  * @property {number} webTransportTimeoutMs
  * @property {number} webSocketTimeoutMs
+ * @property {number} httpHeadStartMs
+ * @property {number} httpTimeoutMs
  * @property {number} reprobeAfterMs
  * @property {string | string[] | false} [certificateHash]
  * @property {TokenSource} [token]
@@ -102,6 +106,7 @@ export function endpoints(url, webTransportUrl) {
     origin: u.origin,
     webTransportUrl: webTransportUrl || `https://${u.host}/rally`,
     webSocketUrl: `${secure ? 'wss' : 'ws'}://${u.host}/rally`,
+    httpUrl: `${u.origin}/rally/http`,
     certHashUrl: `${u.origin}/cert-hash`,
     // A page served over https uses a certificate the browser already
     // trusts, so WebTransport needs no pinned hash.
@@ -110,23 +115,31 @@ export function endpoints(url, webTransportUrl) {
 }
 
 /**
- * Which transports an 'auto' connection starts with, given what is
- * remembered for this server (or null), the time, and whether the browser
- * has WebTransport. Pure: the race itself lives in establish().
+ * Which transports an 'auto' connection tries, given what is remembered for
+ * this server (or null), the time, and whether the browser has
+ * WebTransport. HTTP streaming is always tried last. A remembered WebSocket
+ * win skips WebTransport, a remembered HTTP streaming win skips both, until
+ * `reprobeAfterMs` has passed. `reason` says why a tier is skipped. Pure:
+ * the race itself lives in establish().
  * @param {{ hasWebTransport: boolean, memory: TransportMemory | null, now: number, reprobeAfterMs: number, secureContext?: boolean }} args
- * @returns {{ webTransport: boolean, reason: string | null }}
+ * @returns {{ webTransport: boolean, webSocket: boolean, reason: string | null }}
  */
 export function planAuto({ hasWebTransport, memory, now, reprobeAfterMs, secureContext = true }) {
+  const fresh = !!memory && typeof memory.at === 'number' && now - memory.at >= 0 && now - memory.at < reprobeAfterMs;
+  if (fresh && memory?.winner === 'http') {
+    return { webTransport: false, webSocket: false, reason: `remembered: ${memory.reason || 'HTTP streaming won last time'}` };
+  }
   if (!hasWebTransport) {
     return {
       webTransport: false,
+      webSocket: true,
       reason: secureContext ? 'WebTransport API unavailable' : 'WebTransport API unavailable (page is not a secure context)',
     };
   }
-  if (memory && memory.winner === 'websocket' && typeof memory.at === 'number' && now - memory.at >= 0 && now - memory.at < reprobeAfterMs) {
-    return { webTransport: false, reason: `remembered: ${memory.reason || 'WebSocket won last time'}` };
+  if (fresh && memory?.winner === 'websocket') {
+    return { webTransport: false, webSocket: true, reason: `remembered: ${memory.reason || 'WebSocket won last time'}` };
   }
-  return { webTransport: true, reason: null };
+  return { webTransport: true, webSocket: true, reason: null };
 }
 
 /**
@@ -252,7 +265,7 @@ export class Attempt {
    * @param {TransportKind} kind
    * @param {LinkFactory} makeLink
    * @param {Greeting} greeting
-   * @param {{ timeoutMs: number, beforeHello?: () => Promise<void> | null, onStage?: (stage: string) => void }} opts
+   * @param {{ timeoutMs: number, beforeHello?: (() => Promise<void> | null) | undefined, onStage?: (stage: string) => void }} opts
    */
   constructor(kind, makeLink, greeting, { timeoutMs, beforeHello, onStage = noop }) {
     this.kind = kind;
@@ -318,7 +331,10 @@ export class Attempt {
     welcomed.catch(noop);
     await Promise.race([link.open(), welcomed]);
     this.mark('open');
-    if (beforeHello) await beforeHello();
+    // The gate is asked and Hello sent in one go (no await between when
+    // it says go), so two attempts never both pass it at once.
+    const gate = beforeHello ? beforeHello() : null;
+    if (gate) await gate;
     if (this.abandoned) throw new Error('abandoned');
     link.sendReliable(greeting.resume || greeting.hello);
     this.mark('hello-sent');
@@ -354,7 +370,7 @@ export class Attempt {
     if (!link || link.closed) return;
     link.onMessage = noop;
     if (this.stage === 'welcomed') link.leave();
-    else link.close(this.kind === 'websocket' ? 1000 : 0, 'bye');
+    else link.close();
   }
 }
 
@@ -408,6 +424,15 @@ function wsLinkFactory(ep, opts) {
   return async () => new WebSocketLink(withToken(ep.webSocketUrl, await resolveToken(opts.token)));
 }
 
+/**
+ * @param {Endpoints} ep
+ * @param {RaceOptions} opts
+ * @returns {LinkFactory}
+ */
+function httpLinkFactory(ep, opts) {
+  return async () => new HttpLink(withToken(ep.httpUrl, await resolveToken(opts.token)));
+}
+
 // ---------------------------------------------------------------------------
 // The remembered winner
 // ---------------------------------------------------------------------------
@@ -446,11 +471,28 @@ function writeMemory(ep, value) {
 // The race
 // ---------------------------------------------------------------------------
 
+/** The tiers, fastest first, and their names in reasons. */
+const TIERS = /** @type {const} */ (['webtransport', 'websocket', 'http']);
+/** @type {Record<TransportKind, string>} */
+const LABEL = { webtransport: 'WebTransport', websocket: 'WebSocket', http: 'HTTP streaming' };
+
 /**
- * Opens one Rally session per `opts.transport`. 'auto' races WebTransport
- * against WebSocket (happy eyeballs): WebTransport starts first, WebSocket
- * after a head start, the first to receive Welcome wins, the loser closes.
- * `onReasonUpdate` hears the late verdict of a WebTransport probe that lost.
+ * A reason as stored in memory: without "remembered: ", so remembered
+ * reasons do not nest visit after visit.
+ * @param {string} reason
+ */
+function unremembered(reason) {
+  return reason.replace(/remembered: /g, '');
+}
+
+/**
+ * Opens one Rally session per `opts.transport`. 'auto' races the three
+ * tiers (happy eyeballs): WebTransport starts first; WebSocket
+ * `headStartMs` after WebTransport started connecting, or as soon as it
+ * fails; HTTP streaming `httpHeadStartMs` after WebSocket started, or as
+ * soon as both failed. The first to receive Welcome wins and the others
+ * close; a faster tier that lost is left to finish its handshake (never
+ * joining) so that `onReasonUpdate` hears why it lost.
  * @param {Endpoints} ep
  * @param {RaceOptions} opts
  * @param {Greeting} greeting
@@ -462,17 +504,26 @@ export function establish(ep, opts, greeting, onReasonUpdate) {
   const info = { certHashUsed: false, certHashExpired: false };
   /** @type {Attempt[]} */
   const attempts = [];
-  /** @param {(stage: string) => void} [onStage] */
-  const wtAttempt = (onStage) => {
-    const a = new Attempt('webtransport', wtLinkFactory(ep, opts, info), greeting, { timeoutMs: opts.webTransportTimeoutMs, onStage });
-    attempts.push(a);
-    return a;
-  };
-  /** @param {() => Promise<void> | null} [beforeHello] */
-  const wsAttempt = (beforeHello) => {
-    const a = new Attempt('websocket', wsLinkFactory(ep, opts), greeting, { timeoutMs: opts.webSocketTimeoutMs, beforeHello });
-    attempts.push(a);
-    return a;
+
+  /**
+   * Starts one attempt. Its Hello waits while another attempt awaits its
+   * Welcome: joining the room twice would flash a duplicate player for
+   * everyone else.
+   * @param {TransportKind} kind
+   * @param {(stage: string) => void} [onStage]
+   */
+  const start = (kind, onStage) => {
+    /** @type {Attempt | null} */
+    let self = null;
+    const beforeHello = () => {
+      const busy = attempts.filter((a) => a !== self && a.stage === 'hello-sent');
+      return busy.length ? Promise.all(busy.map((a) => a.promise.then(noop, noop))).then(noop) : null;
+    };
+    const factory = kind === 'webtransport' ? wtLinkFactory(ep, opts, info) : kind === 'websocket' ? wsLinkFactory(ep, opts) : httpLinkFactory(ep, opts);
+    const timeoutMs = kind === 'webtransport' ? opts.webTransportTimeoutMs : kind === 'websocket' ? opts.webSocketTimeoutMs : opts.httpTimeoutMs;
+    self = new Attempt(kind, factory, greeting, { timeoutMs, beforeHello, onStage });
+    attempts.push(self);
+    return self;
   };
   /**
    * @param {Joined} r
@@ -487,126 +538,175 @@ export function establish(ep, opts, greeting, onReasonUpdate) {
     attempts,
     certHashUsed: transport === 'webtransport' && info.certHashUsed,
   });
-  /** @param {unknown} err */
-  const wtReason = (err) => {
+  /**
+   * @param {TransportKind} kind
+   * @param {unknown} err
+   */
+  const reasonFor = (kind, err) => {
     const base = reasonOf(err);
-    return info.certHashExpired ? `${base} (certificate hash expired; re-fetch /cert-hash)` : base;
+    return kind === 'webtransport' && info.certHashExpired ? `${base} (certificate hash expired; re-fetch /cert-hash)` : base;
   };
 
   if (opts.transport === 'websocket') {
-    return wsAttempt().promise.then((r) => result(r, 'websocket', 'WebSocket requested'));
+    return start('websocket').promise.then((r) => result(r, 'websocket', 'WebSocket requested'));
+  }
+  if (opts.transport === 'http') {
+    return start('http').promise.then((r) => result(r, 'http', 'HTTP streaming requested'));
   }
   if (opts.transport === 'webtransport') {
     if (!hasWT) return Promise.reject(new Error('WebTransport API unavailable'));
-    return wtAttempt().promise.then(
+    return start('webtransport').promise.then(
       (r) => result(r, 'webtransport', null),
       (e) => {
         // Server errors (e.g. unauthorized) keep their code for the client.
         if (e instanceof RallyError) throw e;
-        throw new Error(`WebTransport failed: ${wtReason(e)}`);
+        throw new Error(`WebTransport failed: ${reasonFor('webtransport', e)}`);
       },
     );
   }
 
+  const memory = readMemory(ep);
   const plan = planAuto({
     hasWebTransport: hasWT,
-    memory: readMemory(ep),
+    memory,
     now: Date.now(),
     reprobeAfterMs: opts.reprobeAfterMs,
     secureContext: globalThis.isSecureContext !== false,
   });
-  if (!plan.webTransport) {
-    return wsAttempt().promise.then((r) => result(r, 'websocket', plan.reason));
-  }
+  /** @type {Record<TransportKind, string | null>} why each tier is not the one in use */
+  const why = {
+    webtransport: plan.webTransport ? null : plan.reason,
+    websocket: plan.webSocket ? null : plan.reason,
+    http: null,
+  };
+  /**
+   * Why the faster tiers are not in use, for a session on `winner`.
+   * @param {TransportKind} winner
+   * @returns {string | null}
+   */
+  const fallbackFor = (winner) => {
+    if (winner === 'webtransport') return null;
+    if (winner === 'websocket') return why.webtransport;
+    if (!plan.webSocket) return plan.reason;
+    return `WebTransport: ${why.webtransport}; WebSocket: ${why.websocket}`;
+  };
 
   return new Promise((resolve, reject) => {
     let settled = false;
-    /** @type {unknown} */
-    let wtError = null;
-    /** @type {unknown} */
-    let wsError = null;
-    /** @type {Attempt | null} */
-    let ws = null;
-    /** @type {ReturnType<typeof setTimeout> | null} */
-    let headStart = null;
-    const bothFailed = () => {
+    /** @type {Record<TransportKind, Attempt | null>} */
+    const running = { webtransport: null, websocket: null, http: null };
+    /** @type {Set<TransportKind>} */
+    const failed = new Set();
+    /** @type {ReturnType<typeof setTimeout>[]} */
+    const timers = [];
+    const settle = () => {
       settled = true;
-      reject(new Error(`WebTransport: ${wtReason(wtError)}; WebSocket: ${reasonOf(wsError)}`));
+      for (const t of timers) clearTimeout(t);
     };
     /**
-     * The server itself refused (room_full, unauthorized, ...): the other
-     * transport would hear the same, so stop it and report this.
-     * @param {RallyError} e
+     * Remembers the winner when a faster tier was tried and lost: a visit
+     * that went straight to the remembered winner keeps the old date, so
+     * the faster tiers are probed again when it expires, and a browser
+     * without WebTransport says nothing about the network.
+     * @param {TransportKind} winner
      */
-    const refused = (e) => {
-      settled = true;
-      if (headStart !== null) clearTimeout(headStart);
-      for (const a of attempts) if (a.stage !== 'failed') a.abandon();
-      reject(e);
+    const remember = (winner) => {
+      if (winner !== 'webtransport' && !TIERS.slice(0, TIERS.indexOf(winner)).some((k) => running[k])) return;
+      const reason = fallbackFor(winner);
+      writeMemory(ep, { winner, at: Date.now(), reason: reason === null ? null : unremembered(reason) });
     };
-    // The head start counts from the moment WebTransport starts connecting,
-    // after the /cert-hash fetch (itself capped at 1 s): a slow fetch says
-    // nothing about UDP, and WebSocket still starts within ~1.3 s.
-    const wt = wtAttempt((stage) => {
-      if ((stage === 'cert-hash' || stage === 'no-cert-hash') && headStart === null && !ws) {
-        headStart = setTimeout(startWebSocket, opts.headStartMs);
+    const wtDone = () => !plan.webTransport || failed.has('webtransport');
+    const wsDone = () => !plan.webSocket || failed.has('websocket');
+
+    /** @param {TransportKind} kind */
+    const begin = (kind) => {
+      if (settled || running[kind]) return;
+      /** @type {((stage: string) => void) | undefined} */
+      let onStage;
+      if (kind === 'webtransport') {
+        // The head start counts from the moment WebTransport starts
+        // connecting, after the /cert-hash fetch (itself capped at 1 s): a
+        // slow fetch says nothing about UDP, and WebSocket still starts
+        // within ~1.3 s.
+        onStage = (stage) => {
+          if (stage === 'cert-hash' || stage === 'no-cert-hash') timers.push(setTimeout(() => begin('websocket'), opts.headStartMs));
+        };
       }
-    });
-
-    function startWebSocket() {
-      if (headStart !== null) clearTimeout(headStart);
-      if (ws || settled) return;
-      // If WebTransport is already past its transport handshake and waiting
-      // for Welcome, hold the WebSocket Hello until it settles: joining the
-      // room twice would flash a duplicate player for everyone else.
-      ws = wsAttempt(() => (wt.stage === 'hello-sent' ? wt.promise.then(noop, noop) : null));
-      ws.promise.then(
-        (r) => {
-          if (settled) return;
-          settled = true;
-          let reason = wtError ? wtReason(wtError) : null;
-          if (!reason) {
-            reason = `WebSocket connected first (WebTransport not ready ${opts.headStartMs} ms after it started)`;
-            // Let the WebTransport probe run to its own end to learn why,
-            // but never let it join (Attempt checks `abandoned` before Hello).
-            wt.abandoned = true;
-            wt.timeline.abandoned = Math.round(clockMs() - wt.t0);
-            wt.promise.catch((e) => {
-              const why = reasonOf(e) === 'abandoned' ? null : wtReason(e);
-              if (why) {
-                writeMemory(ep, { winner: 'websocket', at: Date.now(), reason: why });
-                onReasonUpdate(why);
-              }
-            });
-          }
-          writeMemory(ep, { winner: 'websocket', at: Date.now(), reason });
-          resolve(result(r, 'websocket', reason));
-        },
-        (e) => {
-          wsError = e;
-          if (settled) return;
-          if (e instanceof RallyError) refused(e);
-          else if (wt.stage === 'failed') bothFailed();
-        },
+      const a = start(kind, onStage);
+      running[kind] = a;
+      if (kind === 'websocket') timers.push(setTimeout(() => begin('http'), opts.httpHeadStartMs));
+      a.promise.then(
+        (r) => won(kind, r),
+        (e) => lost(kind, e),
       );
-    }
+    };
 
-    wt.promise.then(
-      (r) => {
-        if (settled) return;
-        settled = true;
-        if (headStart !== null) clearTimeout(headStart);
-        if (ws) ws.abandon();
-        writeMemory(ep, { winner: 'webtransport', at: Date.now(), reason: null });
-        resolve(result(r, 'webtransport', null));
-      },
-      (e) => {
-        wtError = e;
-        if (settled) return;
-        if (e instanceof RallyError) refused(e);
-        else if (!ws) startWebSocket();
-        else if (wsError) bothFailed();
-      },
-    );
+    /** Starts whatever the failures so far call for, or gives up. */
+    const advance = () => {
+      if (settled) return;
+      if (plan.webSocket && wtDone()) begin('websocket');
+      if (wtDone() && wsDone()) begin('http');
+      if (wtDone() && wsDone() && failed.has('http')) {
+        settle();
+        const parts = TIERS.map((k) => `${LABEL[k]}: ${why[k]}`);
+        reject(new Error(parts.join('; ')));
+      }
+    };
+
+    /**
+     * @param {TransportKind} kind
+     * @param {Joined} r
+     */
+    const won = (kind, r) => {
+      if (settled) return;
+      settle();
+      const rank = TIERS.indexOf(kind);
+      for (const k of TIERS) {
+        const a = running[k];
+        if (!a || a === r.attempt || failed.has(k)) continue;
+        if (TIERS.indexOf(k) < rank && a.stage !== 'welcomed') {
+          // A faster tier still trying: let it run to its own end to learn
+          // why, but never let it join (Attempt checks `abandoned` before
+          // Hello).
+          const waited = Math.round(clockMs() - a.t0);
+          why[k] = `${LABEL[kind]} connected first (${LABEL[k]} not ready ${waited} ms after it started)`;
+          a.abandoned = true;
+          a.timeline.abandoned = waited;
+          a.promise.catch((e) => {
+            if (reasonOf(e) === 'abandoned') return;
+            why[k] = reasonFor(k, e);
+            const reason = fallbackFor(kind);
+            remember(kind);
+            if (reason !== null) onReasonUpdate(reason);
+          });
+        } else {
+          a.abandon();
+        }
+      }
+      remember(kind);
+      resolve(result(r, kind, fallbackFor(kind)));
+    };
+
+    /**
+     * @param {TransportKind} kind
+     * @param {unknown} e
+     */
+    const lost = (kind, e) => {
+      failed.add(kind);
+      if (settled) return;
+      if (e instanceof RallyError) {
+        // The server itself refused (room_full, unauthorized, ...): the
+        // other transports would hear the same, so stop them and report it.
+        settle();
+        for (const a of attempts) if (a.stage !== 'failed') a.abandon();
+        reject(e);
+        return;
+      }
+      why[kind] = reasonFor(kind, e);
+      advance();
+    };
+
+    if (plan.webTransport) begin('webtransport');
+    advance();
   });
 }

@@ -69,10 +69,14 @@ export type RallyEvent = PlayerJoined | PlayerLeft | ErrorMsg;
 // Connecting
 // ---------------------------------------------------------------------------
 
-export type TransportKind = 'webtransport' | 'websocket';
+/** WebTransport (HTTP/3), WebSocket, or HTTP streaming (PROTOCOL.md §11). */
+export type TransportKind = 'webtransport' | 'websocket' | 'http';
 export type TransportChoice = 'auto' | TransportKind;
-/** Where a message arrived: a WebTransport datagram or stream, or a WebSocket message. */
-export type Channel = 'datagram' | 'stream' | 'websocket';
+/**
+ * Where a message arrived: a WebTransport datagram or stream, a WebSocket
+ * message, or the body of an HTTP streaming session.
+ */
+export type Channel = 'datagram' | 'stream' | 'websocket' | 'http';
 /** A join token, or a function asked for a fresh one before every attempt. */
 export type TokenSource = string | (() => string | null | Promise<string | null>);
 export type ClientState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
@@ -84,7 +88,11 @@ export interface Timing {
   webTransportTimeoutMs: number;
   /** WebSocket attempt timeout (10000). */
   webSocketTimeoutMs: number;
-  /** A remembered "WebSocket won" skips WebTransport for this long (10 min). */
+  /** Head start of WebSocket before HTTP streaming is also tried (2500). */
+  httpHeadStartMs: number;
+  /** HTTP streaming attempt timeout (10000). */
+  httpTimeoutMs: number;
+  /** A remembered WebSocket or HTTP streaming win skips the faster tiers for this long (10 min). */
   reprobeAfterMs: number;
   /** Ping period (250). */
   pingIntervalMs: number;
@@ -109,7 +117,7 @@ export interface StatusEvent {
   delayMs?: number;
   /** 'reconnecting' / 'closed': why. */
   reason?: string;
-  /** Set when only fallbackReason changed (the losing WebTransport probe finished). */
+  /** Set when only fallbackReason changed (a losing probe of a faster transport finished). */
   fallbackUpdated?: boolean;
 }
 
@@ -140,7 +148,11 @@ export type ConnectOptions = Partial<Timing> & Handlers & {
   name: string;
   /** The game's join bytes for Hello (default: none). */
   app?: Uint8Array;
-  /** Default 'auto': WebTransport first, WebSocket after a head start, first Welcome wins. */
+  /**
+   * Default 'auto': WebTransport first, WebSocket after a head start, HTTP
+   * streaming after another (or when both failed); the first Welcome wins.
+   * The others force one transport.
+   */
   transport?: TransportChoice;
   /** Default `https://HOST:PORT/rally` of the server's origin. */
   webTransportUrl?: string;
@@ -169,6 +181,7 @@ export interface ClientStats {
   datagramSnapshots: number;
   streamSnapshots: number;
   websocketSnapshots: number;
+  httpSnapshots: number;
   inputsSent: number;
   pingsSent: number;
   pongs: number;
@@ -207,7 +220,7 @@ export declare class RallyClient {
   readonly state: ClientState;
   /** Transport of the current (or last) session. */
   readonly transport: TransportKind | null;
-  /** Why WebTransport is not in use (null when it is). */
+  /** Why the faster transports are not in use (null on WebTransport). */
   readonly fallbackReason: string | null;
   /** Whether the WebTransport session pinned the /cert-hash digest. */
   readonly certHashUsed: boolean;
@@ -247,7 +260,8 @@ export declare class RallyClient {
   /**
    * Sends the game a message: reliable (default; App, numbered, replayed
    * after a resume, delivered exactly once; returns its number) or not
-   * (AppUnreliable, a datagram on WebTransport; returns 0). RangeError when
+   * (AppUnreliable, a datagram on WebTransport, newest-wins on the other
+   * transports; returns 0). RangeError when
    * the message exceeds welcome.maxMessage.
    */
   send(payload: Uint8Array, options?: { reliable?: boolean }): number;
@@ -257,8 +271,8 @@ export declare class RallyClient {
 
 /**
  * Connects to the Rally server at `url` (its http(s) origin; default: the
- * page's). Resolves once the first session is welcomed; rejects when
- * neither transport could join (a RallyError when the server refused).
+ * page's). Resolves once the first session is welcomed; rejects when no
+ * transport could join (a RallyError when the server refused).
  */
 export declare function connect(url: string | undefined, options: ConnectOptions): Promise<RallyClient>;
 export default connect;
@@ -405,6 +419,8 @@ export interface Endpoints {
   origin: string;
   webTransportUrl: string;
   webSocketUrl: string;
+  /** `http(s)://HOST:PORT/rally/http`, where HTTP streaming sessions open. */
+  httpUrl: string;
   certHashUrl: string;
   useCertHash: boolean;
 }
@@ -416,7 +432,7 @@ export declare function planAuto(args: {
   now: number;
   reprobeAfterMs: number;
   secureContext?: boolean;
-}): { webTransport: boolean; reason: string | null };
+}): { webTransport: boolean; webSocket: boolean; reason: string | null };
 /** Digests to pin from a /cert-hash body: every sha-256 entry of `hashes`, else the top-level one. */
 export declare function certHashesFromJson(body: unknown): { bytes: Uint8Array; notAfterUnix: number | null }[];
 export declare function hexToBytes(hex: unknown): Uint8Array | null;

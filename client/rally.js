@@ -1,7 +1,8 @@
 // @ts-check
 // Rally browser client: a dependency-free ES module speaking PROTOCOL.md v2
-// over WebTransport (HTTP/3) with a WebSocket fallback, for any game: the
-// game's bytes go in and come out untouched. Import this file; it loads
+// over WebTransport (HTTP/3), falling back to WebSocket and then to HTTP
+// streaming (§11), for any game: the game's bytes go in and come out
+// untouched. Import this file; it loads
 // its siblings by relative path:
 //
 //   wire.js           the message-type table, generated from the server's
@@ -116,6 +117,7 @@ export {
  * @property {number} datagramSnapshots
  * @property {number} streamSnapshots
  * @property {number} websocketSnapshots
+ * @property {number} httpSnapshots
  * @property {number} inputsSent
  * @property {number} pingsSent
  * @property {number} pongs
@@ -140,6 +142,7 @@ function freshStats() {
     datagramSnapshots: 0,
     streamSnapshots: 0,
     websocketSnapshots: 0,
+    httpSnapshots: 0,
     inputsSent: 0,
     pingsSent: 0,
     pongs: 0,
@@ -259,8 +262,8 @@ export class RallyClient {
    */
   constructor(url, options) {
     const opts = { ...DEFAULTS, transport: /** @type {TransportChoice} */ ('auto'), ...options };
-    if (!['auto', 'webtransport', 'websocket'].includes(opts.transport)) {
-      throw new TypeError("transport must be 'auto', 'webtransport' or 'websocket'");
+    if (!['auto', 'webtransport', 'websocket', 'http'].includes(opts.transport)) {
+      throw new TypeError("transport must be 'auto', 'webtransport', 'websocket' or 'http'");
     }
     this._options = opts;
     this._endpoints = endpoints(url || globalThis.location?.origin, opts.webTransportUrl);
@@ -277,7 +280,10 @@ export class RallyClient {
     return this._transport;
   }
 
-  /** Why WebTransport is not in use (null when it is). */
+  /**
+   * Why the faster transports are not in use (null on WebTransport): on
+   * WebSocket why not WebTransport, on HTTP streaming why neither.
+   */
   get fallbackReason() {
     return this._fallbackReason;
   }
@@ -498,7 +504,9 @@ export class RallyClient {
       this._reconnectAttempt > 0 &&
       this._reconnectAttempt <= RESUME_ATTEMPTS &&
       (this._droppedAt === null || clockMs() - this._droppedAt < w.resumeWindowMs);
-    const options = resuming && this._transport ? { ...this._options, transport: this._transport } : this._options;
+    const pinned = resuming && this._transport !== null && this._options.transport === 'auto';
+    const options = pinned ? { ...this._options, transport: /** @type {TransportKind} */ (this._transport) } : this._options;
+    const previousReason = this._fallbackReason;
     const greeting = {
       hello: this._hello,
       resume: resuming && this._resumeToken ? encodeResume(this._resumeToken, this._reliableSeq) : null,
@@ -515,6 +523,9 @@ export class RallyClient {
       r.link.leave();
       throw new Error('closed');
     }
+    // Resumed on the transport the race chose before: the reason it was
+    // chosen still holds (not "WebSocket requested").
+    if (pinned && r.transport === this._transport) r.fallbackReason = previousReason;
     this._adopt(r);
     adopted = r.link;
   }
@@ -623,6 +634,7 @@ export class RallyClient {
     st.snapshotsReceived++;
     if (channel === 'datagram') st.datagramSnapshots++;
     else if (channel === 'stream') st.streamSnapshots++;
+    else if (channel === 'http') st.httpSnapshots++;
     else st.websocketSnapshots++;
     // Latest-only: anything not newer than what was applied is stale
     // (datagrams reorder). Tick arithmetic is modulo 2^32.

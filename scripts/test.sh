@@ -7,8 +7,8 @@
 # server and of the tools (real server processes on ephemeral ports, real
 # WebTransport and WebSocket clients, the lab through network namespaces,
 # which needs root), the adversarial suite with third-party Python peers
-# (pip, in a venv), then the browser tests in headless Debian Chromium (apt,
-# npm; the client's types checked with tsc). A missing prerequisite is a
+# (pip, in a venv), then the browser tests in headless Debian Chromium and
+# Firefox ESR (apt, npm; the client's types checked with tsc). A missing prerequisite is a
 # failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,5 +54,5 @@ cargo test --release --workspace
 step "adversarial peers: aioquic (HTTP/3, WebTransport), websockets, kosoku (Autobahn)"
 RALLY_BIN="$PWD/target/release/rally" tests/adversarial/run.sh
 
-step "browser tests (headless Chromium)"
+step "browser tests (headless Chromium and Firefox ESR)"
 RALLY_BIN="$PWD/target/release/rally" tests/browser/run.sh

@@ -191,6 +191,29 @@ async fn http_streaming_runs_over_one_http2_connection() {
         .unwrap()
         .to_string();
     let mut down = resp.into_body();
+    let mut dec = rally::protocol::FrameDecoder::new(65_535);
+    // The stream opens with a keep-alive Pong before anything is POSTed:
+    // Firefox resolves fetch() only when body bytes arrive (§11.1).
+    let opening = within(2, "the stream's opening Pong", async {
+        loop {
+            if let Some(m) = dec.decode().unwrap() {
+                return ServerMsg::decode(&m).unwrap();
+            }
+            let data = down.frame().await.unwrap().unwrap().into_data().unwrap();
+            dec.buffer().extend_from_slice(&data);
+        }
+    })
+    .await;
+    assert!(
+        matches!(
+            opening,
+            ServerMsg::Pong {
+                client_time_us: 0,
+                ..
+            }
+        ),
+        "{opening:?}"
+    );
     // Hello, POSTed on the same connection.
     let hello = ClientMsg::Hello {
         version: 2,
@@ -205,7 +228,6 @@ async fn http_streaming_runs_over_one_http2_connection() {
         .unwrap();
     let answer = send.send_request(post).await.unwrap();
     assert_eq!(answer.status(), 204);
-    let mut dec = rally::protocol::FrameDecoder::new(65_535);
     let first = within(5, "Welcome over h2", async {
         loop {
             if let Some(m) = dec.decode().unwrap() {

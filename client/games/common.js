@@ -1,8 +1,8 @@
 // @ts-check
 // What every game page shares: options from the URL, the nav of the games
 // this server offers (GET /games), the check that this server runs the
-// page's game, the connection and its HUD (transport, why not
-// WebTransport, RTT, jitter, snapshot rate, losses, tick), the player
+// page's game, the connection and its HUD (transport tier, why not a
+// faster one, RTT, jitter, snapshot rate, losses, tick), the player
 // names, one input per server tick, the event log, and `window.rally`, the
 // page's state mirrored for tests and the curious.
 
@@ -44,10 +44,12 @@ const MAX_CATCH_UP_INPUTS = 4;
 
 const params = new URLSearchParams(location.search);
 /** @type {Record<string, import('../rally.js').TransportChoice>} */
-const TRANSPORTS = { auto: 'auto', wt: 'webtransport', webtransport: 'webtransport', ws: 'websocket', websocket: 'websocket' };
+const TRANSPORTS = { auto: 'auto', wt: 'webtransport', webtransport: 'webtransport', ws: 'websocket', websocket: 'websocket', http: 'http' };
+/** What the HUD calls each transport tier. */
+export const TIER_NAMES = Object.freeze({ webtransport: 'WebTransport (HTTP/3)', websocket: 'WebSocket', http: 'HTTP streaming' });
 const randomName = () => `player-${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')}`;
 
-/** Connection options from the page's URL: ?transport=auto|wt|ws&room=&name=&wt=&token= */
+/** Connection options from the page's URL: ?transport=auto|wt|ws|http&room=&name=&wt=&token= */
 export const options = {
   transport: TRANSPORTS[(params.get('transport') || 'auto').toLowerCase()] || 'auto',
   room: params.get('room') || 'lobby',
@@ -69,7 +71,7 @@ export const rally = {
   status: 'connecting',
   /** @type {string | null} */
   transport: null,
-  /** @type {string | null} why not WebTransport */
+  /** @type {string | null} why not a faster transport (null on WebTransport) */
   fallbackReason: null,
   certHashUsed: false,
   /** @type {number | null} */
@@ -90,6 +92,7 @@ export const rally = {
   snapshotsReceived: 0,
   datagramSnapshots: 0,
   streamSnapshots: 0,
+  httpSnapshots: 0,
   snapshotsLost: 0,
   inputsSent: 0,
   /** @type {number | null} */
@@ -163,7 +166,7 @@ const hud = {
   status: hudRow('status'),
   room: hudRow('room'),
   transport: hudRow('transport'),
-  reason: hudRow('why not WT', 'hud-reason'),
+  reason: hudRow('why this tier', 'hud-reason'),
   rtt: hudRow('RTT'),
   jitter: hudRow('jitter'),
   rate: hudRow('snapshots', 'hud-rate'),
@@ -264,10 +267,12 @@ function updateHud() {
   rally.snapshotRate = appliedTimes.length;
   hud.status.textContent = rally.status;
   hud.room.textContent = `${options.room} as ${options.name}`;
-  hud.transport.textContent = rally.transport
-    ? `${rally.transport === 'webtransport' ? 'WebTransport (HTTP/3)' : 'WebSocket'}${rally.certHashUsed && rally.transport === 'webtransport' ? ', pinned cert hash' : ''}`
+  const tier = /** @type {keyof typeof TIER_NAMES | null} */ (rally.transport);
+  hud.transport.textContent = tier
+    ? `${TIER_NAMES[tier] || tier}${rally.certHashUsed && tier === 'webtransport' ? ', pinned cert hash' : ''}`
     : '–';
-  hud.reason.textContent = rally.fallbackReason || (rally.transport === 'webtransport' ? 'none: it is in use' : '–');
+  hud.transport.dataset.tier = tier || '';
+  hud.reason.textContent = rally.fallbackReason || (tier === 'webtransport' ? 'the fastest tier: it works' : '–');
   hud.rtt.textContent = fmtMs(rally.rtt);
   hud.jitter.textContent = rally.rtt === null ? '–' : fmtMs(rally.jitter);
   hud.rate.textContent = `${rally.snapshotRate} /s`;
@@ -488,6 +493,7 @@ export function startGame(spec) {
     rally.snapshotsReceived = st.snapshotsReceived;
     rally.datagramSnapshots = st.datagramSnapshots;
     rally.streamSnapshots = st.streamSnapshots;
+    rally.httpSnapshots = st.httpSnapshots;
     rally.snapshotsLost = st.snapshotsLost;
     spec.onSnapshot?.(snap, info.channel, now);
   };

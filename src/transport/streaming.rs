@@ -356,10 +356,20 @@ async fn next_batch(r: &Reader) -> Option<Vec<Bytes>> {
     (!msgs.is_empty()).then_some(msgs)
 }
 
-/// The downstream as a response body of frames (§2), what waits leaving
-/// in one piece.
+/// The downstream as a response body of frames (§2), opened by a
+/// keep-alive `Pong` sent at once (§11.1): Firefox resolves `fetch()` only
+/// when body bytes arrive, and the client needs the response's
+/// `Rally-Session` header before it can `POST` its `Hello`. What waits
+/// after that leaves in one piece.
 fn framed(reader: Reader) -> Body {
-    let frames = futures::stream::unfold(reader, |r| async move {
+    let opening = ServerMsg::Pong {
+        client_time_us: 0,
+        server_time_us: crate::client::now_us(),
+    };
+    let mut first = BytesMut::new();
+    encode_frame(&mut first, &opening.to_bytes());
+    let first = futures::stream::once(std::future::ready(Ok(Frame::data(first.freeze()))));
+    let rest = futures::stream::unfold(reader, |r| async move {
         let msgs = next_batch(&r).await?;
         let mut out = BytesMut::with_capacity(msgs.iter().map(|m| 2 + m.len()).sum());
         for msg in &msgs {
@@ -367,7 +377,7 @@ fn framed(reader: Reader) -> Body {
         }
         Some((Ok(Frame::data(out.freeze())), r))
     });
-    StreamBody::new(frames).boxed()
+    StreamBody::new(futures::StreamExt::chain(first, rest)).boxed()
 }
 
 /// The downstream as server-sent events: the session id, then a base64

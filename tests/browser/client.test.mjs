@@ -1,5 +1,6 @@
 // client/rally.js connection logic in plain Node, against scripted fake
-// WebSocket and WebTransport globals: the transport race, fallback reasons,
+// WebSocket, WebTransport and HTTP streaming (a fake fetch) servers: the
+// three-tier transport race, fallback reasons,
 // the remembered winner, input redundancy and limits, latest-only
 // snapshots, application messages, reconnect, resume with the replay of
 // reliable messages, and no-retry errors. Deterministic and fast; the real
@@ -7,7 +8,10 @@
 
 import { test, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, encodeFrame, FrameDecoder, RallyError } from '../../client/rally.js';
+import {
+  connect, encodeFrame, FrameDecoder, RallyError, planAuto, encodeHello, encodeInput, encodeApp, encodePing,
+} from '../../client/rally.js';
+import { HttpLink } from '../../client/link.js';
 import {
   welcomeBytes, joinedBytes, leftBytes, snapshotBytes, pongBytes, errorBytes, appBytes, parseClient, RESUME_TOKEN,
 } from './fixtures.mjs';
@@ -184,6 +188,124 @@ class FakeWebTransport {
   }
 }
 
+// ---------------------------------------------------------------------------
+// Fake HTTP streaming server (PROTOCOL.md §11) behind a fake fetch.
+// ---------------------------------------------------------------------------
+
+class FakeHttp {
+  static sessions = [];
+  /** (session) => void on each GET; default: nothing (200 with a stream). */
+  static onOpen = () => {};
+  /** GET status to answer instead of opening a session (e.g. 401), or 0. */
+  static refuse = 0;
+  /** Never answer the GET (a proxy that holds it). */
+  static hang = false;
+  /** ({ session, n, body, attempt }) => status | 'fail' | 'hang' | undefined (undefined: handle normally). */
+  static onPost = () => undefined;
+
+  constructor(url) {
+    this.url = url;
+    this.id = [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, '0')).join('');
+    this.posts = []; // every POST: { n, frames: parsed messages, status }
+    this.taken = 0; // last POST number applied
+    this.messages = []; // client messages applied, parsed, in order
+    this.ended = false;
+    this.stream = new ReadableStream({ start: (c) => (this.ctl = c) });
+    FakeHttp.sessions.push(this);
+  }
+  /** Sends one server message on the stream, optionally split across two reads. */
+  serverSend(bytes, split = false) {
+    if (this.ended) return;
+    const f = encodeFrame(bytes);
+    if (split) {
+      this.ctl.enqueue(f.slice(0, 1));
+      this.ctl.enqueue(f.slice(1));
+    } else {
+      this.ctl.enqueue(f);
+    }
+  }
+  /** Ends the stream (the session is over; POSTs get 404). */
+  serverEnd() {
+    if (this.ended) return;
+    this.ended = true;
+    this.ctl.close();
+  }
+  /** The stream fails, as when the TCP connection is reset. */
+  serverReset() {
+    if (this.ended) return;
+    this.ended = true;
+    this.ctl.error(new TypeError('network error'));
+  }
+  of(type) {
+    return this.messages.filter((m) => m.type === type);
+  }
+  /** Handles POST number n with its body; returns the status. */
+  take(n, body) {
+    if (this.ended) return 404;
+    if (n <= this.taken) return 204; // a retry of a POST already taken
+    if (n !== this.taken + 1) return 409;
+    this.taken = n;
+    for (const bytes of new FrameDecoder().push(body)) {
+      const msg = parseClient(bytes);
+      this.messages.push(msg);
+      const out = reply(msg);
+      if (out.length) setTimeout(() => out.forEach((m) => this.serverSend(m)), 1);
+      if (msg.type === 'leave') setTimeout(() => this.serverEnd(), 1);
+    }
+    return 204;
+  }
+}
+
+/** fetch() for /rally/http and /rally/http/ID?seq=N; null for other URLs. */
+async function fakeHttpFetch(url, init = {}) {
+  const u = new URL(url);
+  const signal = init.signal;
+  const aborted = () => new DOMException('The operation was aborted.', 'AbortError');
+  if (signal?.aborted) throw aborted();
+  if (u.pathname === '/rally/http' && (init.method || 'GET') === 'GET') {
+    if (FakeHttp.hang) {
+      return new Promise((_, reject) => signal?.addEventListener('abort', () => reject(aborted())));
+    }
+    if (FakeHttp.refuse) return new Response('no', { status: FakeHttp.refuse });
+    const s = new FakeHttp(url);
+    s.init = init;
+    signal?.addEventListener('abort', () => {
+      if (!s.ended) {
+        s.ended = true;
+        s.clientAborted = true;
+        try {
+          s.ctl.error(aborted());
+        } catch {
+          // already errored
+        }
+      }
+    });
+    FakeHttp.onOpen(s);
+    return new Response(s.stream, { status: 200, headers: { 'rally-session': s.id, 'content-type': 'application/octet-stream' } });
+  }
+  const m = /^\/rally\/http\/([0-9a-f]{32})$/.exec(u.pathname);
+  if (m && init.method === 'POST') {
+    const s = FakeHttp.sessions.find((x) => x.id === m[1]);
+    const n = Number(u.searchParams.get('seq'));
+    const body = new Uint8Array(init.body);
+    const post = { n, body, frames: new FrameDecoder().push(body).map((b) => parseClient(b)), headers: init.headers, keepalive: init.keepalive, status: 0 };
+    if (!s) return new Response('no such session', { status: (post.status = 404) });
+    post.attempt = s.posts.filter((p) => p.n === n).length + 1;
+    s.posts.push(post);
+    const scripted = await FakeHttp.onPost({ session: s, n, body, attempt: post.attempt });
+    if (scripted === 'fail') throw new TypeError('Failed to fetch');
+    if (scripted === 'hang') return new Promise((_, reject) => signal?.addEventListener('abort', () => reject(aborted())));
+    if (scripted === 'lost') {
+      // Taken by the server, but the answer never arrives.
+      s.take(n, body);
+      throw new TypeError('Failed to fetch');
+    }
+    post.status = typeof scripted === 'number' ? scripted : s.take(n, body);
+    return new Response(post.status === 204 ? null : 'x', { status: post.status });
+  }
+  return null;
+}
+
 const storage = new Map();
 const fetches = [];
 const CERT_HEX = 'ab'.repeat(32);
@@ -202,13 +324,23 @@ beforeEach(() => {
     getItem: (k) => (storage.has(k) ? storage.get(k) : null),
     setItem: (k, v) => storage.set(k, String(v)),
   };
-  globalThis.fetch = async (url) => {
+  FakeHttp.sessions = [];
+  FakeHttp.onOpen = () => {};
+  FakeHttp.refuse = 0;
+  FakeHttp.hang = false;
+  FakeHttp.onPost = () => undefined;
+  globalThis.fetch = async (url, init) => {
     fetches.push(url);
+    const http = await fakeHttpFetch(url, init);
+    if (http) return http;
     return { ok: true, json: async () => ({ algorithm: 'sha-256', hex: CERT_HEX, not_after_unix: Date.now() / 1000 + 86400 }) };
   };
 });
 
-const FAST = { headStartMs: 30, webTransportTimeoutMs: 150, webSocketTimeoutMs: 500, reconnectBaseMs: 10, reconnectMaxMs: 40, pingIntervalMs: 10_000 };
+const FAST = {
+  headStartMs: 30, webTransportTimeoutMs: 150, webSocketTimeoutMs: 500, httpHeadStartMs: 60, httpTimeoutMs: 500,
+  reconnectBaseMs: 10, reconnectMaxMs: 40, pingIntervalMs: 10_000,
+};
 const URL_ = 'http://127.0.0.1:4433';
 const WS = { ...FAST, transport: 'websocket', room: 'lobby', name: 'ann' };
 
@@ -685,4 +817,310 @@ test('join token: on both session URLs; a function is asked each attempt; token_
   assert.ok(FakeWebTransport.all.at(-1).url.endsWith(`token=t${minted}`) || FakeWebSocket.all.at(-1).url.endsWith(`token=t${minted}`));
   assert.ok(minted >= 2);
   await b.close();
+});
+
+// ---------------------------------------------------------------------------
+// HTTP streaming (PROTOCOL.md §11): HttpLink alone, then in the race
+// ---------------------------------------------------------------------------
+
+const HTTP_URL = 'http://127.0.0.1:4433/rally/http';
+
+/** Concatenates byte arrays. */
+function cat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** An HttpLink opened on the fake server, with what it received and how it closed. */
+async function openHttpLink(options = {}, url = HTTP_URL) {
+  const link = new HttpLink(url, options);
+  const got = [];
+  const closes = [];
+  link.onMessage = (m, channel) => got.push({ ...m, channel });
+  link.onClose = (info) => closes.push(info);
+  await link.open();
+  return { link, got, closes, s: FakeHttp.sessions.at(-1) };
+}
+
+test('HttpLink: GET opens the session (no-store, Rally-Session); frames split across reads or packed into one arrive whole; keep-alive Pongs are dropped', async () => {
+  const { link, got, s } = await openHttpLink({}, `${HTTP_URL}?token=t1`);
+  assert.equal(s.url, `${HTTP_URL}?token=t1`);
+  assert.equal(s.init.cache, 'no-store');
+  assert.equal(link.session, s.id);
+  s.serverSend(welcomeBytes(), true);
+  s.serverSend(pongBytes(0)); // keep-alive (§11.4): client_time_us 0
+  s.ctl.enqueue(cat(encodeFrame(snapshotBytes(5)), encodeFrame(pongBytes(1234)), encodeFrame(appBytes(text('hi')))));
+  await until(() => got.length === 4, 'four messages');
+  assert.deepEqual(got.map((m) => [m.type, m.channel]), [['welcome', 'http'], ['snapshot', 'http'], ['pong', 'http'], ['app', 'http']]);
+  assert.equal(got[2].clientTimeUs, 1234);
+  link.close();
+  assert.ok(s.clientAborted, 'close() aborts the stream');
+});
+
+test('HttpLink: one POST at a time, numbered from 1; what is written meanwhile goes in the next POST, in order; bodies stay within maxPostBytes', async () => {
+  let release;
+  const held = new Promise((r) => (release = r));
+  FakeHttp.onPost = async ({ n }) => {
+    if (n === 1) await held;
+  };
+  const { link, s } = await openHttpLink({ maxPostBytes: 30 });
+  link.sendReliable(encodeHello('lobby', 'ann'));
+  link.sendUnreliable(encodeInput(1, [Uint8Array.of(8)]));
+  link.sendReliable(encodeApp(text('a')));
+  link.sendUnreliable(encodePing(5));
+  await sleep(10);
+  assert.equal(s.posts.length, 1, 'the next POST waits for the answer to the first');
+  for (let i = 0; i < 4; i++) link.sendReliable(encodeApp(text(`message ${i}`))); // 12-byte frames
+  release();
+  await until(() => s.taken === 4, 'four POSTs taken');
+  assert.deepEqual(s.posts.map((p) => [p.n, p.frames.map((f) => (f.type === 'app' ? str(f.payload) : f.type))]), [
+    [1, ['hello']],
+    [2, ['input', 'a', 'ping']],
+    [3, ['message 0', 'message 1']],
+    [4, ['message 2', 'message 3']],
+  ]);
+  assert.ok(s.posts.every((p) => p.body.length <= 30), s.posts.map((p) => p.body.length).join());
+  assert.deepEqual(s.posts[0].headers, { 'content-type': 'application/octet-stream' });
+  assert.equal(link.seq, 4);
+  link.close();
+});
+
+test('HttpLink: a POST that failed, or whose answer was lost, is sent again with the same number; the server takes it once', async () => {
+  FakeHttp.onPost = ({ n, attempt }) => {
+    if (n === 1 && attempt === 1) return 'lost'; // taken, answer lost
+    if (n === 2 && attempt === 1) return 'fail'; // never reached the server
+    if (n === 2 && attempt === 2) return 503;
+    return undefined;
+  };
+  const { link, s, closes } = await openHttpLink({ postRetryMs: 5 });
+  link.sendReliable(encodeApp(text('one')));
+  await until(() => s.posts.length === 2 && link.seq === 1, 'POST 1 retried');
+  link.sendReliable(encodeApp(text('two')));
+  await until(() => link.seq === 2, 'POST 2 taken');
+  assert.deepEqual(s.posts.map((p) => [p.n, p.attempt]), [[1, 1], [1, 2], [2, 1], [2, 2], [2, 3]]);
+  assert.deepEqual(s.posts.map((p) => str(p.frames[0].payload)), ['one', 'one', 'two', 'two', 'two'], 'a retry carries the same body');
+  assert.deepEqual(s.of('app').map((m) => str(m.payload)), ['one', 'two'], 'each message taken once');
+  assert.deepEqual(closes, []);
+  link.close();
+
+  // Bounded: after postRetries retries the link gives up.
+  FakeHttp.onPost = () => 'fail';
+  const b = await openHttpLink({ postRetries: 2, postRetryMs: 1 });
+  b.link.sendReliable(encodeApp(text('lost')));
+  await until(() => b.closes.length === 1, 'gave up');
+  assert.equal(b.s.posts.length, 3);
+  assert.match(b.closes[0].reason, /POST 1 failed 3 times \(Failed to fetch\)/);
+  assert.ok(b.s.clientAborted, 'and dropped the stream');
+});
+
+test('HttpLink: a POST answered 404 is the session\'s end; a stream that ends after Error closes with its code', async () => {
+  const a = await openHttpLink();
+  a.s.ended = true; // the server forgot the session; the stream stays open
+  a.link.sendReliable(encodeApp(text('late')));
+  await until(() => a.closes.length === 1, 'closed on 404', 3000);
+  assert.match(a.closes[0].reason, /session has ended \(POST 1: HTTP 404\)/);
+  assert.equal(a.closes[0].code, null);
+
+  const b = await openHttpLink();
+  b.s.serverSend(errorBytes(16, 'unknown token')); // resume_failed is not fatal
+  b.s.serverSend(errorBytes(17, 'another session resumed this player'));
+  b.s.serverEnd();
+  await until(() => b.closes.length === 1, 'closed');
+  assert.deepEqual(b.closes[0], { code: 4017, reason: 'replaced' });
+
+  const c = await openHttpLink();
+  c.s.serverSend(snapshotBytes(1));
+  c.s.ctl.enqueue(Uint8Array.of(0, 9, 0x84)); // a frame cut short
+  c.s.serverEnd();
+  await until(() => c.closes.length === 1, 'closed');
+  assert.equal(c.closes[0].reason, 'HTTP stream ended inside a frame');
+});
+
+test('HttpLink: 413 sends the batch again in smaller POSTs under the same number; one message over the limit ends the link', async () => {
+  FakeHttp.onPost = ({ body }) => (body.length > 30 ? 413 : undefined);
+  let release;
+  const held = new Promise((r) => (release = r));
+  const first = FakeHttp.onPost;
+  FakeHttp.onPost = async (p) => {
+    if (p.n === 1 && p.attempt === 1) await held;
+    return first(p);
+  };
+  const { link, s, closes } = await openHttpLink();
+  link.sendReliable(encodeApp(text('x')));
+  for (let i = 0; i < 4; i++) link.sendReliable(encodeApp(text(`message ${i}`))); // 12-byte frames
+  release();
+  await until(() => s.of('app').length === 5, 'all taken');
+  assert.deepEqual(s.of('app').map((m) => str(m.payload)), ['x', 'message 0', 'message 1', 'message 2', 'message 3']);
+  assert.deepEqual(s.posts.filter((p) => p.status === 413).map((p) => p.n), [2], 'one 413, then smaller POSTs');
+  assert.deepEqual(closes, []);
+  link.sendReliable(encodeApp(new Uint8Array(40)));
+  await until(() => closes.length === 1, 'closed');
+  assert.match(closes[0].reason, /larger than the server's POST limit/);
+});
+
+test('HttpLink: leave() posts Leave and ends when the server ends the stream; nothing is sent after it', async () => {
+  const { link, s, closes } = await openHttpLink();
+  const t0 = Date.now();
+  await link.leave(2000);
+  assert.ok(Date.now() - t0 < 500, 'did not wait for the timeout');
+  assert.deepEqual(s.messages.map((m) => m.type), ['leave']);
+  assert.deepEqual(closes, [{ code: 1000, reason: 'bye' }]);
+  link.sendReliable(encodeApp(text('after')));
+  await sleep(10);
+  assert.equal(s.posts.length, 1);
+});
+
+test('planAuto: a remembered HTTP streaming win skips both faster tiers; a remembered WebSocket win skips WebTransport; both expire', () => {
+  const now = 1_000_000;
+  const args = { hasWebTransport: true, now, reprobeAfterMs: 600_000 };
+  assert.deepEqual(planAuto({ ...args, memory: null }), { webTransport: true, webSocket: true, reason: null });
+  assert.deepEqual(planAuto({ ...args, memory: { winner: 'http', at: now - 1000, reason: 'WebSocket: timeout' } }), { webTransport: false, webSocket: false, reason: 'remembered: WebSocket: timeout' });
+  assert.deepEqual(planAuto({ ...args, memory: { winner: 'websocket', at: now - 1000, reason: 'timeout' } }), { webTransport: false, webSocket: true, reason: 'remembered: timeout' });
+  assert.deepEqual(planAuto({ ...args, memory: { winner: 'http', at: now - 600_000 } }), { webTransport: true, webSocket: true, reason: null });
+  assert.deepEqual(planAuto({ ...args, hasWebTransport: false, memory: null }), { webTransport: false, webSocket: true, reason: 'WebTransport API unavailable' });
+  assert.deepEqual(planAuto({ ...args, hasWebTransport: false, memory: { winner: 'http', at: now } }).webSocket, false);
+});
+
+test('auto: no WebTransport API and WebSocket refused → HTTP streaming at once; it plays; the win is remembered and skips WebSocket next time', async () => {
+  delete globalThis.WebTransport;
+  FakeWebSocket.script = (ws) => setTimeout(() => ws.serverClose(1006), 1);
+  const { seen, handlers } = collect();
+  const t0 = Date.now();
+  const client = await connect(URL_, { ...FAST, httpHeadStartMs: 5000, room: 'lobby', name: 'ann', ...handlers });
+  assert.ok(Date.now() - t0 < 1000, 'did not wait for the head start');
+  assert.equal(client.transport, 'http');
+  assert.equal(client.fallbackReason, 'WebTransport: WebTransport API unavailable; WebSocket: WebSocket failed to connect (close code 1006)');
+  assert.deepEqual(client.attempts.map((a) => a.transport), ['websocket', 'http']);
+  const s = FakeHttp.sessions[0];
+  assert.equal(s.url, 'http://127.0.0.1:4433/rally/http');
+  assert.deepEqual(s.posts[0].frames.map((m) => m.type), ['hello'], 'Hello alone in POST 1');
+  // Play: snapshots and messages down the stream, inputs and messages up in POSTs.
+  s.serverSend(snapshotBytes(101));
+  s.serverSend(pongBytes(0));
+  s.serverSend(snapshotBytes(102), true);
+  s.serverSend(appBytes(text('chat')));
+  await until(() => seen.snapshots.length === 2 && seen.messages.length === 1, 'snapshots and chat');
+  assert.deepEqual(seen.snapshots.map((x) => [x.tick, x.channel]), [[101, 'http'], [102, 'http']]);
+  assert.deepEqual(seen.messages, [{ text: 'chat', reliable: true, channel: 'http' }]);
+  assert.equal(client.stats.httpSnapshots, 2);
+  assert.equal(client.stats.pongs, 0, 'the keep-alive Pong is not an RTT sample');
+  client.sendInput(Uint8Array.of(8));
+  client.send(text('stamp'));
+  client.send(text('cursor'), { reliable: false });
+  await until(() => s.of('app_unreliable').length === 1, 'everything posted');
+  assert.deepEqual(s.messages.map((m) => m.type).filter((t) => t !== 'ping'), ['hello', 'input', 'app', 'app_unreliable']);
+  const mem = JSON.parse([...storage.values()][0]);
+  assert.equal(mem.winner, 'http');
+  await client.close();
+  assert.equal(s.messages.at(-1).type, 'leave');
+
+  const wsBefore = FakeWebSocket.all.length;
+  const again = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann' });
+  assert.equal(again.transport, 'http');
+  assert.equal(again.fallbackReason, `remembered: ${mem.reason}`);
+  assert.equal(FakeWebSocket.all.length, wsBefore, 'no WebSocket attempt on the remembered visit');
+  await again.close();
+  // After the re-probe interval the faster tiers are tried again.
+  const later = await connect(URL_, { ...FAST, reprobeAfterMs: 0, room: 'lobby', name: 'ann' });
+  assert.equal(FakeWebSocket.all.length, wsBefore + 1);
+  assert.equal(later.transport, 'http');
+  await later.close();
+});
+
+test('auto: WebTransport failing and WebSocket hanging → HTTP streaming httpHeadStartMs after WebSocket started; the WebSocket probe\'s timeout is reported later', async () => {
+  FakeWebTransport.script = (wt) => setTimeout(() => wt.serverFail('Opening handshake failed.'), 1);
+  FakeWebSocket.script = () => {}; // never opens
+  const { seen, handlers } = collect();
+  const client = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann', ...handlers });
+  assert.equal(client.transport, 'http');
+  const [wt, ws, http] = client.attempts;
+  assert.deepEqual([wt.transport, ws.transport, http.transport], ['webtransport', 'websocket', 'http']);
+  assert.match(client.fallbackReason, /^WebTransport: Opening handshake failed\.; WebSocket: HTTP streaming connected first \(WebSocket not ready \d+ ms after it started\)$/);
+  await until(() => /WebSocket: timeout$/.test(client.fallbackReason), 'the late verdict', 2000);
+  assert.ok(seen.statuses.includes('connected*'), 'onStatus told about the new reason');
+  assert.ok(FakeWebSocket.all[0].closedWith || FakeWebSocket.all[0].readyState !== 1, 'the probe never joined');
+  assert.equal(JSON.parse([...storage.values()][0]).reason, 'WebTransport: Opening handshake failed.; WebSocket: timeout');
+  await client.close();
+});
+
+test('auto: WebTransport or WebSocket welcomed in time → HTTP streaming never starts', async () => {
+  const a = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann' });
+  assert.equal(a.transport, 'webtransport');
+  FakeWebTransport.script = () => {}; // never ready
+  const b = await connect(URL_, { ...FAST, reprobeAfterMs: 0, room: 'lobby', name: 'ann' });
+  assert.equal(b.transport, 'websocket');
+  await sleep(FAST.headStartMs + FAST.httpHeadStartMs * 2);
+  assert.equal(FakeHttp.sessions.length, 0);
+  await a.close();
+  await b.close();
+});
+
+test('auto: a HTTP streaming session opened while WebSocket awaits Welcome holds its Hello; the WebSocket wins, the HTTP probe never joins', async () => {
+  delete globalThis.WebTransport;
+  server.answer = false;
+  const pending = connect(URL_, { ...FAST, room: 'lobby', name: 'ann' });
+  await until(() => FakeHttp.sessions.length === 1, 'HTTP started after its head start');
+  await sleep(20);
+  const s = FakeHttp.sessions[0];
+  assert.equal(s.posts.length, 0, 'HTTP Hello held back');
+  FakeWebSocket.all[0].serverSend(welcomeBytes());
+  const client = await pending;
+  assert.equal(client.transport, 'websocket');
+  await sleep(20);
+  assert.equal(s.posts.length, 0, 'the losing HTTP session never joined');
+  assert.ok(s.clientAborted, 'and was dropped');
+  await client.close();
+});
+
+test('auto: all three tiers fail → the error names each', async () => {
+  FakeWebTransport.script = (wt) => setTimeout(() => wt.serverFail('Opening handshake failed.'), 1);
+  FakeWebSocket.script = (ws) => setTimeout(() => ws.serverClose(1006), 1);
+  FakeHttp.refuse = 403;
+  await assert.rejects(
+    connect(URL_, { ...FAST, room: 'lobby', name: 'ann' }),
+    /^Error: WebTransport: Opening handshake failed\.; WebSocket: WebSocket failed to connect \(close code 1006\); HTTP streaming: HTTP streaming refused: HTTP 403$/,
+  );
+});
+
+test('forced HTTP streaming: a dropped stream resumes the player on HTTP streaming; reliable messages are replayed exactly once', async () => {
+  const client = await connect(URL_, { ...FAST, transport: 'http', room: 'lobby', name: 'ann' });
+  assert.equal(client.transport, 'http');
+  assert.equal(client.fallbackReason, 'HTTP streaming requested');
+  const s1 = FakeHttp.sessions[0];
+  s1.serverSend(joinedBytes(8, 'bob'));
+  for (const x of ['a', 'b', 'c']) client.send(text(x));
+  await until(() => s1.of('app').length === 3, 'three taken');
+  server.clientSeq = 2; // the game got 'a' and 'b'
+  s1.serverReset();
+  client.send(text('d')); // while away
+  await until(() => client.sessions === 2 && client.state === 'connected', 'resumed');
+  const s2 = FakeHttp.sessions[1];
+  assert.equal(FakeWebSocket.all.length + FakeWebTransport.all.length, 0, 'no other transport tried');
+  assert.equal(s2.messages[0].type, 'resume');
+  assert.equal(s2.messages[0].lastSeq, 2, 'the roster PlayerJoined and bob');
+  assert.equal(client.resumed, true);
+  await until(() => s2.of('app').length === 2, 'replayed');
+  assert.deepEqual(s2.of('app').map((m) => str(m.payload)), ['c', 'd']);
+  await client.close();
+});
+
+test('auto: a player on HTTP streaming resumes on HTTP streaming and keeps the reason it got there', async () => {
+  delete globalThis.WebTransport;
+  FakeWebSocket.script = (ws) => setTimeout(() => ws.serverClose(1006), 1);
+  const client = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann' });
+  const reason = client.fallbackReason;
+  assert.equal(client.transport, 'http');
+  const ws = FakeWebSocket.all.length;
+  FakeHttp.sessions[0].serverReset();
+  await until(() => client.sessions === 2 && client.state === 'connected', 'resumed');
+  assert.equal(client.transport, 'http');
+  assert.equal(client.resumed, true);
+  assert.equal(client.fallbackReason, reason);
+  assert.equal(FakeWebSocket.all.length, ws, 'the resume went straight to the transport it had');
+  await client.close();
 });

@@ -1,5 +1,6 @@
 // Helpers for the browser tests: the real Rally server as a child process,
-// and headless Debian Chromium driven by playwright-core.
+// headless Debian Chromium driven by playwright-core, and headless Debian
+// Firefox ESR driven by puppeteer-core over WebDriver BiDi.
 
 import { spawn, execFile } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -84,7 +85,18 @@ export function startServer({ game = 'dots', port = 0, certDir = null, extraArgs
         certSha256: ev.cert_sha256,
         origin: `http://127.0.0.1:${tcpPort}`,
         exited: new Promise((r) => proc.on('exit', (code, signal) => r({ code, signal }))),
-        async stop(signal = 'SIGTERM') {
+        /** Browser contexts with pages on this server (pages.mjs newContext). */
+        contexts: new Set(),
+        /**
+         * Stops the server, first closing the pages on it (unless
+         * `keepPages`): a page left open would log the server's going away
+         * (reconnect attempts refused) as console errors.
+         */
+        async stop(signal = 'SIGTERM', { keepPages = false } = {}) {
+          if (!keepPages) {
+            for (const c of server.contexts) await c.close().catch(() => {});
+            server.contexts.clear();
+          }
           if (proc.exitCode !== null || proc.signalCode !== null) return;
           proc.kill(signal);
           const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
@@ -157,20 +169,37 @@ const PAGES = new Set(['dots', 'relay', 'shooter']);
  * default: the tests check what the binary really serves.
  */
 export async function maybeServeClientFromDisk(context, origin, running) {
-  if (process.env.RALLY_CLIENT_FROM_DISK !== '1') return;
+  if (!clientFromDisk) return;
   await context.route(`${origin}/**`, (route) => {
-    const path = new URL(route.request().url()).pathname;
-    let file = null;
-    if (path === '/') file = join(clientDir, 'games', `${running}.html`);
-    else if (PAGES.has(path.slice(1))) file = join(clientDir, 'games', `${path.slice(1)}.html`);
-    else if (path.startsWith('/client/')) file = normalize(join(clientDir, path.slice('/client/'.length)));
-    if (!file || !file.startsWith(clientDir + sep) || !existsSync(file)) return route.continue();
-    return route.fulfill({
-      status: 200,
-      contentType: TYPES[extname(file)] || 'application/octet-stream',
-      body: readFileSync(file),
-    });
+    const file = clientFileFor(route.request().url(), running);
+    if (!file) return route.continue();
+    return route.fulfill({ status: 200, contentType: file.contentType, body: file.body });
   });
+}
+
+export const clientFromDisk = process.env.RALLY_CLIENT_FROM_DISK === '1';
+
+/** The working tree's file for a page or /client/ URL (RALLY_CLIENT_FROM_DISK), or null. */
+export function clientFileFor(url, running) {
+  const path = new URL(url).pathname;
+  let file = null;
+  if (path === '/') file = join(clientDir, 'games', `${running}.html`);
+  else if (PAGES.has(path.slice(1))) file = join(clientDir, 'games', `${path.slice(1)}.html`);
+  else if (path.startsWith('/client/')) file = normalize(join(clientDir, path.slice('/client/'.length)));
+  if (!file || !file.startsWith(clientDir + sep) || !existsSync(file)) return null;
+  return { contentType: TYPES[extname(file)] || 'application/octet-stream', body: readFileSync(file) };
+}
+
+export const firefoxPath = process.env.FIREFOX || '/usr/bin/firefox-esr';
+
+/**
+ * Debian Firefox ESR (never a downloaded browser), headless, driven by
+ * puppeteer-core over WebDriver BiDi (no geckodriver).
+ */
+export async function launchFirefox() {
+  if (!existsSync(firefoxPath)) throw new Error(`missing prerequisite: ${firefoxPath} (apt-get install -y firefox-esr; run.sh does this)`);
+  const { default: puppeteer } = await import('puppeteer-core');
+  return puppeteer.launch({ browser: 'firefox', executablePath: firefoxPath, headless: true });
 }
 
 export function removeDir(dir) {

@@ -17,6 +17,47 @@ export function blackHoleLine(port) {
   return new RegExp(`^Failed to establish a connection to https://127\\.0\\.0\\.1:${port}/rally: net::ERR_`);
 }
 
+/**
+ * An init script (a function, for playwright's addInitScript and
+ * puppeteer's evaluateOnNewDocument) that blocks WebSocket as a proxy that
+ * strips `Upgrade` would: every socket fails at once, error then close
+ * 1006, without a console error. `window.blockedWebSockets` counts them.
+ */
+export function BLOCK_WEBSOCKET() {
+  window.blockedWebSockets = 0;
+  class BlockedWebSocket extends EventTarget {
+    static CONNECTING = 0;
+    static OPEN = 1;
+    static CLOSING = 2;
+    static CLOSED = 3;
+    constructor(url) {
+      super();
+      window.blockedWebSockets++;
+      this.url = String(url);
+      this.readyState = 0;
+      this.binaryType = 'blob';
+      this.bufferedAmount = 0;
+      this.protocol = '';
+      this.extensions = '';
+      this.onopen = this.onmessage = this.onerror = this.onclose = null;
+      setTimeout(() => {
+        this.readyState = 3;
+        const error = new Event('error');
+        this.onerror?.(error);
+        this.dispatchEvent(error);
+        const close = new CloseEvent('close', { code: 1006, reason: '', wasClean: false });
+        this.onclose?.(close);
+        this.dispatchEvent(close);
+      }, 0);
+    }
+    send() {
+      throw new DOMException('WebSocket is blocked', 'InvalidStateError');
+    }
+    close() {}
+  }
+  window.WebSocket = BlockedWebSocket;
+}
+
 /** Console errors and uncaught page errors of one test file, for its last test. */
 export const problems = [];
 
@@ -24,6 +65,7 @@ export const problems = [];
 export async function newContext(t, browser, server) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 760 } });
   t.after(() => context.close());
+  server.contexts.add(context);
   await maybeServeClientFromDisk(context, server.origin, server.game);
   return context;
 }
@@ -43,7 +85,7 @@ function watchPage(page, label, { allowNetworkErrors = false, allow = null } = {
  * Opens `path` (e.g. '/dots') on `server` with `query`; resolves once the
  * page is connected (and, for games with snapshots, has one).
  */
-export async function openPage(context, server, path, query, { label = `${path}?${query}`, allowNetworkErrors = false, allow = null, noWebTransport = false, snapshots = path !== '/relay', ready = true } = {}) {
+export async function openPage(context, server, path, query, { label = `${path}?${query}`, allowNetworkErrors = false, allow = null, noWebTransport = false, blockWebSocket = false, snapshots = path !== '/relay', ready = true } = {}) {
   const page = await context.newPage();
   watchPage(page, label, { allowNetworkErrors, allow });
   if (noWebTransport) {
@@ -51,6 +93,7 @@ export async function openPage(context, server, path, query, { label = `${path}?
       delete window.WebTransport;
     });
   }
+  if (blockWebSocket) await page.addInitScript(BLOCK_WEBSOCKET);
   const started = Date.now();
   await page.goto(`${server.origin}${path}?${query}`);
   if (ready) {

@@ -3,8 +3,9 @@
 #   1. types: client/rally.d.ts must say exactly what client/rally.js does,
 #      and every client module and game page must type-check (tsc);
 #   2. pure tests (codec, client logic against fake transports, helpers);
-#   3. headless Debian Chromium (never a downloaded browser) driving the
-#      game pages against the real server binary.
+#   3. headless Debian Chromium (playwright-core) and Firefox ESR
+#      (puppeteer-core over WebDriver BiDi) — never a downloaded browser —
+#      driving the game pages against the real server binary.
 #
 #   tests/browser/run.sh            # uses target/release/rally
 #   RALLY_BIN=/path/to/rally tests/browser/run.sh
@@ -13,17 +14,23 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ ! -x /usr/bin/chromium ]; then
-  echo "run.sh: /usr/bin/chromium missing; installing Debian chromium" >&2
+# Debian's browsers, installed when missing; a browser that cannot be
+# installed fails the run.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "run.sh: missing ${missing[*]}; installing from Debian" >&2
   if [ "$(id -u)" -ne 0 ]; then
-    echo "run.sh: need root to apt-get install chromium" >&2
+    echo "run.sh: need root to apt-get install ${missing[*]}" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
-  apt-get install -y chromium
+  apt-get install -y "${missing[@]}"
 fi
 /usr/bin/chromium --version
+/usr/bin/firefox-esr --version
 
 repo="$(cd ../.. && pwd)"
 export RALLY_BIN="${RALLY_BIN:-$repo/target/release/rally}"
@@ -32,8 +39,9 @@ if [ ! -x "$RALLY_BIN" ]; then
   exit 1
 fi
 
-# Playwright must never fetch a browser of its own.
+# Playwright and Puppeteer must never fetch a browser of their own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+export PUPPETEER_SKIP_DOWNLOAD=1
 npm ci --no-audit --no-fund
 
 # Types: derive declarations from the code, compare them with the

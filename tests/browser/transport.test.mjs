@@ -227,7 +227,7 @@ test('the page reconnects after the server restarts (a fresh join: the old serve
   const room = freshRoom('g');
   const { page } = await openDots(t, `transport=auto&room=${room}`, { label: 'g', allowNetworkErrors: true }, own);
   assert.equal((await state(page)).sessions, 1);
-  await own.stop('SIGKILL');
+  await own.stop('SIGKILL', { keepPages: true });
   await page.waitForFunction(() => window.rally.status === 'reconnecting', null, { timeout: 5000 });
   // Same ports and certificate directory: the page's origin is unchanged.
   const again = await startServer({ game: 'dots', port: own.tcpPort, certDir: own.certDir });
