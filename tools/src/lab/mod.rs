@@ -1,7 +1,8 @@
 //! The transport lab: `rally compare` runs one game scenario over each
 //! transport through a packet-level impaired path and reports what players
 //! would feel. Layers: `impair` (pure per-packet decisions) and `stats`
-//! (pure measurement arithmetic); `tun`, `netns` and `forward` (the
+//! (pure measurement arithmetic); `packet` (pure: which packets open a
+//! connection); `tun`, `netns` and `forward` (the
 //! namespaces, TUN devices and the user-space link between them); `probe`
 //! (the measuring clients, `rally lab-client`); `compare` (orchestration);
 //! `report` (JSON, table, HTML). The server knows nothing of the lab.
@@ -10,6 +11,7 @@ pub mod compare;
 pub mod forward;
 pub mod impair;
 pub mod netns;
+pub mod packet;
 pub mod probe;
 pub mod report;
 pub mod stats;
