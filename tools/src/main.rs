@@ -41,9 +41,9 @@ enum Command {
     /// Run a load scenario (s1, s2, s3) against a `rally serve` child
     /// process on loopback and print its figures (BENCHMARKS.md).
     Load(LoadArgs),
-    /// Compare transports (WebTransport datagrams, WebTransport stream,
-    /// WebSocket) on one scenario through an impaired network; see
-    /// docs/LAB.md.
+    /// Compare transports (WebTransport datagrams and stream, WebSocket,
+    /// HTTP/1.1 and HTTP/2 streaming, SSE, long polling, polling) on one
+    /// scenario through an impaired network; see docs/LAB.md.
     Compare(CompareArgs),
     /// Measuring clients of `rally compare` (internal).
     #[command(hide = true)]

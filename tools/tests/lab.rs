@@ -185,12 +185,13 @@ fn impairer_drops_and_delays_real_packets_at_the_configured_rates() {
     assert!(min_rtt >= 2 * d, "round trip {min_rtt} µs < {} µs", 2 * d);
 }
 
-/// With 5% loss and 20 ms each way, WebSocket's head-of-line blocking shows
-/// in the tail: its p99 staleness is above the datagram path's, both
-/// measured in the same run.
+/// With 5% loss and 20 ms each way, head-of-line blocking shows in the
+/// tail of the transports that carry snapshots on a TCP byte stream:
+/// WebSocket's and the HTTP/1.1 stream's p99 staleness are above the
+/// datagram path's, all measured in the same run.
 #[test]
-fn under_loss_websocket_staleness_tail_is_above_datagrams() {
-    if !lab_available("under_loss_websocket_staleness_tail_is_above_datagrams") {
+fn under_loss_tcp_stream_staleness_tails_are_above_datagrams() {
+    if !lab_available("under_loss_tcp_stream_staleness_tails_are_above_datagrams") {
         return;
     }
     let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -198,7 +199,7 @@ fn under_loss_websocket_staleness_tail_is_above_datagrams() {
     let v = compare(
         &[
             "--transports",
-            "wt-datagram,ws",
+            "wt-datagram,ws,http-stream",
             "--clients",
             "3",
             "--duration",
@@ -224,11 +225,14 @@ fn under_loss_websocket_staleness_tail_is_above_datagrams() {
             .as_f64()
             .unwrap()
     };
-    let (dgram, ws) = (p99("wt-datagram"), p99("ws"));
-    assert!(
-        ws > dgram,
-        "WebSocket p99 staleness {ws} ms is not above datagrams' {dgram} ms"
-    );
+    let dgram = p99("wt-datagram");
+    for tcp in ["ws", "http-stream"] {
+        let t = p99(tcp);
+        assert!(
+            t > dgram,
+            "{tcp} p99 staleness {t} ms is not above datagrams' {dgram} ms"
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -248,12 +252,14 @@ fn check_dist(d: &serde_json::Value, what: &str) {
     assert!(d["samples"].as_u64().unwrap() > 0, "{what} has no samples");
 }
 
-/// The real binaries, all three transports, the synthetic game for the
-/// snapshot size: valid JSON with the documented fields and an HTML page
-/// with the plots.
+/// The real binaries, all eight transports (the default), the synthetic
+/// game for the snapshot size: every row delivers snapshots; valid JSON
+/// with the documented fields, the new ones included (header share,
+/// connections, requests, the staleness timeline); an HTML page with the
+/// CDF plots and the timeline.
 #[test]
-fn compare_runs_end_to_end_and_writes_json_and_html() {
-    if !lab_available("compare_runs_end_to_end_and_writes_json_and_html") {
+fn compare_runs_every_transport_end_to_end_and_writes_json_and_html() {
+    if !lab_available("compare_runs_every_transport_end_to_end_and_writes_json_and_html") {
         return;
     }
     let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -287,18 +293,30 @@ fn compare_runs_end_to_end_and_writes_json_and_html() {
     assert_eq!(s["players"], 2);
     assert_eq!(s["filler_clients"], 0);
     assert_eq!(s["tick_hz"], 30);
+    assert_eq!(s["poll_interval_ms"], 50);
     assert_eq!(s["impairment"]["delay_ms"], 5.0);
     let results = v["results"].as_array().unwrap();
     let names: Vec<&str> = results
         .iter()
         .map(|r| r["transport"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["wt-datagram", "wt-stream", "ws"]);
+    let all = [
+        "wt-datagram",
+        "wt-stream",
+        "ws",
+        "http-stream",
+        "h2-stream",
+        "sse",
+        "long-poll",
+        "poll",
+    ];
+    assert_eq!(names, all);
     for r in results {
         let t = r["transport"].as_str().unwrap();
         for d in ["rtt_ms", "staleness_ms", "jitter_ms", "connect_ms"] {
             check_dist(&r[d], &format!("{t}.{d}"));
         }
+        assert!(r["snapshots_received"].as_u64().unwrap() > 0, "{t}");
         let ratio = r["delivered_ratio"].as_f64().unwrap();
         assert!(ratio > 0.5 && ratio <= 1.0, "{t} delivered {ratio}");
         assert!(r["bytes_per_snapshot"].as_f64().unwrap() > 200.0, "{t}");
@@ -306,12 +324,62 @@ fn compare_runs_end_to_end_and_writes_json_and_html() {
         assert_eq!(r["errors"], 0, "{t}");
         // Staleness cannot be below the added one-way delay.
         assert!(r["staleness_ms"]["p50"].as_f64().unwrap() >= 5.0, "{t}");
+        // Snapshot bytes are a part of what crossed the link, not all.
+        assert_eq!(
+            r["snapshot_message_bytes"].as_u64().unwrap(),
+            200 * r["snapshots_received"].as_u64().unwrap(),
+            "{t}"
+        );
+        for k in ["header_share", "upstream_header_share"] {
+            let h = r[k].as_f64().unwrap();
+            assert!(h > 0.0 && h < 1.0, "{t} {k} {h}");
+        }
+        assert!(r["upstream_bytes_per_input"].as_f64().unwrap() > 0.0, "{t}");
+        // Connections on the wire: HTTP/1.1 needs a second one for the
+        // POSTs; HTTP/2 multiplexes them on its one.
+        let per_client = match t {
+            "http-stream" | "sse" | "long-poll" | "poll" => 2.0,
+            _ => 1.0,
+        };
+        if r["connect_failures"] == 0 {
+            assert_eq!(
+                r["connections_per_client"].as_f64().unwrap(),
+                per_client,
+                "{t}"
+            );
+        }
+        let http = per_client == 2.0 || t == "h2-stream";
+        assert_eq!(r["http_requests"].is_u64(), http, "{t}");
+        if http {
+            assert!(r["http_requests"].as_u64().unwrap() > 0, "{t}");
+            assert_eq!(r["snapshots_on_datagram"], 0, "{t}");
+        }
+        let bins = r["staleness_timeline"]["max_ms"].as_array().unwrap();
+        assert!(!bins.is_empty(), "{t}");
+        assert!(
+            bins.iter().any(|b| b.as_f64().is_some_and(|ms| ms >= 5.0)),
+            "{t}"
+        );
     }
     // The carriage differs as configured.
     assert_eq!(results[0]["snapshots_on_stream"], 0);
     assert_eq!(results[1]["snapshots_on_datagram"], 0);
     let page = std::fs::read_to_string(&html).expect("HTML report written");
-    assert_eq!(page.matches("<svg").count(), 2, "two CDF plots");
+    assert_eq!(
+        page.matches("<svg").count(),
+        3,
+        "two CDF plots and the staleness timeline"
+    );
+    let timeline = &page[page
+        .find("Snapshot staleness over time")
+        .expect("the timeline plot")..];
+    for t in all {
+        // Each strip's label, a text element of its own line.
+        assert!(
+            timeline.lines().any(|l| l.trim() == t),
+            "{t} in the timeline"
+        );
+    }
     assert!(page.contains("Reading") && page.contains("<table>"));
     let _ = std::fs::remove_dir_all(dir);
 }

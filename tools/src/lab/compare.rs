@@ -3,7 +3,8 @@
 //! Per transport: a fresh namespace pair and forwarder (same seed, so the
 //! k-th packet of every run meets the same fate), a fresh `rally serve
 //! --game synthetic` in the server namespace (the game's payload option
-//! sets the snapshot size), and `rally lab-client` in the client
+//! sets the snapshot size; the `h2-stream` row's server has the lab's
+//! certificate, `cert.rs`), and `rally lab-client` in the client
 //! namespace. Without root or namespaces it runs the same children over
 //! loopback, unimpaired, and says so. Runtime glue only: the
 //! arithmetic is in `stats.rs`, the decisions in `impair.rs`, the output in
@@ -21,16 +22,21 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use url::Url;
 
+use super::cert::{self, LabCert};
 use super::forward::Forwarder;
 use super::impair::{ImpairConfig, DEFAULT_QUEUE_LIMIT};
 use super::netns::{self, LabNet, SERVER_ADDR};
 use super::probe::{ProbeEvent, ProbeResult};
-use super::report::{self, Host, Impairment, Report, Scenario, TransportResult, Wire};
-use super::stats::{cdf_points, Dist};
+use super::report::{self, Host, Impairment, Report, Scenario, Timeline, TransportResult, Wire};
+use super::stats::{cdf_points, timeline_bins, Dist};
 use crate::SNAPSHOT_OVERHEAD;
 
 /// Points per CDF curve in the HTML plots.
 const CDF_POINTS: usize = 400;
+/// Bins of the staleness timeline in the JSON report, at most...
+const TIMELINE_BINS: u64 = 1000;
+/// ...and none shorter than 50 ms (three snapshots at 60 Hz).
+const TIMELINE_MIN_BIN_US: u64 = 50_000;
 /// Port the server uses inside its namespace (it is alone there).
 const LAB_PORT: u16 = 4433;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,7 +49,31 @@ pub enum LabTransport {
     WtStream,
     /// WebSocket over TCP.
     Ws,
+    /// HTTP streaming over HTTP/1.1: a framed response body down, POSTs up
+    /// on a second connection.
+    HttpStream,
+    /// HTTP streaming over HTTP/2 with TLS: the stream and the POSTs on one
+    /// connection.
+    H2Stream,
+    /// Server-sent events (text/event-stream, base64 messages); POSTs up.
+    Sse,
+    /// Long polling: each GET waits for a message; POSTs up.
+    LongPoll,
+    /// Polling every --poll-interval; POSTs up.
+    Poll,
 }
+
+/// Every transport, in the order the lab reports them.
+pub const ALL_TRANSPORTS: [LabTransport; 8] = [
+    LabTransport::WtDatagram,
+    LabTransport::WtStream,
+    LabTransport::Ws,
+    LabTransport::HttpStream,
+    LabTransport::H2Stream,
+    LabTransport::Sse,
+    LabTransport::LongPoll,
+    LabTransport::Poll,
+];
 
 impl LabTransport {
     pub fn label(self) -> &'static str {
@@ -51,6 +81,19 @@ impl LabTransport {
             LabTransport::WtDatagram => "wt-datagram",
             LabTransport::WtStream => "wt-stream",
             LabTransport::Ws => "ws",
+            LabTransport::HttpStream => "http-stream",
+            LabTransport::H2Stream => "h2-stream",
+            LabTransport::Sse => "sse",
+            LabTransport::LongPoll => "long-poll",
+            LabTransport::Poll => "poll",
+        }
+    }
+
+    /// The lab client's `--transport` for this row.
+    fn probe(self) -> &'static str {
+        match self {
+            LabTransport::WtDatagram | LabTransport::WtStream => "wt",
+            other => other.label(),
         }
     }
 }
@@ -62,7 +105,7 @@ pub struct CompareArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "wt-datagram,wt-stream,ws"
+        default_value = "wt-datagram,wt-stream,ws,http-stream,h2-stream,sse,long-poll,poll"
     )]
     pub transports: Vec<LabTransport>,
     /// Measured clients per transport.
@@ -101,6 +144,11 @@ pub struct CompareArgs {
     /// Seed of the impairment RNGs.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Milliseconds between two polls of the `poll` row (one at a time: a
+    /// poll due while one is out goes when that one answers).
+    #[arg(long, default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub poll_interval: u64,
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -235,6 +283,20 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
     };
     let tools = crate::tools_exe()?;
     let work = TempDir::new()?;
+    let h2 = args.transports.contains(&LabTransport::H2Stream);
+    if h2 && matches!(network, Network::External(_)) {
+        bail!("h2-stream needs the lab's own server (it trusts only the certificate the lab makes); leave it out with --url");
+    }
+    // One certificate for the run, valid for wherever the lab's server
+    // listens (the lab address, or loopback without namespaces).
+    let lab_cert = if h2 {
+        Some(cert::generate(
+            &work.path.join("lab-cert"),
+            &[SERVER_ADDR.into(), std::net::Ipv4Addr::LOCALHOST.into()],
+        )?)
+    } else {
+        None
+    };
 
     let mut results = Vec::new();
     let mut snapshot_every = 1;
@@ -257,6 +319,7 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
             impair,
             payload,
             cert_dir: work.path.join("certs"),
+            lab_cert: lab_cert.as_ref(),
             work: work.path.clone(),
             room: format!("lab-{}-{}", std::process::id(), t.label()),
         };
@@ -286,6 +349,7 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
         game,
         payload_bytes: (!external).then_some(payload),
         duration_s: args.duration,
+        poll_interval_ms: args.poll_interval,
         tick_hz: args.tick_hz,
         snapshot_every,
         snapshot_bytes_requested: args.snapshot_bytes,
@@ -305,10 +369,16 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
         server: match &args.url {
             Some(u) => u.to_string(),
             None => format!(
-                "{} serve, fresh per transport, --game synthetic --game-opt payload={payload} --tick-hz {} --max-players-per-room {}",
+                "{} serve, fresh per transport, --game synthetic --game-opt payload={payload} --tick-hz {} --max-players-per-room {} --max-connections-per-ip {}{}",
                 server_bin.display(),
                 args.tick_hz,
-                args.clients.max(64)
+                args.clients.max(64),
+                (4 * args.clients).max(64),
+                if h2 {
+                    "; h2-stream's with --cert/--key: a self-signed ECDSA P-256 certificate the lab makes for the run, for the lab address, which its clients take as their only root"
+                } else {
+                    ""
+                }
             ),
         },
         clock: "server and clients run on one host and share its clock: staleness is arrival time minus the snapshot's server_time_us".into(),
@@ -350,6 +420,8 @@ struct RunPlan<'a> {
     /// The `synthetic` game's snapshot payload.
     payload: usize,
     cert_dir: PathBuf,
+    /// The certificate of the `h2-stream` row's server.
+    lab_cert: Option<&'a LabCert>,
     work: PathBuf,
     room: String,
 }
@@ -377,20 +449,31 @@ impl RunPlan<'_> {
             .arg(self.args.tick_hz.to_string())
             .arg("--max-players-per-room")
             .arg(self.args.clients.max(64).to_string())
+            // HTTP/1.1 rows open two connections per client.
+            .arg("--max-connections-per-ip")
+            .arg((4 * self.args.clients).max(64).to_string())
             .args(["--wt-snapshots", carriage]);
+        if let (LabTransport::H2Stream, Some(c)) = (self.transport, self.lab_cert) {
+            // A real certificate: the TCP listener speaks TLS, and HTTP/2.
+            l.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+        }
         l
     }
 
     fn probe_args(&self, url: &Url, cert_hash: Option<&str>) -> Vec<String> {
+        let mut url = url.clone();
+        if self.transport == LabTransport::H2Stream {
+            // The same port, over TLS.
+            let _ = url.set_scheme("https");
+        }
         let mut a = vec![
             "lab-client".into(),
             "--url".into(),
             url.to_string(),
             "--transport".into(),
-            match self.transport {
-                LabTransport::Ws => "ws".into(),
-                _ => "wt".into(),
-            },
+            self.transport.probe().into(),
+            "--poll-interval".into(),
+            self.args.poll_interval.to_string(),
             "--clients".into(),
             self.args.clients.to_string(),
             "--duration".into(),
@@ -400,6 +483,9 @@ impl RunPlan<'_> {
         ];
         if let Some(h) = cert_hash {
             a.extend(["--cert-hash".into(), h.into()]);
+        }
+        if let (LabTransport::H2Stream, Some(c)) = (self.transport, self.lab_cert) {
+            a.extend(["--ca-cert".into(), c.cert.display().to_string()]);
         }
         a
     }
@@ -562,6 +648,8 @@ fn cpu_us(pid: u32) -> Option<u64> {
 struct ServerSide {
     cpu_us: Option<u64>,
     wire: Option<Wire>,
+    /// TCP and QUIC connections the clients opened over the row.
+    connections: Option<u64>,
 }
 
 async fn run_namespaced(run: &RunPlan<'_>) -> anyhow::Result<(TransportResult, ProbeResult)> {
@@ -594,13 +682,16 @@ async fn run_namespaced(run: &RunPlan<'_>) -> anyhow::Result<(TransportResult, P
     };
     probe.stop().await;
     server.stop().await;
+    // Connections opened over the whole row, the connect phase included.
+    let opened = fwd.client_to_server.read();
     drop(fwd);
     drop(net);
     let side = ServerSide {
         cpu_us: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a)),
         wire: Some(wire),
+        connections: Some(opened.tcp_opened + opened.quic_opened),
     };
-    Ok(summarise(run.transport, result, connect_us, failed, side))
+    Ok(summarise(run, result, connect_us, failed, side))
 }
 
 async fn run_local(
@@ -643,12 +734,13 @@ async fn run_local(
     let side = ServerSide {
         cpu_us: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a)),
         wire: None,
+        connections: None,
     };
-    Ok(summarise(run.transport, result, connect_us, failed, side))
+    Ok(summarise(run, result, connect_us, failed, side))
 }
 
 fn summarise(
-    transport: LabTransport,
+    run: &RunPlan<'_>,
     mut p: ProbeResult,
     mut connect_us: Vec<u64>,
     connect_failures: usize,
@@ -660,8 +752,16 @@ fn summarise(
     let connect_ms = Dist::from_us(&mut connect_us);
     let received = p.snapshots;
     let per_snapshot = |v: f64| (received > 0).then(|| v / received as f64);
+    // The share of what crossed the link that was not Rally's messages.
+    let share = |wire: u64, messages: u64| {
+        (wire > 0).then(|| wire.saturating_sub(messages) as f64 / wire as f64)
+    };
+    let s2c = side.wire.as_ref().map(|w| w.server_to_client.bytes_in);
+    let c2s = side.wire.as_ref().map(|w| w.client_to_server.bytes_in);
+    let span_us = (run.args.duration * 1e6) as u64;
+    let bin_us = (span_us / TIMELINE_BINS).max(TIMELINE_MIN_BIN_US);
     let r = TransportResult {
-        transport: transport.label().into(),
+        transport: run.transport.label().into(),
         rtt_cdf: cdf_points(&p.rtt_us, CDF_POINTS),
         staleness_cdf: cdf_points(&p.staleness_us, CDF_POINTS),
         rtt_ms,
@@ -684,16 +784,33 @@ fn summarise(
         snapshots_on_stream: p.on_stream,
         out_of_order: p.out_of_order,
         inputs_sent: p.inputs_sent,
-        bytes_per_snapshot: side
-            .wire
-            .as_ref()
-            .and_then(|w| per_snapshot(w.server_to_client.bytes_in as f64)),
+        bytes_per_snapshot: s2c.and_then(|b| per_snapshot(b as f64)),
+        snapshot_message_bytes: p.snapshot_message_bytes,
+        header_share: s2c.and_then(|b| share(b, p.snapshot_message_bytes)),
+        upstream_bytes_per_input: c2s
+            .filter(|_| p.inputs_sent > 0)
+            .map(|b| b as f64 / p.inputs_sent as f64),
+        upstream_header_share: c2s.and_then(|b| share(b, p.sent_message_bytes)),
+        sent_message_bytes: p.sent_message_bytes,
         wire: side.wire,
         connect_ms,
         connect_failures,
+        connections_opened: side.connections,
+        connections_per_client: side.connections.map(|c| c as f64 / run.args.clients as f64),
+        http_requests: p.http_requests,
         cpu_us_per_msg: side.cpu_us.and_then(|c| per_snapshot(c as f64)),
         server_cpu_ms: side.cpu_us.map(|c| c as f64 / 1000.0),
         errors: p.errors,
+        staleness_timeline: Timeline {
+            client: 0,
+            bin_ms: bin_us as f64 / 1000.0,
+            max_ms: timeline_bins(&p.timeline, bin_us, span_us),
+        },
+        timeline: p
+            .timeline
+            .iter()
+            .map(|&(t, v)| (t as f64 / 1e6, v as f64 / 1000.0))
+            .collect(),
     };
     (r, p)
 }

@@ -1,11 +1,14 @@
 //! The user-space link: copies IP packets between the client-side and the
 //! server-side TUN devices, one task per direction, each asking its
 //! [`Impairer`] what to do with every packet and holding delayed ones in a
-//! [`DelayLine`]. Thin I/O around the pure decisions in `impair.rs`.
+//! [`DelayLine`]. Thin I/O around the pure decisions in `impair.rs`; it
+//! also counts the connections opened through it (`packet.rs` says which
+//! packets open one).
 
+use std::collections::HashSet;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -13,6 +16,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
 use super::impair::{DelayLine, DropReason, ImpairConfig, Impairer, Verdict};
+use super::packet::{self, Opening, Proto};
 use super::tun::{read_packet, write_packet, TunDevice};
 
 /// Bytes a direction may hold in flight (delayed); beyond that packets are
@@ -30,6 +34,12 @@ pub struct LinkCounters {
     dropped_queue: AtomicU64,
     packets_out: AtomicU64,
     bytes_out: AtomicU64,
+    tcp_opened: AtomicU64,
+    quic_opened: AtomicU64,
+    /// Flows whose opening packet was seen, so a retransmitted SYN or
+    /// Initial is not a second connection. std Mutex: an insert, no
+    /// `.await`, and only for opening packets.
+    opened: Mutex<HashSet<Opening>>,
 }
 
 /// A reading of [`LinkCounters`]. Bytes are whole IP packets (headers
@@ -47,6 +57,12 @@ pub struct LinkStats {
     /// Packets and bytes handed to the receiver.
     pub packets_out: u64,
     pub bytes_out: u64,
+    /// TCP connections opened in this direction: distinct source ports
+    /// that sent a SYN without ACK (lost or not).
+    pub tcp_opened: u64,
+    /// QUIC connections opened in this direction: distinct source ports
+    /// that sent an Initial packet.
+    pub quic_opened: u64,
 }
 
 impl LinkCounters {
@@ -59,6 +75,27 @@ impl LinkCounters {
             dropped_queue: r(&self.dropped_queue),
             packets_out: r(&self.packets_out),
             bytes_out: r(&self.bytes_out),
+            tcp_opened: r(&self.tcp_opened),
+            quic_opened: r(&self.quic_opened),
+        }
+    }
+
+    /// Counts the connection `packet` opens, if it opens a new one.
+    fn note_opening(&self, packet: &[u8]) {
+        let Some(o) = packet::opening(packet) else {
+            return;
+        };
+        let new = self
+            .opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(o);
+        if new {
+            let counter = match o.proto {
+                Proto::Tcp => &self.tcp_opened,
+                Proto::Quic => &self.quic_opened,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -73,6 +110,8 @@ impl LinkStats {
             dropped_queue: self.dropped_queue - earlier.dropped_queue,
             packets_out: self.packets_out - earlier.packets_out,
             bytes_out: self.bytes_out - earlier.bytes_out,
+            tcp_opened: self.tcp_opened - earlier.tcp_opened,
+            quic_opened: self.quic_opened - earlier.quic_opened,
         }
     }
 }
@@ -185,6 +224,7 @@ async fn pump(
                         Ok(Ok(n)) => {
                             add(&counters.packets_in, 1);
                             add(&counters.bytes_in, n as u64);
+                            counters.note_opening(&buf[..n]);
                             match impairer.decide(n, Instant::now()) {
                                 Verdict::Drop(DropReason::Loss) => {
                                     add(&counters.dropped_loss, 1);

@@ -5,7 +5,12 @@
 //! `connected`, `progress` (about once a second), then `result` with the
 //! raw samples. The server must run `synthetic` (what `rally compare`
 //! starts) or `dots`: both take the one-byte inputs the clients send.
+//!
+//! WebTransport and WebSocket clients are the native client
+//! (`rally::client`); the HTTP streaming ones are the lab's own
+//! (`streaming.rs`), one per way a page can use that transport.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,11 +20,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 use url::Url;
 
-use rally::client::{now_us, Channel, Client, ConnectOptions, TransportKind};
+use rally::client::{now_us, Channel, Client, ConnectOptions, TransportKind, INPUT_REDUNDANCY};
 use rally::games::dots;
-use rally::protocol::ServerMsg;
+use rally::protocol::{ServerMsg, Welcome};
 
 use super::stats::{AckTracker, TickCoverage, TransitJitter};
+use super::streaming::{HttpClient, Mode};
 use crate::snapshot_len;
 
 /// Clients connecting at once: enough to be quick, few enough that the
@@ -32,8 +38,21 @@ const GAMES: [&str; 2] = ["synthetic", "dots"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 pub enum ProbeTransport {
+    /// WebTransport (the native client).
     Wt,
+    /// WebSocket (the native client).
     Ws,
+    /// HTTP streaming, `stream` mode over HTTP/1.1 (two connections).
+    HttpStream,
+    /// HTTP streaming, `stream` mode over HTTP/2 with TLS (one connection);
+    /// needs --ca-cert.
+    H2Stream,
+    /// HTTP streaming, `sse` mode (text/event-stream, base64).
+    Sse,
+    /// HTTP streaming, `poll` mode, each poll waiting for a message.
+    LongPoll,
+    /// HTTP streaming, `poll` mode, a poll every --poll-interval.
+    Poll,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -56,6 +75,12 @@ pub struct ProbeArgs {
     /// include fetching it.
     #[arg(long)]
     pub cert_hash: Option<String>,
+    /// PEM certificate to trust as the only root for h2-stream (TLS).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// Milliseconds between polls for `poll`.
+    #[arg(long, default_value_t = 50)]
+    pub poll_interval: u64,
 }
 
 /// One line of the probe's stdout.
@@ -99,6 +124,20 @@ pub struct ProbeResult {
     pub tick_hz: u16,
     pub snapshot_every: u16,
     pub errors: u64,
+    /// Bytes of the snapshot messages counted (type byte to the end of the
+    /// payload: no framing, no encoding).
+    #[serde(default)]
+    pub snapshot_message_bytes: u64,
+    /// Bytes of the messages the clients sent during the measurement.
+    #[serde(default)]
+    pub sent_message_bytes: u64,
+    /// HTTP requests made during the measurement (HTTP streaming only).
+    #[serde(default)]
+    pub http_requests: Option<u64>,
+    /// The first client's snapshots: (µs since the measurement started,
+    /// staleness µs), in arrival order.
+    #[serde(default)]
+    pub timeline: Vec<(u64, u64)>,
 }
 
 impl ProbeResult {
@@ -115,6 +154,11 @@ impl ProbeResult {
         self.on_stream += o.on_stream;
         self.inputs_sent += o.inputs_sent;
         self.snapshot_bytes = self.snapshot_bytes.max(o.snapshot_bytes);
+        self.snapshot_message_bytes += o.snapshot_message_bytes;
+        self.sent_message_bytes += o.sent_message_bytes;
+        if self.timeline.is_empty() {
+            self.timeline = o.timeline;
+        }
         if o.tick_hz != 0 {
             self.tick_hz = o.tick_hz;
             self.snapshot_every = o.snapshot_every;
@@ -132,11 +176,107 @@ fn emit(ev: &ProbeEvent) {
     }
 }
 
+/// One measured client: the native client, or the lab's HTTP streaming
+/// client.
+// One per measured client, never in a hot collection.
+#[allow(clippy::large_enum_variant)]
+enum Conn {
+    Native(Client),
+    Http(HttpClient),
+}
+
+impl Conn {
+    fn welcome(&self) -> &Welcome {
+        match self {
+            Conn::Native(c) => c.welcome(),
+            Conn::Http(c) => c.welcome(),
+        }
+    }
+
+    /// The next message and the channel it came on. Cancel-safe.
+    async fn recv(&mut self) -> Result<(ServerMsg, Channel), String> {
+        match self {
+            Conn::Native(c) => c
+                .recv()
+                .await
+                .map(|r| (r.msg, r.channel))
+                .map_err(|e| e.to_string()),
+            Conn::Http(c) => c.recv().await.map(|m| (m, Channel::Reliable)),
+        }
+    }
+
+    /// Sends the next one-byte input; returns its number and the size of
+    /// the `Input` message that carried it.
+    async fn send_input(&mut self, input: u8) -> Result<(u32, usize), String> {
+        match self {
+            Conn::Native(c) => {
+                let seq = c.send_input(&[input]).await.map_err(|e| e.to_string())?;
+                Ok((seq, input_msg_len(seq, 1)))
+            }
+            Conn::Http(c) => c.send_input(&[input]),
+        }
+    }
+}
+
+/// Size of the `Input` message carrying input `seq` when every input is
+/// `len` bytes (PROTOCOL.md §4: 6 + count + Σ len, with the last
+/// [`INPUT_REDUNDANCY`] inputs repeated).
+fn input_msg_len(seq: u32, len: usize) -> usize {
+    let n = (seq as usize).clamp(1, INPUT_REDUNDANCY);
+    6 + n + n * len
+}
+
+/// How the probe's clients connect.
+struct Connector {
+    url: Url,
+    transport: ProbeTransport,
+    cert_hash: Option<[u8; 32]>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    poll_interval: Duration,
+    room: String,
+    requests: Arc<AtomicU64>,
+}
+
+impl Connector {
+    async fn connect(&self, name: String) -> Result<Conn, String> {
+        let mode = match self.transport {
+            ProbeTransport::Wt | ProbeTransport::Ws => {
+                let kind = if self.transport == ProbeTransport::Wt {
+                    TransportKind::WebTransport
+                } else {
+                    TransportKind::WebSocket
+                };
+                let mut opts = ConnectOptions::new(self.url.clone(), kind, &self.room, &name);
+                opts.cert_hash = self.cert_hash;
+                return Client::connect(opts)
+                    .await
+                    .map(Conn::Native)
+                    .map_err(|e| e.to_string());
+            }
+            ProbeTransport::HttpStream => Mode::Stream,
+            ProbeTransport::H2Stream => Mode::H2Stream,
+            ProbeTransport::Sse => Mode::Sse,
+            ProbeTransport::LongPoll => Mode::LongPoll,
+            ProbeTransport::Poll => Mode::Poll(self.poll_interval),
+        };
+        let connect = HttpClient::connect(
+            &self.url,
+            mode,
+            self.tls.clone(),
+            &self.room,
+            &name,
+            self.requests.clone(),
+        );
+        // The native client's connect timeout.
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok(c)) => Ok(Conn::Http(c)),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err("timed out: connecting".into()),
+        }
+    }
+}
+
 pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
-    let transport = match args.transport {
-        ProbeTransport::Wt => TransportKind::WebTransport,
-        ProbeTransport::Ws => TransportKind::WebSocket,
-    };
     let cert_hash = match &args.cert_hash {
         Some(h) => {
             let mut out = [0u8; 32];
@@ -145,24 +285,34 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let tls = match (&args.ca_cert, args.transport) {
+        (Some(ca), _) => Some(super::cert::client_config(ca, &[b"h2"])?),
+        (None, ProbeTransport::H2Stream) => anyhow::bail!("h2-stream needs --ca-cert"),
+        (None, _) => None,
+    };
+    let http = !matches!(args.transport, ProbeTransport::Wt | ProbeTransport::Ws);
+    let connector = Connector {
+        url: args.url.clone(),
+        transport: args.transport,
+        cert_hash,
+        tls,
+        poll_interval: Duration::from_millis(args.poll_interval.max(1)),
+        room: args.room.clone(),
+        requests: Arc::new(AtomicU64::new(0)),
+    };
+    let connector = &connector;
     let connects = futures::stream::iter(0..args.clients)
         .map(|i| {
-            let mut opts = ConnectOptions::new(
-                args.url.clone(),
-                transport,
-                &args.room,
-                &format!("{}{i}", args.name_prefix),
-            );
-            opts.cert_hash = cert_hash;
+            let name = format!("{}{i}", args.name_prefix);
             async move {
                 // Retry as a game client would; the time counts every
                 // attempt, the failures are reported.
                 let t0 = Instant::now();
                 let mut failures = Vec::new();
                 for _ in 0..CONNECT_ATTEMPTS {
-                    match Client::connect(opts.clone()).await {
+                    match connector.connect(name.clone()).await {
                         Ok(c) => return (Some((c, t0.elapsed().as_micros() as u64)), failures),
-                        Err(e) => failures.push(e.to_string()),
+                        Err(e) => failures.push(e),
                     }
                 }
                 (None, failures)
@@ -217,6 +367,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     // buffers while the other clients connected: they are not samples.
     let start_us = now_us();
     let deadline = tokio::time::Instant::now() + duration;
+    let requests0 = connector.requests.load(Ordering::Relaxed);
     let snapshots = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = clients
         .into_iter()
@@ -251,6 +402,9 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         }
     }
     progress.abort();
+    if http {
+        total.http_requests = Some(connector.requests.load(Ordering::Relaxed) - requests0);
+    }
     emit(&ProbeEvent::Result(total));
     Ok(())
 }
@@ -259,7 +413,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
 /// sampling every snapshot the server made from `start_us` on.
 #[tracing::instrument(skip_all, fields(client = index))]
 async fn measure(
-    mut client: Client,
+    mut client: Conn,
     index: usize,
     start_us: u64,
     deadline: tokio::time::Instant,
@@ -286,20 +440,26 @@ async fn measure(
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
             r = client.recv() => match r {
-                Ok(r) => {
+                Ok((msg, channel)) => {
                     let now = now_us();
-                    match r.msg {
+                    match msg {
                         ServerMsg::Snapshot(s) if s.server_time_us < start_us => {}
                         ServerMsg::Snapshot(s) => {
                             snapshots.fetch_add(1, Ordering::Relaxed);
                             out.snapshots += 1;
-                            match r.channel {
+                            match channel {
                                 Channel::Unreliable => out.on_datagram += 1,
                                 Channel::Reliable => out.on_stream += 1,
                             }
-                            out.snapshot_bytes = out.snapshot_bytes.max(snapshot_len(&s));
+                            let len = snapshot_len(&s);
+                            out.snapshot_bytes = out.snapshot_bytes.max(len);
+                            out.snapshot_message_bytes += len as u64;
                             acks.acked(s.ack_seq, now, &mut out.rtt_us);
-                            out.staleness_us.push(now.saturating_sub(s.server_time_us));
+                            let stale = now.saturating_sub(s.server_time_us);
+                            out.staleness_us.push(stale);
+                            if index == 0 {
+                                out.timeline.push((now.saturating_sub(start_us), stale));
+                            }
                             if let Some(d) = jitter.arrival(s.server_time_us, now) {
                                 out.jitter_us.push(d);
                             }
@@ -325,10 +485,11 @@ async fn measure(
                     buttons = if buttons == dots::RIGHT { dots::LEFT } else { dots::RIGHT };
                 }
                 let at = now_us();
-                match client.send_input(&[buttons]).await {
-                    Ok(seq) => {
+                match client.send_input(buttons).await {
+                    Ok((seq, len)) => {
                         acks.sent(seq, at);
                         out.inputs_sent += 1;
+                        out.sent_message_bytes += len as u64;
                     }
                     Err(e) => {
                         tracing::warn!("send failed: {e}");
@@ -344,4 +505,23 @@ async fn measure(
     out.expected_ticks = ticks.expected(welcome.snapshot_every);
     out.out_of_order = ticks.out_of_order();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rally::protocol::{ClientMsg, Inputs};
+
+    #[test]
+    fn the_input_size_is_what_the_codec_writes() {
+        for seq in 1..=6u32 {
+            let n = (seq as usize).min(INPUT_REDUNDANCY);
+            let inputs = vec![[1u8]; n];
+            let msg = ClientMsg::Input {
+                newest_seq: seq,
+                inputs: Inputs::encode(&inputs),
+            };
+            assert_eq!(input_msg_len(seq, 1), msg.to_bytes().len(), "seq {seq}");
+        }
+    }
 }

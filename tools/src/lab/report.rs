@@ -1,6 +1,7 @@
 //! The comparison report: the JSON document (schema `rally-compare/1`,
 //! described in docs/LAB.md), the text table, and the HTML page with CDF
-//! plots and an automatic reading. Pure: data in, strings out.
+//! plots, the staleness timeline and an automatic reading. Pure: data in,
+//! strings out.
 
 use std::fmt::Write as _;
 
@@ -36,6 +37,8 @@ pub struct Scenario {
     /// `null` when the lab did not start the server.
     pub payload_bytes: Option<usize>,
     pub duration_s: f64,
+    /// `--poll-interval`: milliseconds between two polls of the `poll` row.
+    pub poll_interval_ms: u64,
     pub tick_hz: u16,
     pub snapshot_every: u16,
     /// `--snapshot-bytes`, when given.
@@ -84,9 +87,22 @@ pub struct Wire {
     pub client_to_server: LinkStats,
 }
 
+/// One client's staleness over the measurement, binned.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    /// Which measured client (0: the first).
+    pub client: usize,
+    /// Width of a bin.
+    pub bin_ms: f64,
+    /// Per bin from the start of the measurement: the largest staleness
+    /// of the snapshots that arrived in it; `null` when none arrived.
+    pub max_ms: Vec<Option<f64>>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TransportResult {
-    /// `wt-datagram`, `wt-stream` or `ws`.
+    /// `wt-datagram`, `wt-stream`, `ws`, `http-stream`, `h2-stream`,
+    /// `sse`, `long-poll` or `poll`.
     pub transport: String,
     pub rtt_ms: Dist,
     pub staleness_ms: Dist,
@@ -106,19 +122,45 @@ pub struct TransportResult {
     /// retransmissions and acknowledgements included) / snapshots
     /// received. `null` when the path has no forwarder to count.
     pub bytes_per_snapshot: Option<f64>,
+    /// Bytes of the snapshot messages received (Rally's bytes: type byte
+    /// to the end of the payload, no framing or encoding).
+    pub snapshot_message_bytes: u64,
+    /// Share of the server→client bytes that were not snapshot messages:
+    /// (wire − snapshot_message_bytes) / wire. IP, TCP/UDP, QUIC, TLS and
+    /// HTTP headers, framing, base64, acknowledgements, retransmissions.
+    pub header_share: Option<f64>,
+    /// Client→server bytes offered to the link / inputs sent.
+    pub upstream_bytes_per_input: Option<f64>,
+    /// Bytes of the messages the clients sent (inputs).
+    pub sent_message_bytes: u64,
+    /// Share of the client→server bytes that were not those messages.
+    pub upstream_header_share: Option<f64>,
     pub wire: Option<Wire>,
     pub connect_ms: Dist,
     /// Failed connect attempts; each client retries up to three times.
     pub connect_failures: usize,
+    /// TCP and QUIC connections the clients opened over the whole row
+    /// (connect phase included), counted on the wire by the forwarder.
+    pub connections_opened: Option<u64>,
+    pub connections_per_client: Option<f64>,
+    /// HTTP requests (GETs and POSTs) the clients made during the
+    /// measurement; `null` for WebTransport and WebSocket.
+    pub http_requests: Option<u64>,
     /// Server CPU (user + system) during the measurement / snapshots
     /// received by the measured clients. `null` without a local server.
     pub cpu_us_per_msg: Option<f64>,
     pub server_cpu_ms: Option<f64>,
     pub errors: u64,
+    /// The first client's staleness over time, binned.
+    pub staleness_timeline: Timeline,
     #[serde(skip)]
     pub rtt_cdf: Vec<(f64, f64)>,
     #[serde(skip)]
     pub staleness_cdf: Vec<(f64, f64)>,
+    /// The first client's snapshots: (seconds into the measurement,
+    /// staleness ms), for the plot.
+    #[serde(skip)]
+    pub timeline: Vec<(f64, f64)>,
 }
 
 fn opt(v: Option<f64>, prec: usize) -> String {
@@ -130,26 +172,30 @@ pub fn table(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<12} {:>16} {:>22} {:>9} {:>13} {:>11} {:>14} {:>10}",
+        "{:<12} {:>16} {:>22} {:>9} {:>13} {:>11} {:>6} {:>6} {:>14} {:>10}",
         "transport",
         "rtt p50/p99 ms",
         "staleness p50/p99 ms",
         "delivered",
         "jitter p99 ms",
         "bytes/snap",
+        "hdr %",
+        "conns",
         "connect p50 ms",
         "cpu µs/msg"
     );
     for t in &r.results {
         let _ = writeln!(
             s,
-            "{:<12} {:>16} {:>22} {:>8.1}% {:>13.2} {:>11} {:>14.1} {:>10}",
+            "{:<12} {:>16} {:>22} {:>8.1}% {:>13.2} {:>11} {:>6} {:>6} {:>14.1} {:>10}",
             t.transport,
             format!("{:.1}/{:.1}", t.rtt_ms.p50, t.rtt_ms.p99),
             format!("{:.1}/{:.1}", t.staleness_ms.p50, t.staleness_ms.p99),
             t.delivered_ratio * 100.0,
             t.jitter_ms.p99,
             opt(t.bytes_per_snapshot, 0),
+            opt(t.header_share.map(|h| h * 100.0), 0),
+            opt(t.connections_per_client, 1),
             t.connect_ms.p50,
             opt(t.cpu_us_per_msg, 1),
         );
@@ -163,6 +209,11 @@ fn possessive(transport: &str) -> String {
         "wt-datagram" => "the datagram path's".into(),
         "wt-stream" => "the WebTransport stream's".into(),
         "ws" => "WebSocket's".into(),
+        "http-stream" => "the HTTP/1.1 stream's".into(),
+        "h2-stream" => "the HTTP/2 stream's".into(),
+        "sse" => "SSE's".into(),
+        "long-poll" => "long polling's".into(),
+        "poll" => "polling's".into(),
         other => format!("{other}'s"),
     }
 }
@@ -244,12 +295,20 @@ pub fn reading(r: &Report) -> Vec<String> {
             .map(|t| format!("{} {:.1}%", t.transport, t.delivered_ratio * 100.0))
             .collect();
         out.push(format!(
-            "Snapshots delivered (distinct ticks received / sent): {}. Datagrams lose what the network loses; the stream and WebSocket retransmit what is lost{}.",
+            "Snapshots delivered (distinct ticks received / sent): {}. Datagrams lose what the network loses; the reliable carriages retransmit what is lost{}.",
             parts.join(", "),
-            if r.results.iter().any(|t| t.transport == "ws" && t.delivered_ratio < 1.0) {
-                ", but WebSocket's newest-wins slot skipped ticks while TCP was stalled"
-            } else {
-                ", so they pay in lateness instead"
+            match r
+                .results
+                .iter()
+                .filter(|t| t.transport != "wt-datagram" && t.delivered_ratio < 1.0)
+                .map(|t| t.transport.as_str())
+                .collect::<Vec<_>>()
+            {
+                v if v.is_empty() => ", so they pay in lateness instead".to_string(),
+                v => format!(
+                    ", but the server's newest-wins slot skipped ticks while {} stalled",
+                    v.join(", ")
+                ),
             }
         ));
     }
@@ -257,15 +316,50 @@ pub fn reading(r: &Report) -> Vec<String> {
         .results
         .iter()
         .filter_map(|t| {
-            t.bytes_per_snapshot
-                .map(|b| format!("{} {b:.0} B", t.transport))
+            t.bytes_per_snapshot.map(|b| {
+                format!(
+                    "{} {b:.0} B ({})",
+                    t.transport,
+                    opt(t.header_share.map(|h| h * 100.0), 0) + "%"
+                )
+            })
         })
         .collect();
     if !bytes.is_empty() {
         out.push(format!(
-            "Server→client bytes on the wire per delivered snapshot ({} B of payload, IP headers, acknowledgements and retransmissions included): {}.",
+            "Server→client bytes on the wire per delivered snapshot of {} B (IP headers, acknowledgements and retransmissions included; in brackets the share that is not snapshot bytes): {}.",
             r.scenario.snapshot_bytes,
             bytes.join(", ")
+        ));
+    }
+    let conns: Vec<String> = r
+        .results
+        .iter()
+        .filter_map(|t| {
+            t.connections_per_client
+                .map(|c| format!("{} {c:.1}", t.transport))
+        })
+        .collect();
+    if !conns.is_empty() {
+        out.push(format!(
+            "Connections opened per client over the row (TCP or QUIC, counted on the wire, retries included): {}.",
+            conns.join(", ")
+        ));
+    }
+    let clients_s = r.scenario.clients as f64 * r.scenario.duration_s;
+    let requests: Vec<String> = r
+        .results
+        .iter()
+        .filter_map(|t| {
+            t.http_requests
+                .filter(|_| clients_s > 0.0)
+                .map(|n| format!("{} {:.0}", t.transport, n as f64 / clients_s))
+        })
+        .collect();
+    if !requests.is_empty() {
+        out.push(format!(
+            "HTTP requests per client per second (POSTs carrying inputs, and polls): {}.",
+            requests.join(", ")
         ));
     }
     let connect: Vec<String> = r
@@ -301,6 +395,11 @@ fn color(i: usize, transport: &str) -> RGBColor {
         "wt-datagram" => RGBColor(31, 119, 180),
         "wt-stream" => RGBColor(255, 127, 14),
         "ws" => RGBColor(214, 39, 40),
+        "http-stream" => RGBColor(44, 160, 44),
+        "h2-stream" => RGBColor(148, 103, 189),
+        "sse" => RGBColor(140, 86, 75),
+        "long-poll" => RGBColor(227, 119, 194),
+        "poll" => RGBColor(127, 127, 127),
         _ => {
             let (r, g, b) = Palette99::pick(i).to_rgba().rgb();
             RGBColor(r, g, b)
@@ -370,6 +469,87 @@ pub fn cdf_svg(
     svg
 }
 
+/// At most `max` points of a time series: past that, each run of
+/// consecutive points keeps its largest value (a stall stays visible).
+pub fn thin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max || max == 0 {
+        return points.to_vec();
+    }
+    let per = points.len().div_ceil(max);
+    points
+        .chunks(per)
+        .filter_map(|c| c.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)))
+        .collect()
+}
+
+/// Points per line of the staleness timeline.
+const TIMELINE_POINTS: usize = 3000;
+
+/// One SVG of staleness over time: a strip per transport, one line each
+/// (the first client's snapshots by arrival time), on the same axes. A
+/// head-of-line stall is a gap and then a spike: what was held arrives at
+/// once, as old as the stall. Values above the y axis (cut at 1.2 × the
+/// largest p99.9) are drawn at its top.
+pub fn timeline_svg(results: &[TransportResult], duration_s: f64) -> String {
+    let mut svg = String::new();
+    let n = results.len().max(1);
+    let strip = 110u32;
+    let x_max = results
+        .iter()
+        .filter_map(|t| t.timeline.last().map(|p| p.0))
+        .fold(duration_s, f64::max)
+        .max(0.1);
+    let y_max = results
+        .iter()
+        .map(|t| t.staleness_ms.p999)
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.2;
+    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let root =
+            SVGBackend::with_string(&mut svg, (900, 44 + strip * n as u32)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (title, body) = root.split_vertically(44);
+        title.titled(
+            "Snapshot staleness over time (first client of each transport)",
+            ("sans-serif", 18),
+        )?;
+        for (i, (t, area)) in results.iter().zip(body.split_evenly((n, 1))).enumerate() {
+            let c = color(i, &t.transport);
+            let mut chart = ChartBuilder::on(&area)
+                .margin_right(16)
+                .margin_top(4)
+                .x_label_area_size(22)
+                .y_label_area_size(56)
+                .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+            chart
+                .configure_mesh()
+                .y_desc("ms")
+                .y_labels(3)
+                .x_labels(10)
+                .light_line_style(RGBColor(240, 240, 240))
+                .label_style(("sans-serif", 12))
+                .axis_desc_style(("sans-serif", 12))
+                .draw()?;
+            let pts = thin(&t.timeline, TIMELINE_POINTS)
+                .into_iter()
+                .map(|(x, y)| (x, y.min(y_max)));
+            chart.draw_series(LineSeries::new(pts, c.stroke_width(1)))?;
+            chart.draw_series(std::iter::once(Text::new(
+                t.transport.clone(),
+                (x_max * 0.01, y_max * 0.97),
+                ("sans-serif", 14).into_font().color(&c),
+            )))?;
+        }
+        root.present()?;
+        Ok(())
+    })();
+    if let Err(e) = drawn {
+        return format!("<p>plot failed: {}</p>", html_escape(&e.to_string()));
+    }
+    svg
+}
+
 pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -421,16 +601,22 @@ dd {{ margin: 0; }}
     for line in reading(r) {
         let _ = write!(h, "<li>{}</li>", e(&line));
     }
-    h.push_str("</ul>\n<h2>Results</h2>\n<table><tr><th>transport</th><th>delivered</th><th>jitter p99 ms</th><th>RFC 3550 jitter ms</th><th>bytes / snapshot</th><th>connect p50 ms</th><th>server CPU µs / msg</th><th>on datagram / stream</th><th>failed connects / errors</th></tr>");
+    h.push_str("</ul>\n<h2>Results</h2>\n<table><tr><th>transport</th><th>delivered</th><th>jitter p99 ms</th><th>RFC 3550 jitter ms</th><th>bytes / snapshot</th><th>header share</th><th>up bytes / input</th><th>up header share</th><th>connections / client</th><th>HTTP requests</th><th>connect p50 ms</th><th>server CPU µs / msg</th><th>on datagram / stream</th><th>failed connects / errors</th></tr>");
+    let pct = |v: Option<f64>| opt(v.map(|x| x * 100.0), 1) + "%";
     for t in &r.results {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{:.2}%</td><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{} / {}</td><td>{} / {}</td></tr>",
+            "<tr><td>{}</td><td>{:.2}%</td><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{} / {}</td><td>{} / {}</td></tr>",
             e(&t.transport),
             t.delivered_ratio * 100.0,
             t.jitter_ms.p99,
             t.rfc3550_jitter_ms,
             opt(t.bytes_per_snapshot, 0),
+            pct(t.header_share),
+            opt(t.upstream_bytes_per_input, 0),
+            pct(t.upstream_header_share),
+            opt(t.connections_per_client, 2),
+            t.http_requests.map_or("–".into(), |n| n.to_string()),
             t.connect_ms.p50,
             opt(t.cpu_us_per_msg, 1),
             t.snapshots_on_datagram,
@@ -467,7 +653,11 @@ dd {{ margin: 0; }}
         |t| &t.staleness_cdf,
         |t| t.staleness_ms.p999,
     ));
-    h.push_str("<p class=\"note\">The x axes stop at the largest p99.9; maxima are in the table.</p></div>\n<h2>Scenario</h2><dl>");
+    h.push_str(
+        "<p class=\"note\">The x axes stop at the largest p99.9; maxima are in the table.</p>\n",
+    );
+    h.push_str(&timeline_svg(&r.results, s.duration_s));
+    h.push_str("<p class=\"note\">Staleness of each snapshot the first client of each transport received, by arrival time since the measurement began. A head-of-line stall shows as a gap, then a spike: the held snapshots arrive together, as old as the stall. Values above the y axis (1.2 × the largest p99.9) are drawn at its top.</p></div>\n<h2>Scenario</h2><dl>");
     let i = &s.impairment;
     let rows: Vec<(&str, String)> = vec![
         ("transports", s.transports.join(", ")),
@@ -489,6 +679,7 @@ dd {{ margin: 0; }}
             ),
         ),
         ("duration", format!("{} s per transport", s.duration_s)),
+        ("polling", format!("poll: one GET every {} ms (one at a time); long-poll: the next GET as soon as one answers", s.poll_interval_ms)),
         (
             "impairment",
             format!(
@@ -517,7 +708,7 @@ dd {{ margin: 0; }}
     for (k, v) in rows {
         let _ = write!(h, "<dt>{}</dt><dd>{}</dd>", e(k), e(&v));
     }
-    h.push_str("</dl>\n<p class=\"note\">Definitions: RTT = client sends input s, first snapshot with ack_seq ≥ s arrives. Staleness = arrival time − snapshot server_time_us (one host clock). Jitter |D| = |(Rj − Ri) − (Sj − Si)| for consecutive arrivals (RFC 3550 §6.4.1). Bytes counted by the lab's forwarder, server→client, before impairment. See docs/LAB.md.</p>\n</body></html>\n");
+    h.push_str("</dl>\n<p class=\"note\">Definitions: RTT = client sends input s, first snapshot with ack_seq ≥ s arrives. Staleness = arrival time − snapshot server_time_us (one host clock). Jitter |D| = |(Rj − Ri) − (Sj − Si)| for consecutive arrivals (RFC 3550 §6.4.1). Bytes counted by the lab's forwarder, server→client, before impairment; header share = (those bytes − snapshot message bytes) / those bytes. Connections = distinct TCP SYNs and QUIC Initials the clients sent over the row. See docs/LAB.md.</p>\n</body></html>\n");
     h
 }
 
@@ -548,14 +739,28 @@ mod tests {
             out_of_order: 0,
             inputs_sent: 100,
             bytes_per_snapshot: Some(120.0),
+            snapshot_message_bytes: 4300,
+            header_share: Some(0.64),
+            upstream_bytes_per_input: Some(60.0),
+            sent_message_bytes: 1400,
+            upstream_header_share: Some(0.77),
             wire: None,
             connect_ms: Dist::default(),
             connect_failures: 0,
+            connections_opened: Some(2),
+            connections_per_client: Some(1.0),
+            http_requests: None,
             cpu_us_per_msg: Some(3.0),
             server_cpu_ms: Some(1.0),
             errors: 0,
+            staleness_timeline: Timeline {
+                client: 0,
+                bin_ms: 50.0,
+                max_ms: vec![Some(21.0), None, Some(stale_p99)],
+            },
             rtt_cdf: vec![(10.0, 0.5), (40.0, 1.0)],
             staleness_cdf: vec![(stale_p99, 1.0)],
+            timeline: vec![(0.0, 21.0), (0.1, stale_p99), (0.12, 21.0)],
         }
     }
 
@@ -570,6 +775,7 @@ mod tests {
                 game: "synthetic".into(),
                 payload_bytes: Some(26),
                 duration_s: 3.0,
+                poll_interval_ms: 50,
                 tick_hz: 60,
                 snapshot_every: 1,
                 snapshot_bytes_requested: None,
@@ -613,7 +819,8 @@ mod tests {
     #[test]
     fn html_has_plots_table_and_escapes() {
         let h = html(&report());
-        assert_eq!(h.matches("<svg").count(), 2);
+        assert_eq!(h.matches("<svg").count(), 3, "two CDFs and the timeline");
+        assert!(h.contains("Snapshot staleness over time"));
         assert!(h.contains("<table>"));
         assert!(h.contains("cpu &lt;x&gt;"));
         assert!(!h.contains("cpu <x>"));
@@ -633,13 +840,34 @@ mod tests {
             "bytes_per_snapshot",
             "connect_ms",
             "cpu_us_per_msg",
+            "header_share",
+            "upstream_bytes_per_input",
+            "connections_per_client",
+            "staleness_timeline",
         ] {
             assert!(!r[k].is_null(), "{k}");
         }
+        assert_eq!(
+            r["staleness_timeline"]["max_ms"][1],
+            serde_json::Value::Null
+        );
+        assert!(r.get("timeline").is_none());
+        assert!(r.get("http_requests").is_some_and(|v| v.is_null()));
         for k in ["p50", "p90", "p99", "p999", "max"] {
             assert!(r["rtt_ms"][k].is_number(), "{k}");
         }
         assert!(r.get("rtt_cdf").is_none());
+    }
+
+    #[test]
+    fn thinning_keeps_the_spikes() {
+        let pts: Vec<(f64, f64)> = (0..100)
+            .map(|i| (i as f64, if i == 37 { 500.0 } else { 20.0 }))
+            .collect();
+        let t = thin(&pts, 10);
+        assert_eq!(t.len(), 10);
+        assert!(t.contains(&(37.0, 500.0)));
+        assert_eq!(thin(&pts, 1000).len(), 100);
     }
 
     #[test]

@@ -69,6 +69,23 @@ pub fn cdf_points(sorted_us: &[u64], points: usize) -> Vec<(f64, f64)> {
     out
 }
 
+/// The largest value per time bin of `(t µs, value µs)` samples, in ms:
+/// bins of `bin_us` cover `[0, span_us)` (a sample at or past the end
+/// counts in the last bin); `None` where no sample fell. What the
+/// staleness timeline keeps of one client's arrivals: a head-of-line stall
+/// shows as bins with nothing, then one with the stalled snapshots' age.
+pub fn timeline_bins(samples: &[(u64, u64)], bin_us: u64, span_us: u64) -> Vec<Option<f64>> {
+    let bin_us = bin_us.max(1);
+    let n = span_us.div_ceil(bin_us).max(1) as usize;
+    let mut out: Vec<Option<f64>> = vec![None; n];
+    for &(t, v) in samples {
+        let i = ((t / bin_us) as usize).min(n - 1);
+        let ms = v as f64 / 1000.0;
+        out[i] = Some(out[i].map_or(ms, |m: f64| m.max(ms)));
+    }
+    out
+}
+
 /// Input→acknowledgement round trips: input `s` sent at `t0`; the first
 /// snapshot with `ack_seq ≥ s` arrives at `t1`; the sample is `t1 − t0`.
 #[derive(Debug, Default)]
@@ -202,6 +219,19 @@ mod tests {
         assert_eq!(*c.last().unwrap(), (10.0, 1.0));
         assert_eq!(cdf_points(&[5], 100), vec![(0.005, 1.0)]);
         assert!(cdf_points(&[], 100).is_empty());
+    }
+
+    #[test]
+    fn timeline_bins_keep_each_bins_largest_and_show_gaps() {
+        let samples = [
+            (0, 20_000),
+            (10_000, 25_000),
+            (120_000, 180_000),
+            (999_999, 1),
+        ];
+        let bins = timeline_bins(&samples, 50_000, 200_000);
+        assert_eq!(bins, vec![Some(25.0), None, Some(180.0), Some(0.001)]);
+        assert_eq!(timeline_bins(&[], 50_000, 0), vec![None]);
     }
 
     #[test]
