@@ -402,10 +402,16 @@ function wtLinkFactory(ep, opts, info) {
 /**
  * @param {Endpoints} ep
  * @param {RaceOptions} opts
+ * @param {string | null} [fallback] wt_unavailable, wt_failed, wt_timeout or remembered
  * @returns {LinkFactory}
  */
-function wsLinkFactory(ep, opts) {
-  return async () => new WebSocketLink(withToken(ep.webSocketUrl, await resolveToken(opts.token)));
+function wsLinkFactory(ep, opts, fallback) {
+  return async () => {
+    const url = new URL(withToken(ep.webSocketUrl, await resolveToken(opts.token)));
+    // Why this is not WebTransport, for the server's metrics (PROTOCOL.md §1.1).
+    if (fallback) url.searchParams.set('fallback', fallback);
+    return new WebSocketLink(url.toString());
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -468,9 +474,12 @@ export function establish(ep, opts, greeting, onReasonUpdate) {
     attempts.push(a);
     return a;
   };
-  /** @param {() => Promise<void> | null} [beforeHello] */
-  const wsAttempt = (beforeHello) => {
-    const a = new Attempt('websocket', wsLinkFactory(ep, opts), greeting, { timeoutMs: opts.webSocketTimeoutMs, beforeHello });
+  /**
+   * @param {(() => Promise<void> | null) | undefined} [beforeHello]
+   * @param {string | null} [fallback]
+   */
+  const wsAttempt = (beforeHello, fallback) => {
+    const a = new Attempt('websocket', wsLinkFactory(ep, opts, fallback), greeting, { timeoutMs: opts.webSocketTimeoutMs, beforeHello });
     attempts.push(a);
     return a;
   };
@@ -516,7 +525,7 @@ export function establish(ep, opts, greeting, onReasonUpdate) {
     secureContext: globalThis.isSecureContext !== false,
   });
   if (!plan.webTransport) {
-    return wsAttempt().promise.then((r) => result(r, 'websocket', plan.reason));
+    return wsAttempt(undefined, hasWT ? 'remembered' : 'wt_unavailable').promise.then((r) => result(r, 'websocket', plan.reason));
   }
 
   return new Promise((resolve, reject) => {
@@ -559,7 +568,10 @@ export function establish(ep, opts, greeting, onReasonUpdate) {
       // If WebTransport is already past its transport handshake and waiting
       // for Welcome, hold the WebSocket Hello until it settles: joining the
       // room twice would flash a duplicate player for everyone else.
-      ws = wsAttempt(() => (wt.stage === 'hello-sent' ? wt.promise.then(noop, noop) : null));
+      ws = wsAttempt(
+        () => (wt.stage === 'hello-sent' ? wt.promise.then(noop, noop) : null),
+        wt.stage === 'failed' ? 'wt_failed' : 'wt_timeout',
+      );
       ws.promise.then(
         (r) => {
           if (settled) return;
