@@ -407,10 +407,10 @@ function wtLinkFactory(ep, opts, info) {
  */
 function wsLinkFactory(ep, opts, fallback) {
   return async () => {
-    const url = new URL(withToken(ep.webSocketUrl, await resolveToken(opts.token)));
+    const url = new URL(ep.webSocketUrl);
     // Why this is not WebTransport, for the server's metrics (PROTOCOL.md §1.1).
     if (fallback) url.searchParams.set('fallback', fallback);
-    return new WebSocketLink(url.toString());
+    return new WebSocketLink(withToken(url.toString(), await resolveToken(opts.token)));
   };
 }
 

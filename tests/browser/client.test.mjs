@@ -398,6 +398,8 @@ test('auto: WebTransport that never gets ready loses to WebSocket after the head
   assert.equal(client.transport, 'websocket');
   assert.ok(took >= FAST.headStartMs - 5, `WebSocket waited for the head start (${took} ms)`);
   assert.match(client.fallbackReason, /WebSocket connected first/);
+  // Reported to the server for its metrics (PROTOCOL.md §1.1).
+  assert.equal(FakeWebSocket.all[0].url, 'ws://127.0.0.1:4433/rally?fallback=wt_timeout');
   const wt = FakeWebTransport.all[0];
   assert.equal(wt.frames.length, 0, 'no Hello on WebTransport');
   await until(() => client.fallbackReason === 'timeout', 'timeout reason', 1000);
@@ -432,6 +434,7 @@ test('auto: a failed WebTransport handshake starts WebSocket at once, with the e
   assert.ok(Date.now() - t0 < 1000, 'did not wait for the head start');
   assert.equal(client.transport, 'websocket');
   assert.equal(client.fallbackReason, 'Opening handshake failed.');
+  assert.equal(FakeWebSocket.all[0].url, 'ws://127.0.0.1:4433/rally?fallback=wt_failed');
   await client.close();
 });
 
@@ -458,6 +461,7 @@ test('auto: no WebTransport API → WebSocket at once; a remembered WebSocket wi
   const a = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann' });
   assert.equal(a.transport, 'websocket');
   assert.equal(a.fallbackReason, 'WebTransport API unavailable');
+  assert.equal(FakeWebSocket.all.at(-1).url, 'ws://127.0.0.1:4433/rally?fallback=wt_unavailable');
   await a.close();
 
   globalThis.WebTransport = FakeWebTransport;
@@ -469,6 +473,7 @@ test('auto: no WebTransport API → WebSocket at once; a remembered WebSocket wi
   const c = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann' });
   assert.equal(c.transport, 'websocket');
   assert.equal(c.fallbackReason, 'remembered: net::ERR_QUIC_PROTOCOL_ERROR');
+  assert.ok(FakeWebSocket.all.at(-1).url.endsWith('/rally?fallback=remembered'));
   assert.equal(FakeWebTransport.all.length, wtCount, 'no WebTransport attempt');
   await c.close();
   // After the re-probe interval WebTransport is tried again.
