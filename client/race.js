@@ -418,19 +418,31 @@ function wtLinkFactory(ep, opts, info) {
 /**
  * @param {Endpoints} ep
  * @param {RaceOptions} opts
+ * @param {string | null} [fallback] wt_unavailable, wt_failed, wt_timeout or remembered
  * @returns {LinkFactory}
  */
-function wsLinkFactory(ep, opts) {
-  return async () => new WebSocketLink(withToken(ep.webSocketUrl, await resolveToken(opts.token)));
+function wsLinkFactory(ep, opts, fallback) {
+  return async () => {
+    const url = new URL(ep.webSocketUrl);
+    // Why this is not WebTransport, for the server's metrics (PROTOCOL.md §1.1).
+    if (fallback) url.searchParams.set('fallback', fallback);
+    return new WebSocketLink(withToken(url.toString(), await resolveToken(opts.token)));
+  };
 }
 
 /**
  * @param {Endpoints} ep
  * @param {RaceOptions} opts
+ * @param {string | null} [fallback] ws_failed or remembered
  * @returns {LinkFactory}
  */
-function httpLinkFactory(ep, opts) {
-  return async () => new HttpLink(withToken(ep.httpUrl, await resolveToken(opts.token)));
+function httpLinkFactory(ep, opts, fallback) {
+  return async () => {
+    const url = new URL(ep.httpUrl, globalThis.location?.href);
+    // Why this is not WebSocket, for the server's metrics (PROTOCOL.md §1.1).
+    if (fallback) url.searchParams.set('fallback', fallback);
+    return new HttpLink(withToken(url.toString(), await resolveToken(opts.token)));
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -511,15 +523,16 @@ export function establish(ep, opts, greeting, onReasonUpdate) {
    * everyone else.
    * @param {TransportKind} kind
    * @param {(stage: string) => void} [onStage]
+   * @param {string | null} [fallback] why a faster tier is not used (§1.1)
    */
-  const start = (kind, onStage) => {
+  const start = (kind, onStage, fallback) => {
     /** @type {Attempt | null} */
     let self = null;
     const beforeHello = () => {
       const busy = attempts.filter((a) => a !== self && a.stage === 'hello-sent');
       return busy.length ? Promise.all(busy.map((a) => a.promise.then(noop, noop))).then(noop) : null;
     };
-    const factory = kind === 'webtransport' ? wtLinkFactory(ep, opts, info) : kind === 'websocket' ? wsLinkFactory(ep, opts) : httpLinkFactory(ep, opts);
+    const factory = kind === 'webtransport' ? wtLinkFactory(ep, opts, info) : kind === 'websocket' ? wsLinkFactory(ep, opts, fallback) : httpLinkFactory(ep, opts, fallback);
     const timeoutMs = kind === 'webtransport' ? opts.webTransportTimeoutMs : kind === 'websocket' ? opts.webSocketTimeoutMs : opts.httpTimeoutMs;
     self = new Attempt(kind, factory, greeting, { timeoutMs, beforeHello, onStage });
     attempts.push(self);
@@ -632,7 +645,15 @@ export function establish(ep, opts, greeting, onReasonUpdate) {
           if (stage === 'cert-hash' || stage === 'no-cert-hash') timers.push(setTimeout(() => begin('websocket'), opts.headStartMs));
         };
       }
-      const a = start(kind, onStage);
+      /** @type {string | null} */
+      let fallback = null;
+      if (kind === 'websocket') {
+        if (!plan.webTransport) fallback = hasWT ? 'remembered' : 'wt_unavailable';
+        else fallback = failed.has('webtransport') ? 'wt_failed' : 'wt_timeout';
+      } else if (kind === 'http') {
+        fallback = !plan.webSocket ? 'remembered' : failed.has('websocket') ? 'ws_failed' : null;
+      }
+      const a = start(kind, onStage, fallback);
       running[kind] = a;
       if (kind === 'websocket') timers.push(setTimeout(() => begin('http'), opts.httpHeadStartMs));
       a.promise.then(

@@ -139,6 +139,11 @@ pub fn route(method: &Method, path: &str, shared: &Arc<Shared>) -> Response<Byte
     }
     match path {
         "/health" => json(health(shared)),
+        "/metrics" => respond(
+            StatusCode::OK,
+            crate::metrics::export::CONTENT_TYPE,
+            crate::metrics::export::render(shared),
+        ),
         "/cert-hash" => json(shared.certs.hash_json()),
         "/games" => json(shared.pages.games()),
         p => shared

@@ -406,6 +406,7 @@ async fn run(
         pages,
         http: Default::default(),
         metrics,
+        live: Default::default(),
         sessions: Arc::new(Semaphore::new(cfg.max_sessions)),
         alt_svc,
         origins: OriginPolicy::new(&cfg.allow_origin, dev),

@@ -20,7 +20,8 @@ use crate::kind::TransportKind;
 use crate::metrics::Metrics;
 use crate::protocol::{Close, ErrorCode};
 use crate::room::Rooms;
-use crate::session::{close_with, SessionCtx, TransportTx};
+use crate::session::live::LiveSessions;
+use crate::session::{close_with, Opening, SessionCtx, TransportTx};
 
 /// What every connection handler reads.
 pub struct Shared {
@@ -28,6 +29,8 @@ pub struct Shared {
     pub certs: Arc<CertStore>,
     pub rooms: Arc<Rooms>,
     pub metrics: Arc<Metrics>,
+    /// The sessions running now, and what ended ones sent and received.
+    pub live: Arc<LiveSessions>,
     /// One permit per live session, across both transports.
     pub sessions: Arc<Semaphore>,
     /// `Alt-Svc` value advertised over TCP (real certificates only).
@@ -89,13 +92,15 @@ impl Drop for ConnGuard {
 }
 
 impl Shared {
-    pub fn session_ctx(&self, claims: Option<Claims>) -> SessionCtx {
+    pub fn session_ctx(&self, claims: Option<Claims>, opening: Opening) -> SessionCtx {
         SessionCtx {
             rooms: self.rooms.clone(),
             metrics: self.metrics.clone(),
             limits: self.cfg.limits.clone(),
             shutdown: self.shutdown.clone(),
             claims,
+            live: self.live.clone(),
+            opening,
         }
     }
 

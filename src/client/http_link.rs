@@ -56,7 +56,7 @@ impl HttpLink {
     /// Opens a session at the server whose origin is `base`.
     pub(super) async fn open(
         base: &Url,
-        token: Option<&str>,
+        query: &str,
         origin: Option<&str>,
     ) -> Result<HttpLink, ClientError> {
         if base.scheme() != "http" {
@@ -66,9 +66,9 @@ impl HttpLink {
         }
         let authority = base[url::Position::BeforeHost..url::Position::AfterPort].to_string();
         let mut path = crate::transport::streaming::HTTP_PATH.to_string();
-        if let Some(t) = token {
-            path.push_str("?token=");
-            path.push_str(&url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>());
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(query);
         }
         let mut get = connection(base).await?;
         let mut req = http::Request::get(&path).header(http::header::HOST, &authority);

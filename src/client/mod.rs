@@ -81,6 +81,9 @@ pub struct ConnectOptions {
     pub origin: Option<String>,
     /// Join token, sent as `?token=` on the session URL.
     pub token: Option<String>,
+    /// Why this client is not on a faster transport, sent as `?fallback=`
+    /// on the session URL (PROTOCOL.md §1.1); the server counts it.
+    pub fallback: Option<String>,
     /// Open the WebTransport connection on this endpoint (UDP socket)
     /// instead of a new one of its own. Only the load generator shares
     /// endpoints: a thousand sockets, each with its own driver task, cost
@@ -196,6 +199,18 @@ impl SentLog {
 }
 
 impl ConnectOptions {
+    /// The session URL's query (`token=`, `fallback=`), empty without them.
+    fn query(&self) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(t) = &self.token {
+            q.append_pair("token", t);
+        }
+        if let Some(f) = &self.fallback {
+            q.append_pair("fallback", f);
+        }
+        q.finish()
+    }
+
     pub fn new(url: Url, transport: TransportKind, room: &str, name: &str) -> Self {
         ConnectOptions {
             url,
@@ -209,6 +224,7 @@ impl ConnectOptions {
             resume: None,
             origin: None,
             token: None,
+            fallback: None,
             wt_endpoint: None,
             datagrams: DatagramPath::Driver,
         }
@@ -312,6 +328,9 @@ impl Client {
         if let Some(t) = &opts.token {
             url.query_pairs_mut().append_pair("token", t);
         }
+        if let Some(f) = &opts.fallback {
+            url.query_pairs_mut().append_pair("fallback", f);
+        }
         let conn = match opts.transport {
             TransportKind::WebTransport => {
                 let endpoint = match &opts.wt_endpoint {
@@ -374,8 +393,7 @@ impl Client {
                 Conn::Ws(ws)
             }
             TransportKind::Http => Conn::Http(Box::new(
-                http_link::HttpLink::open(&opts.url, opts.token.as_deref(), opts.origin.as_deref())
-                    .await?,
+                http_link::HttpLink::open(&opts.url, &opts.query(), opts.origin.as_deref()).await?,
             )),
         };
         let mut client = Client {

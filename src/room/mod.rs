@@ -28,6 +28,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::game::{GameOptions, MakeGame};
+use crate::kind::TransportKind;
 use crate::metrics::Metrics;
 use crate::protocol::{Close, ErrorCode, Inputs, Welcome, RESUME_TOKEN_LEN};
 pub use events::ReplayError;
@@ -287,12 +288,32 @@ impl std::fmt::Debug for GameFactory {
     }
 }
 
+/// A resumable player, by its resume token.
+struct TokenEntry {
+    room: String,
+    player: u32,
+    name: String,
+    /// The transport of the player's latest session, noted by the session
+    /// layer for its resume metric ([`Rooms::note_transport`]). The room
+    /// task never reads it: a game never knows the transport.
+    transport: Option<TransportKind>,
+}
+
+/// What [`Rooms::note_transport`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Noted {
+    /// The player's name, as it joined.
+    pub name: String,
+    /// The transport noted before (`None` before the first note).
+    pub previous: Option<TransportKind>,
+}
+
 /// Directory of live rooms and of resumable players.
 pub struct Rooms {
     // std Mutex: held only for map lookups and inserts, never across .await.
     map: Mutex<HashMap<String, RoomHandle>>,
-    /// Resume token → room name and player.
-    tokens: Mutex<HashMap<ResumeToken, (String, u32)>>,
+    /// Resume token → room name, player and what the session layer noted.
+    tokens: Mutex<HashMap<ResumeToken, TokenEntry>>,
     next_room_id: AtomicU64,
     cfg: RoomConfig,
     game: GameFactory,
@@ -348,8 +369,31 @@ impl Rooms {
         }
     }
 
-    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<ResumeToken, (String, u32)>> {
+    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<ResumeToken, TokenEntry>> {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add_token(&self, token: ResumeToken, room: &str, player: u32, name: &str) {
+        let entry = TokenEntry {
+            room: room.to_string(),
+            player,
+            name: name.to_string(),
+            transport: None,
+        };
+        self.tokens().insert(token, entry);
+    }
+
+    /// Notes that `kind` now carries the player holding `token` (once per
+    /// join or resume, not per message); returns the player's name and the
+    /// transport noted before, or `None` if the player is gone.
+    pub fn note_transport(&self, token: &ResumeToken, kind: TransportKind) -> Option<Noted> {
+        let mut tokens = self.tokens();
+        let entry = tokens.get_mut(token)?;
+        let previous = entry.transport.replace(kind);
+        Some(Noted {
+            name: entry.name.clone(),
+            previous,
+        })
     }
 
     /// Joins `room` (creating it if needed) as `name` with the game's join
@@ -396,7 +440,7 @@ impl Rooms {
         let (room, player) = self
             .tokens()
             .get(&token)
-            .cloned()
+            .map(|e| (e.room.clone(), e.player))
             .ok_or(JoinError::UnknownToken)?;
         let h = self.handle(&room, false).ok_or(JoinError::UnknownToken)?;
         let (tx, rx) = oneshot::channel();

@@ -8,11 +8,14 @@
 //! application messages to the room. It does no socket I/O itself; adapters
 //! in `transport/` do.
 
+mod counted;
+pub mod live;
 pub mod memory;
 pub mod rate;
 mod woken;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,13 +28,18 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Claims;
 use crate::config::{Limits, HELLO_TIMEOUT};
 use crate::kind::{Channel, TransportKind};
-use crate::metrics::Metrics;
+use crate::metrics::{FallbackReason, Metrics};
 use crate::protocol::{
     valid_player_name, valid_room_name, ClientMsg, Close, CloseCode, ErrorCode, ServerMsg,
     APP_UNRELIABLE_HEADER, PROTOCOL_VERSION,
 };
 use crate::room::{DirectSink, JoinError, Membership, ReplayError, Rooms};
+use counted::{CountedRx, CountedTx};
+use live::{LiveSessions, PathRtt, SessionInfo};
 use rate::{TokenBucket, Verdict};
+
+/// How often a session samples its transport's round-trip time.
+pub const RTT_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// How a latest-only message was carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +113,12 @@ pub trait TransportTx: Send {
     fn direct_sink(&self, _metrics: &Arc<Metrics>) -> Option<Arc<dyn DirectSink>> {
         None
     }
+
+    /// The transport's current round-trip estimate of the path, sampled
+    /// every [`RTT_SAMPLE_EVERY`]; `None` (the default) when it has none.
+    fn rtt(&self) -> Option<PathRtt> {
+        None
+    }
 }
 
 /// What a session needs from the server.
@@ -116,6 +130,34 @@ pub struct SessionCtx {
     pub shutdown: CancellationToken,
     /// The verified join token of this session, when tokens are required.
     pub claims: Option<Claims>,
+    /// The server's live sessions, where this one is listed while it runs.
+    pub live: Arc<LiveSessions>,
+    /// Where and when this session's connection came from.
+    pub opening: Opening,
+}
+
+/// What the front end knows of a session before it runs.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    pub remote: Option<SocketAddr>,
+    /// When the connection was accepted, or the request arrived on a
+    /// connection that had served others first: `rally_connect_seconds`
+    /// runs from here to the `Welcome` written.
+    pub started: Instant,
+    /// Why the client is not on a faster transport, as its session URL
+    /// says (`fallback=`, PROTOCOL.md §1.1).
+    pub fallback: Option<FallbackReason>,
+}
+
+impl Opening {
+    /// A session whose connection starts now.
+    pub fn now(remote: Option<SocketAddr>) -> Opening {
+        Opening {
+            remote,
+            started: Instant::now(),
+            fallback: None,
+        }
+    }
 }
 
 /// Why a session ended.
@@ -167,16 +209,27 @@ fn transport_end(e: TransportError) -> End {
 /// Runs one session to its end over any transport.
 pub async fn run<R: TransportRx, T: TransportTx>(
     kind: TransportKind,
-    mut rx: R,
-    mut tx: T,
+    rx: R,
+    tx: T,
     ctx: &SessionCtx,
 ) {
     let counters = ctx.metrics.transport(kind);
     counters.sessions_opened.fetch_add(1, Relaxed);
     counters.sessions_active.fetch_add(1, Relaxed);
+    // Listed until this function returns.
+    let listed = ctx.live.open(kind, ctx.opening.remote);
+    let info = listed.info();
+    let mut rx = CountedRx {
+        inner: rx,
+        info: info.clone(),
+    };
+    let mut tx = CountedTx {
+        inner: tx,
+        info: info.clone(),
+    };
     let sink = tx.direct_sink(&ctx.metrics);
     let end = tokio::select! {
-        end = session(kind, &mut rx, &mut tx, sink.clone(), ctx) => end,
+        end = session(kind, &mut rx, &mut tx, sink.clone(), info, ctx) => end,
         _ = ctx.shutdown.cancelled() => End::Close(Close::Shutdown),
     };
     // The room may still be ticking with this session's sink: nothing of
@@ -200,6 +253,7 @@ pub async fn run<R: TransportRx, T: TransportTx>(
         .await;
     }
     counters.sessions_active.fetch_sub(1, Relaxed);
+    drop(listed);
 }
 
 /// Tells the peer how its session ended (PROTOCOL.md §6): the `Error`
@@ -258,6 +312,7 @@ async fn session<R: TransportRx, T: TransportTx>(
     rx: &mut R,
     tx: &mut T,
     sink: Option<Arc<dyn DirectSink>>,
+    info: &SessionInfo,
     ctx: &SessionCtx,
 ) -> End {
     let deadline = Instant::now() + HELLO_TIMEOUT;
@@ -271,7 +326,7 @@ async fn session<R: TransportRx, T: TransportTx>(
             Ok(Err(end)) => return end,
             Ok(Ok(m)) => m,
         };
-        match admit(first, ctx, sink.clone()).await {
+        match admit(kind, first, info, ctx, sink.clone()).await {
             Ok(m) => break m,
             Err(End::Close(Close::Error(ErrorCode::ResumeFailed, reason))) => {
                 // Not fatal: tell the client, and let it join afresh.
@@ -295,7 +350,7 @@ async fn session<R: TransportRx, T: TransportTx>(
     };
     let span = tracing::debug_span!("player", id = member.player_id);
     let end = tokio::select! {
-        end = play(kind, rx, tx, &mut member, ctx) => end,
+        end = play(kind, rx, tx, &mut member, info, ctx) => end,
         // Token expiry ends the session mid-game.
         _ = expiry(ctx.claims.as_ref()) => fail(ErrorCode::TokenExpired, "join token expired"),
     };
@@ -356,8 +411,12 @@ fn check_room(room: &str, ctx: &SessionCtx) -> Result<(), End> {
 
 /// Turns the first message into a place in a room: a fresh join for
 /// `Hello`, the old player back for `Resume`.
+/// Counts it: the session's player, a fresh join's reported fallback, a
+/// resume and the transport it came from.
 async fn admit(
+    kind: TransportKind,
     first: ClientMsg,
+    info: &SessionInfo,
     ctx: &SessionCtx,
     sink: Option<Arc<dyn DirectSink>>,
 ) -> Result<Membership, End> {
@@ -377,10 +436,17 @@ async fn admit(
                 return Err(fail(ErrorCode::InvalidName, "invalid player name"));
             }
             check_room(&room, ctx)?;
-            ctx.rooms
+            let m = ctx
+                .rooms
                 .join(&room, &name, app, sink)
                 .await
-                .map_err(join_end)
+                .map_err(join_end)?;
+            ctx.rooms.note_transport(&m.welcome.resume_token, kind);
+            info.set_player(&room, &name, m.player_id);
+            if let Some(reason) = ctx.opening.fallback {
+                ctx.metrics.count_fallback(kind, reason);
+            }
+            Ok(m)
         }
         ClientMsg::Resume {
             version,
@@ -394,6 +460,10 @@ async fn admit(
                 .await
                 .map_err(join_end)?;
             check_room(&room, ctx)?;
+            if let Some(noted) = ctx.rooms.note_transport(&token, kind) {
+                info.set_player(&room, &noted.name, m.player_id);
+                ctx.metrics.count_resume(kind, noted.previous);
+            }
             Ok(m)
         }
         other => Err(fail(
@@ -491,6 +561,7 @@ async fn play<R: TransportRx, T: TransportTx>(
     rx: &mut R,
     tx: &mut T,
     member: &mut Membership,
+    info: &SessionInfo,
     ctx: &SessionCtx,
 ) -> End {
     let counters = ctx.metrics.transport(kind);
@@ -501,8 +572,11 @@ async fn play<R: TransportRx, T: TransportTx>(
         ctx.limits.msg_burst,
         std::time::Instant::now(),
     );
-    let mut keepalive =
-        tokio::time::interval_at(Instant::now() + ctx.limits.keepalive, ctx.limits.keepalive);
+    // One timer for the round-trip samples and the keep-alive, so the loop
+    // below polls no more timers than before the samples were taken.
+    let period = ctx.limits.keepalive.min(RTT_SAMPLE_EVERY);
+    let mut housekeeping = tokio::time::interval_at(Instant::now() + period, period);
+    let mut keepalive_due = Instant::now() + ctx.limits.keepalive;
     // One receive future for the whole session, polled only when it was
     // woken: see `woken`.
     let inbound = futures::stream::unfold(rx, |rx| async move { Some((rx.recv().await, rx)) });
@@ -512,7 +586,11 @@ async fn play<R: TransportRx, T: TransportTx>(
     if let Err(end) = deadline_for(ctx, tx.queue(welcome)).await {
         return end;
     }
-    let mut woken = true;
+    if let Err(end) = write_turn(kind, tx, member, &mut last_taken, ctx).await {
+        return end;
+    }
+    counters.connect.observe(ctx.opening.started.elapsed());
+    let mut woken = false;
     loop {
         if woken {
             woken = false;
@@ -528,9 +606,17 @@ async fn play<R: TransportRx, T: TransportTx>(
                 }
                 woken = true;
             },
-            _ = keepalive.tick() => {
-                if let Err(end) = deadline_for(ctx, tx.keepalive()).await {
-                    return end;
+            _ = housekeeping.tick() => {
+                if let Some(sample) = tx.rtt() {
+                    info.record_rtt(sample);
+                    counters.rtt.observe(sample.rtt);
+                }
+                let now = Instant::now();
+                if now >= keepalive_due {
+                    keepalive_due = now + ctx.limits.keepalive;
+                    if let Err(end) = deadline_for(ctx, tx.keepalive()).await {
+                        return end;
+                    }
                 }
             }
             inbound = inbound.next() => {

@@ -33,6 +33,8 @@ fn ctx(limits: Limits) -> Arc<SessionCtx> {
         limits,
         shutdown: CancellationToken::new(),
         claims: None,
+        live: Default::default(),
+        opening: super::Opening::now(None),
     })
 }
 

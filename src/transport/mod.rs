@@ -6,6 +6,7 @@
 pub mod quic;
 pub mod streaming;
 pub mod tcp;
+pub mod tcp_info;
 pub mod websocket;
 pub mod webtransport;
 pub mod wire;

@@ -14,6 +14,7 @@ use http::{Method, Request, Response, StatusCode};
 use tracing::Instrument;
 
 use crate::http::{route, RALLY_PATH};
+use crate::session::Opening;
 use crate::shared::Shared;
 use crate::transport::webtransport;
 
@@ -29,6 +30,7 @@ const SETTINGS_WAIT: Duration = Duration::from_secs(3);
 pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
         let peer = incoming.remote_address();
+        let opening = Opening::now(Some(peer));
         let Some(guard) = shared.admit(peer.ip()) else {
             tracing::debug!(%peer, "QUIC connection refused: connection limit");
             incoming.refuse();
@@ -43,7 +45,8 @@ pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
                 // async fn is as large as its largest state, and the
                 // handshake states are the largest (BENCHMARKS.md,
                 // "Performance").
-                let Some(wt) = Box::pin(connection(incoming, shared2.clone())).await else {
+                let Some(wt) = Box::pin(connection(incoming, shared2.clone(), opening)).await
+                else {
                     return;
                 };
                 let span = tracing::info_span!("wt", peer = %wt.quic.remote_address());
@@ -61,6 +64,7 @@ pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
 async fn connection(
     incoming: quinn::Incoming,
     shared: Arc<Shared>,
+    opening: Opening,
 ) -> Option<webtransport::Accepted> {
     let conn = match incoming.await {
         Ok(c) => c,
@@ -151,6 +155,7 @@ async fn connection(
                         connect_stream_id: stream_id,
                         quic,
                         claims,
+                        opening,
                     }),
                     Err(e) => {
                         tracing::info!("WebTransport session refused: {e}");

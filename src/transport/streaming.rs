@@ -37,9 +37,11 @@ use crate::kind::{Channel, TransportKind};
 use crate::metrics::Metrics;
 use crate::protocol::table::ty;
 use crate::protocol::{encode_frame, CloseCode, ErrorCode, FrameDecoder, FrameError, ServerMsg};
-use crate::session::{self, Carriage, TransportError, TransportRx, TransportTx};
+use crate::session::live::PathRtt;
+use crate::session::{self, Carriage, Opening, TransportError, TransportRx, TransportTx};
 use crate::shared::Shared;
 use downstream::{Class, Downstream, PushError, Taken};
+use crate::transport::tcp_info::SocketProbe;
 
 /// Where a session is opened; `POST`s and polls go to `HTTP_PATH/ID`.
 pub const HTTP_PATH: &str = "/rally/http";
@@ -203,14 +205,23 @@ fn allow_cors(resp: &mut Response<Body>, origin: Option<&str>) {
 }
 
 /// Serves `/rally/http` and everything below it.
-pub async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
+/// A session opened here reads its round-trip time through `probe`, the
+/// socket of the connection that opened it, while that connection lives.
+pub async fn serve(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    probe: &Arc<SocketProbe>,
+    opening: Opening,
+) -> Response<Body> {
     let origin = origin(&req);
     if req.method() == Method::OPTIONS {
         return preflight(origin.as_deref(), &shared);
     }
     let path = req.uri().path();
     let mut resp = match path.strip_prefix(HTTP_PATH) {
-        Some("") if req.method() == Method::GET => open(&req, &shared, origin.as_deref()),
+        Some("") if req.method() == Method::GET => {
+            open(&req, &shared, origin.as_deref(), probe, opening)
+        }
         Some("") => text(StatusCode::METHOD_NOT_ALLOWED, "GET opens a session\n"),
         Some(rest) => match (rest.strip_prefix('/').and_then(parse_id), req.method()) {
             (None, _) => text(StatusCode::NOT_FOUND, "no such session\n"),
@@ -261,7 +272,13 @@ fn query_value<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
 }
 
 /// `GET /rally/http`: a new session and its downstream (§11.1).
-fn open(req: &Request<Incoming>, shared: &Arc<Shared>, origin: Option<&str>) -> Response<Body> {
+fn open(
+    req: &Request<Incoming>,
+    shared: &Arc<Shared>,
+    origin: Option<&str>,
+    probe: &Arc<SocketProbe>,
+    opening: Opening,
+) -> Response<Body> {
     let mode = match query_value(req, "mode").unwrap_or("stream") {
         "stream" => Mode::Stream,
         "sse" => Mode::Sse,
@@ -308,12 +325,13 @@ fn open(req: &Request<Incoming>, shared: &Arc<Shared>, origin: Option<&str>) -> 
         stalled: false,
         metrics: shared.metrics.clone(),
         permit: None,
+        probe: probe.clone(),
     };
     let span = tracing::info_span!("http", session = %&hex_id[..8]);
     let shared2 = shared.clone();
     shared.tasks.spawn(
         async move {
-            run(id, entry, rx, tx, claims, &shared2).await;
+            run(id, entry, rx, tx, claims, opening, &shared2).await;
         }
         .instrument(span),
     );
@@ -408,13 +426,14 @@ async fn run(
     rx: HttpRx,
     mut tx: HttpTx,
     claims: Option<crate::auth::Claims>,
+    opening: Opening,
     shared: &Arc<Shared>,
 ) {
     let kind = TransportKind::Http;
     match shared.sessions.clone().try_acquire_owned() {
         Ok(permit) => {
             tx.permit = Some(permit);
-            session::run(kind, rx, tx, &shared.session_ctx(claims)).await
+            session::run(kind, rx, tx, &shared.session_ctx(claims, opening)).await
         }
         Err(_) => shared.refuse_full(kind, &mut tx).await,
     }
@@ -591,6 +610,9 @@ pub struct HttpTx {
     metrics: Arc<Metrics>,
     /// The session's place under `--max-sessions`.
     permit: Option<OwnedSemaphorePermit>,
+    /// The socket of the connection that opened the session (its stream's,
+    /// in stream and SSE modes); no samples once that connection closed.
+    probe: Arc<SocketProbe>,
 }
 
 fn gone() -> TransportError {
@@ -679,6 +701,10 @@ impl TransportTx for HttpTx {
         };
         self.queue(pong.to_bytes()).await?;
         self.flush().await
+    }
+
+    fn rtt(&self) -> Option<PathRtt> {
+        self.probe.rtt()
     }
 
     async fn close(&mut self, _code: Option<CloseCode>) {

@@ -2,6 +2,7 @@
 //! the shared routes, and the WebSocket endpoint at `/rally`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -21,11 +23,42 @@ use tracing::Instrument;
 
 use crate::http::{route, RALLY_PATH};
 use crate::kind::TransportKind;
-use crate::session;
+use crate::metrics::FallbackReason;
+use crate::session::{self, Opening};
 use crate::shared::{ConnGuard, Shared};
 use crate::transport::streaming::{self, Body, HTTP_PATH};
+use crate::transport::tcp_info::{Probed, SocketProbe};
 use crate::transport::websocket;
 use crate::transport::wire::{Wire, WireIo};
+
+/// One accepted TCP connection, as its requests (and an upgraded WebSocket,
+/// which outlives the HTTP connection task) see it.
+pub struct TcpConn {
+    /// Its slot of the connection limits, freed when the last holder drops.
+    _guard: ConnGuard,
+    pub peer: SocketAddr,
+    /// The socket's RTT while the connection lives.
+    pub probe: Arc<SocketProbe>,
+    accepted_at: Instant,
+    requests: AtomicU64,
+}
+
+impl TcpConn {
+    /// What a session opened by this request starts from: the connection's
+    /// accept for its first request, else the request's arrival (a reused
+    /// connection's idle time is not the session's).
+    fn opening(&self, first: bool, fallback: Option<FallbackReason>) -> Opening {
+        Opening {
+            remote: Some(self.peer),
+            started: if first {
+                self.accepted_at
+            } else {
+                Instant::now()
+            },
+            fallback,
+        }
+    }
+}
 
 /// Accepts TCP connections until `listener` errors fatally or the task is
 /// dropped.
@@ -54,22 +87,30 @@ pub async fn serve(
         let span = tracing::debug_span!("tcp", %peer);
         let handshake_timeout = shared.cfg.limits.handshake_timeout;
         let send_buffer = shared.cfg.limits.tcp_send_buffer;
+        let accepted_at = Instant::now();
         shared.tasks.clone().spawn(
             async move {
-                // Shared with an upgraded WebSocket, which outlives this task.
-                let guard = Arc::new(guard);
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!("set_nodelay: {e}");
                 }
                 if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer) {
                     tracing::debug!("SO_SNDBUF: {e}");
                 }
+                let (stream, probe) = Probed::new(stream);
+                // Shared with an upgraded WebSocket, which outlives this task.
+                let conn = Arc::new(TcpConn {
+                    _guard: guard,
+                    peer,
+                    probe,
+                    accepted_at,
+                    requests: AtomicU64::new(0),
+                });
                 match tls {
-                    None => connection(stream, peer, shared, guard).await,
+                    None => connection(stream, shared, conn).await,
                     Some(acceptor) => {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
-                            Ok(Ok(tls)) => connection(tls, peer, shared, guard).await,
+                            Ok(Ok(tls)) => connection(tls, shared, conn).await,
                             Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
@@ -81,7 +122,7 @@ pub async fn serve(
     }
 }
 
-async fn connection<S>(io: S, peer: SocketAddr, shared: Arc<Shared>, guard: Arc<ConnGuard>)
+async fn connection<S>(io: S, shared: Arc<Shared>, conn: Arc<TcpConn>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -89,8 +130,8 @@ where
     let stop = shared.tcp_stop.clone();
     let svc = service_fn(move |req| {
         let shared = shared.clone();
-        let guard = guard.clone();
-        async move { Ok::<_, std::convert::Infallible>(request(req, peer, shared, guard).await) }
+        let conn = conn.clone();
+        async move { Ok::<_, std::convert::Infallible>(request(req, shared, conn).await) }
     });
     // HTTP/1.1, and HTTP/2 when the client speaks it (ALPN `h2` on TLS):
     // the HTTP streaming transport then shares one connection (§11).
@@ -123,24 +164,23 @@ where
 
 async fn request(
     mut req: Request<Incoming>,
-    peer: SocketAddr,
     shared: Arc<Shared>,
-    guard: Arc<ConnGuard>,
+    conn: Arc<TcpConn>,
 ) -> Response<Body> {
-    shared
-        .metrics
-        .http_requests
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.http_requests.fetch_add(1, Relaxed);
+    let first = conn.requests.fetch_add(1, Relaxed) == 0;
     let path = req.uri().path();
     if path == RALLY_PATH {
-        return upgrade(&mut req, peer, shared, guard, Endpoint::Rally);
+        return upgrade(&mut req, shared, conn, first, Endpoint::Rally);
     }
     if path == ECHO_PATH && shared.cfg.ws_echo {
-        return upgrade(&mut req, peer, shared, guard, Endpoint::Echo);
+        return upgrade(&mut req, shared, conn, first, Endpoint::Echo);
     }
     if path == HTTP_PATH || path.starts_with(HTTP_PATH) && path[HTTP_PATH.len()..].starts_with('/')
     {
-        return streaming::serve(req, shared).await;
+        let fallback = FallbackReason::from_query(req.uri().query());
+        let opening = conn.opening(first, fallback);
+        return streaming::serve(req, shared, &conn.probe, opening).await;
     }
     let mut resp = route(req.method(), req.uri().path(), &shared).map(|b| Full::new(b).boxed());
     if let Some(alt) = &shared.alt_svc {
@@ -180,9 +220,9 @@ const ECHO_PATH: &str = "/echo";
 
 fn upgrade(
     req: &mut Request<Incoming>,
-    peer: SocketAddr,
     shared: Arc<Shared>,
-    guard: Arc<ConnGuard>,
+    conn: Arc<TcpConn>,
+    first: bool,
     endpoint: Endpoint,
 ) -> Response<Body> {
     let is_upgrade = req.method() == http::Method::GET
@@ -221,28 +261,33 @@ fn upgrade(
             return plain(refusal.status(), body);
         }
     };
+    let opening = conn.opening(first, FallbackReason::from_query(req.uri().query()));
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(req);
-    let span = tracing::info_span!("ws", %peer);
+    let span = tracing::info_span!("ws", peer = %conn.peer);
     shared.tasks.clone().spawn(
         async move {
-            let _guard = guard;
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
                 Err(e) => return tracing::debug!("upgrade failed: {e}"),
             };
+            let ws = WsConn {
+                shared,
+                claims,
+                opening,
+                conn,
+            };
             // Plain TCP: the socket becomes a wire the room can write
-            // snapshots to. TLS keeps hyper's stream.
-            match upgraded.downcast::<TokioIo<TcpStream>>() {
+            // snapshots to (and whose RTT the session reads). TLS keeps
+            // hyper's stream, and the connection's probe.
+            match upgraded.downcast::<TokioIo<Probed<TcpStream>>>() {
                 Ok(parts) => {
-                    let limit = shared.cfg.limits.ws_write_buffer;
-                    let wire = Wire::new(parts.io.into_inner(), limit);
+                    let limit = ws.shared.cfg.limits.ws_write_buffer;
+                    let wire = Wire::new(parts.io.into_inner().into_inner(), limit);
                     let io = WireIo::new(wire.clone(), parts.read_buf);
-                    serve_ws(io, endpoint, shared, claims, Some(wire)).await
+                    serve_ws(io, endpoint, ws, Some(wire)).await
                 }
-                Err(upgraded) => {
-                    serve_ws(TokioIo::new(upgraded), endpoint, shared, claims, None).await
-                }
+                Err(upgraded) => serve_ws(TokioIo::new(upgraded), endpoint, ws, None).await,
             }
         }
         .instrument(span),
@@ -260,21 +305,25 @@ fn upgrade(
     r
 }
 
-/// Runs an upgraded connection as a WebSocket for `endpoint`; `wire` is the
-/// plain-TCP socket under `io`, when there is one.
-async fn serve_ws<S>(
-    io: S,
-    endpoint: Endpoint,
+/// An upgraded WebSocket's session, before it runs.
+struct WsConn {
     shared: Arc<Shared>,
     claims: Option<crate::auth::Claims>,
-    wire: Option<Arc<Wire>>,
-) where
+    opening: Opening,
+    /// Held for the connection slot, and the probe when there is no wire.
+    conn: Arc<TcpConn>,
+}
+
+/// Runs an upgraded connection as a WebSocket for `endpoint`; `wire` is the
+/// plain-TCP socket under `io`, when there is one.
+async fn serve_ws<S>(io: S, endpoint: Endpoint, conn: WsConn, wire: Option<Arc<Wire>>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let config = Some(websocket::config(&shared.cfg.limits));
+    let config = Some(websocket::config(&conn.shared.cfg.limits));
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
     match endpoint {
-        Endpoint::Rally => run_ws(ws, shared, claims, wire).await,
+        Endpoint::Rally => run_ws(ws, conn, wire).await,
         Endpoint::Echo => echo(ws).await,
     }
 }
@@ -299,24 +348,23 @@ where
     }
 }
 
-async fn run_ws<S>(
-    ws: WebSocketStream<S>,
-    shared: Arc<Shared>,
-    claims: Option<crate::auth::Claims>,
-    wire: Option<Arc<Wire>>,
-) where
+async fn run_ws<S>(ws: WebSocketStream<S>, conn: WsConn, wire: Option<Arc<Wire>>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (rx, mut tx) = websocket::split(ws, shared.cfg.limits.idle_timeout, wire);
+    let WsConn {
+        shared,
+        claims,
+        opening,
+        conn,
+    } = conn;
+    // Over TLS the kernel's RTT comes through the connection's probe.
+    let probe = wire.is_none().then(|| conn.probe.clone());
+    let (rx, mut tx) = websocket::split(ws, shared.cfg.limits.idle_timeout, wire, probe);
     let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
         shared.refuse_full(TransportKind::WebSocket, &mut tx).await;
         return;
     };
-    session::run(
-        TransportKind::WebSocket,
-        rx,
-        tx,
-        &shared.session_ctx(claims),
-    )
-    .await;
+    let ctx = shared.session_ctx(claims, opening);
+    session::run(TransportKind::WebSocket, rx, tx, &ctx).await;
 }

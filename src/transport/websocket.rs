@@ -21,7 +21,9 @@ use crate::kind::Channel;
 use crate::metrics::Metrics;
 use crate::protocol::{CloseCode, ErrorCode};
 use crate::room::DirectSink;
+use crate::session::live::PathRtt;
 use crate::session::{Carriage, TransportError, TransportRx, TransportTx};
+use crate::transport::tcp_info::SocketProbe;
 use crate::transport::wire::{FrameSink, Wire};
 
 /// WebSocket limits: client messages are tiny, so a frame or message above
@@ -62,17 +64,22 @@ pub struct WsTx<S> {
     /// The plain-TCP socket under tungstenite, when there is one (see
     /// `wire`): corked while messages are queued.
     wire: Option<Arc<Wire>>,
+    /// Over TLS, where there is no wire: the TCP connection's socket, read
+    /// for its round-trip time.
+    probe: Option<Arc<SocketProbe>>,
 }
 
 /// Splits a WebSocket into the session's halves. A peer that sends nothing
 /// (not even the pongs our keep-alive pings ask for) for `idle_timeout` is
 /// considered gone. `wire`, when given, is the plain-TCP socket under `ws`:
 /// queued messages are held there until flushed, and the room may write
-/// snapshot frames to it.
+/// snapshot frames to it. `probe` reads the round-trip time of the TCP
+/// connection when there is no wire.
 pub fn split<S>(
     ws: WebSocketStream<S>,
     idle_timeout: Duration,
     wire: Option<Arc<Wire>>,
+    probe: Option<Arc<SocketProbe>>,
 ) -> (WsRx<S>, WsTx<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -83,7 +90,7 @@ where
         idle_timeout,
         idle_deadline: Instant::now() + idle_timeout,
     };
-    (rx, WsTx { sink, wire })
+    (rx, WsTx { sink, wire, probe })
 }
 
 fn ws_error(e: WsError) -> TransportError {
@@ -187,6 +194,14 @@ where
 
     async fn keepalive(&mut self) -> Result<(), TransportError> {
         self.send_now(Message::Ping(Bytes::new())).await
+    }
+
+    fn rtt(&self) -> Option<PathRtt> {
+        match (&self.wire, &self.probe) {
+            (Some(wire), _) => wire.rtt(),
+            (None, Some(probe)) => probe.rtt(),
+            (None, None) => None,
+        }
     }
 
     async fn close(&mut self, code: Option<CloseCode>) {

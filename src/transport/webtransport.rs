@@ -21,7 +21,8 @@ use crate::protocol::{
     encode_frame, Close, CloseCode, ErrorCode, FrameDecoder, FrameError, FRAME_HEADER_LEN,
 };
 use crate::room::DirectSink;
-use crate::session::{self, Carriage, TransportError, TransportRx, TransportTx};
+use crate::session::live::PathRtt;
+use crate::session::{self, Carriage, Opening, TransportError, TransportRx, TransportTx};
 use crate::shared::Shared;
 
 pub type Session = WebTransportSession<h3_quinn::Connection, Bytes>;
@@ -269,6 +270,15 @@ impl TransportTx for WtTx {
         Ok(())
     }
 
+    fn rtt(&self) -> Option<PathRtt> {
+        // quinn's smoothed RTT (RFC 9002 §5.3); it keeps no variation we
+        // can read, so the session derives jitter from the samples.
+        Some(PathRtt {
+            rtt: self.datagrams.quic.rtt(),
+            var: None,
+        })
+    }
+
     async fn close(&mut self, code: Option<CloseCode>) {
         let quic = self.datagrams.quic.clone();
         let Some(code) = code else {
@@ -352,6 +362,8 @@ pub struct Accepted {
     pub quic: quinn::Connection,
     /// The join token's claims, when tokens are required.
     pub claims: Option<crate::auth::Claims>,
+    /// The peer, and when its QUIC connection was accepted.
+    pub opening: Opening,
 }
 
 /// Runs one accepted WebTransport session to its end.
@@ -361,6 +373,7 @@ pub async fn run(accepted: Accepted, shared: Arc<Shared>) {
         connect_stream_id,
         quic,
         claims,
+        opening,
     } = accepted;
     let kind = TransportKind::WebTransport;
     // Boxed: a transient state, kept out of the session's lasting size.
@@ -418,7 +431,7 @@ pub async fn run(accepted: Accepted, shared: Arc<Shared>) {
         shared.refuse_full(kind, &mut tx).await;
         return;
     };
-    session::run(kind, rx, tx, &shared.session_ctx(claims)).await;
+    session::run(kind, rx, tx, &shared.session_ctx(claims, opening)).await;
 }
 
 #[cfg(test)]

@@ -77,6 +77,11 @@ impl Wire {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The kernel's round-trip estimate of the socket (`TCP_INFO`).
+    pub fn rtt(&self) -> Option<crate::session::live::PathRtt> {
+        crate::transport::tcp_info::tcp_rtt(std::os::fd::AsRawFd::as_raw_fd(&self.tcp))
+    }
+
     /// Holds the session's writes until its next flush.
     pub fn cork(&self) {
         self.lock().corked = true;

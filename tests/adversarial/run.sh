@@ -25,7 +25,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements.txt"
 "$VENV/bin/python" - <<'PY'
-import aioquic, websockets, kosoku, pytest, httpx, h2  # fail loudly if any is missing
+import aioquic, websockets, kosoku, pytest, httpx, h2, prometheus_client  # fail loudly if any is missing
 PY
 
 cd "$ROOT"

@@ -564,6 +564,8 @@ test('auto: WebTransport that never gets ready loses to WebSocket after the head
   assert.equal(client.transport, 'websocket');
   assert.ok(took >= FAST.headStartMs - 5, `WebSocket waited for the head start (${took} ms)`);
   assert.match(client.fallbackReason, /WebSocket connected first/);
+  // Reported to the server for its metrics (PROTOCOL.md §1.1).
+  assert.equal(FakeWebSocket.all[0].url, 'ws://127.0.0.1:4433/rally?fallback=wt_timeout');
   const wt = FakeWebTransport.all[0];
   assert.equal(wt.frames.length, 0, 'no Hello on WebTransport');
   await until(() => client.fallbackReason === 'timeout', 'timeout reason', 1000);
@@ -598,6 +600,7 @@ test('auto: a failed WebTransport handshake starts WebSocket at once, with the e
   assert.ok(Date.now() - t0 < 1000, 'did not wait for the head start');
   assert.equal(client.transport, 'websocket');
   assert.equal(client.fallbackReason, 'Opening handshake failed.');
+  assert.equal(FakeWebSocket.all[0].url, 'ws://127.0.0.1:4433/rally?fallback=wt_failed');
   await client.close();
 });
 
@@ -624,6 +627,7 @@ test('auto: no WebTransport API → WebSocket at once; a remembered WebSocket wi
   const a = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann' });
   assert.equal(a.transport, 'websocket');
   assert.equal(a.fallbackReason, 'WebTransport API unavailable');
+  assert.equal(FakeWebSocket.all.at(-1).url, 'ws://127.0.0.1:4433/rally?fallback=wt_unavailable');
   await a.close();
 
   globalThis.WebTransport = FakeWebTransport;
@@ -635,6 +639,7 @@ test('auto: no WebTransport API → WebSocket at once; a remembered WebSocket wi
   const c = await connect(URL_, { ...FAST, room: 'lobby', name: 'ann' });
   assert.equal(c.transport, 'websocket');
   assert.equal(c.fallbackReason, 'remembered: net::ERR_QUIC_PROTOCOL_ERROR');
+  assert.ok(FakeWebSocket.all.at(-1).url.endsWith('/rally?fallback=remembered'));
   assert.equal(FakeWebTransport.all.length, wtCount, 'no WebTransport attempt');
   await c.close();
   // After the re-probe interval WebTransport is tried again.
@@ -997,7 +1002,7 @@ test('auto: no WebTransport API and WebSocket refused → HTTP streaming at once
   assert.equal(client.fallbackReason, 'WebTransport: WebTransport API unavailable; WebSocket: WebSocket failed to connect (close code 1006)');
   assert.deepEqual(client.attempts.map((a) => a.transport), ['websocket', 'http']);
   const s = FakeHttp.sessions[0];
-  assert.equal(s.url, 'http://127.0.0.1:4433/rally/http');
+  assert.equal(s.url, 'http://127.0.0.1:4433/rally/http?fallback=ws_failed', 'the fallback reason for the metrics (PROTOCOL.md §1.1)');
   assert.deepEqual(s.posts[0].frames.map((m) => m.type), ['hello'], 'Hello alone in POST 1');
   // Play: snapshots and messages down the stream, inputs and messages up in POSTs.
   s.serverSend(snapshotBytes(101));
@@ -1024,6 +1029,7 @@ test('auto: no WebTransport API and WebSocket refused → HTTP streaming at once
   assert.equal(again.transport, 'http');
   assert.equal(again.fallbackReason, `remembered: ${mem.reason}`);
   assert.equal(FakeWebSocket.all.length, wsBefore, 'no WebSocket attempt on the remembered visit');
+  assert.equal(FakeHttp.sessions.at(-1).url, 'http://127.0.0.1:4433/rally/http?fallback=remembered');
   await again.close();
   // After the re-probe interval the faster tiers are tried again.
   const later = await connect(URL_, { ...FAST, reprobeAfterMs: 0, room: 'lobby', name: 'ann' });
