@@ -587,6 +587,8 @@ export class RallyClient {
         this._receiveSnapshot(msg, channel);
         break;
       case 'pong':
+        // client_time_us 0: the server's heartbeat (PROTOCOL.md §7.3), a sign of life only.
+        if (msg.clientTimeUs === 0) break;
         this._stats.pongs++;
         this._rtt.sample((nowUs() - msg.clientTimeUs) / 1000);
         break;
