@@ -15,6 +15,7 @@ import { NO_RETRY_CODES } from './codec.js';
  * @property {number} pingIntervalMs ping period (250)
  * @property {number} reconnectBaseMs first reconnect delay before jitter (500)
  * @property {number} reconnectMaxMs reconnect delay cap (10000)
+ * @property {number} watchdogMs a session from which nothing at all (snapshots, Pongs, the server's heartbeat) arrives for this long is dropped and reconnected (2000; 0: off; PROTOCOL.md §7.3)
  * @property {number} inputHistory inputs kept for prediction replay (256)
  */
 
@@ -29,6 +30,7 @@ export const DEFAULTS = /** @type {Readonly<Timing>} */ (Object.freeze({
   pingIntervalMs: 250,
   reconnectBaseMs: 500,
   reconnectMaxMs: 10000,
+  watchdogMs: 2000,
   inputHistory: 256,
 }));
 

@@ -100,6 +100,8 @@ export interface Timing {
   reconnectBaseMs: number;
   /** Reconnect delay cap (10000). */
   reconnectMaxMs: number;
+  /** A session from which nothing at all (snapshots, Pongs, the server's heartbeat) arrives for this long is dropped and reconnected (2000; 0: off; PROTOCOL.md §7.3). */
+  watchdogMs: number;
   /** Inputs kept for prediction replay (256). */
   inputHistory: number;
 }

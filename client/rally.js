@@ -237,6 +237,10 @@ export class RallyClient {
   _reconnectTimer = null;
   /** @internal @type {ReturnType<typeof setInterval> | null} */
   _pingTimer = null;
+  /** @internal @type {ReturnType<typeof setInterval> | null} */
+  _watchdogTimer = null;
+  /** @internal clock ms when the server was last heard (anything at all) */
+  _heardAt = 0;
   /** @internal */
   _rtt = new RttEstimator();
   /** @internal @type {Uint8Array | null} resume token from the last Welcome (PROTOCOL.md §7.1) */
@@ -591,6 +595,7 @@ export class RallyClient {
    * @param {Channel} channel
    */
   _receive(msg, channel) {
+    this._heardAt = clockMs();
     if (isNumbered(msg)) this._reliableSeq = (this._reliableSeq + 1) >>> 0;
     const o = this._options;
     switch (msg.type) {
@@ -598,6 +603,8 @@ export class RallyClient {
         this._receiveSnapshot(msg, channel);
         break;
       case 'pong':
+        // client_time_us 0: the server's heartbeat (PROTOCOL.md §7.3), a sign of life only.
+        if (msg.clientTimeUs === 0) break;
         this._stats.pongs++;
         this._rtt.sample((nowUs() - msg.clientTimeUs) / 1000);
         break;
@@ -665,12 +672,30 @@ export class RallyClient {
     };
     ping();
     this._pingTimer = setInterval(ping, this._options.pingIntervalMs);
+    // The silence watchdog (PROTOCOL.md §7.3): the server sends something
+    // at least every heartbeat (1 s) and answers our pings; a session that
+    // hears nothing for watchdogMs is dead or frozen even if no close came
+    // (a killed host, a stopped process, a cut path): drop it and reconnect.
+    const windowMs = this._options.watchdogMs;
+    const link = this._link;
+    if (windowMs > 0 && link) {
+      this._heardAt = clockMs();
+      this._watchdogTimer = setInterval(() => {
+        if (link !== this._link || link.closed) return;
+        const silentMs = clockMs() - this._heardAt;
+        if (silentMs < windowMs) return;
+        this._linkClosed(link, { code: null, reason: `the server was silent for ${Math.round(silentMs)} ms` });
+        link.close();
+      }, Math.max(10, windowMs / 8));
+    }
   }
 
   /** @internal */
   _stopPing() {
     if (this._pingTimer !== null) clearInterval(this._pingTimer);
     this._pingTimer = null;
+    if (this._watchdogTimer !== null) clearInterval(this._watchdogTimer);
+    this._watchdogTimer = null;
   }
 
   /**

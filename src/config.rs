@@ -182,6 +182,14 @@ pub struct Limits {
     #[arg(long, env = "RALLY_KEEPALIVE", default_value = "10s", value_parser = duration)]
     pub keepalive: Duration,
 
+    /// Each session sends a `Pong` with `client_time_us` 0 this often, even
+    /// in a room that sends nothing else, so that a client's silence
+    /// watchdog (2 s by default, PROTOCOL.md §7.3) can tell a quiet room
+    /// from a dead server. At most half the clients' watchdog; 0 turns it
+    /// off.
+    #[arg(long, env = "RALLY_HEARTBEAT", default_value = "1s", value_parser = duration)]
+    pub heartbeat: Duration,
+
     /// A peer whose connection accepts nothing for this long is closed with
     /// `too_slow`.
     #[arg(long, env = "RALLY_SLOW_PEER_TIMEOUT", default_value = "5s", value_parser = duration)]

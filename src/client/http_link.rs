@@ -13,6 +13,10 @@ use url::Url;
 use super::ClientError;
 use crate::protocol::{encode_frame, FrameDecoder, MAX_SERVER_MSG};
 
+/// The answer to a `POST` handed to its connection (a task of its own, so
+/// that a cancelled send does not cancel it).
+type Answer = tokio::task::JoinHandle<hyper::Result<http::Response<Incoming>>>;
+
 pub(super) struct HttpLink {
     down: Incoming,
     decoder: FrameDecoder,
@@ -23,6 +27,10 @@ pub(super) struct HttpLink {
     origin: Option<String>,
     /// Number of the last `POST` sent.
     seq: u64,
+    /// The last `POST`, until its answer is read. Kept here rather than in
+    /// the future of `send`, so that a cancelled send neither leaves a gap
+    /// in the numbering nor has hyper drop a request it had not written.
+    answer: Option<Answer>,
 }
 
 async fn connection(url: &Url) -> Result<SendRequest<Full<Bytes>>, ClientError> {
@@ -102,6 +110,7 @@ impl HttpLink {
             authority,
             origin: origin.map(str::to_string),
             seq: 0,
+            answer: None,
         })
     }
 
@@ -127,11 +136,17 @@ impl HttpLink {
     }
 
     /// Sends one message in a `POST` of its own and waits for its answer.
+    /// Cancel-safe in the sense that matters: the message goes out, or not
+    /// at all, with the next number; a cancelled send's answer is read by
+    /// the next send.
     pub(super) async fn send(&mut self, msg: &[u8]) -> Result<(), ClientError> {
+        // One POST at a time (PROTOCOL.md §11.2).
+        self.settle().await?;
+        self.post.ready().await.map_err(closed)?;
         let mut body = BytesMut::with_capacity(2 + msg.len());
         encode_frame(&mut body, msg);
-        self.seq += 1;
-        let uri = format!("{}?seq={}", self.post_path, self.seq);
+        let seq = self.seq + 1;
+        let uri = format!("{}?seq={seq}", self.post_path);
         let mut req = http::Request::post(uri)
             .header(http::header::HOST, &self.authority)
             .header(http::header::CONTENT_TYPE, "application/octet-stream");
@@ -141,7 +156,20 @@ impl HttpLink {
         let req = req
             .body(Full::new(body.freeze()))
             .map_err(|e| ClientError::Url(e.to_string()))?;
-        let resp = self.post.send_request(req).await.map_err(closed)?;
+        // Handed to the connection now; the number is spent with it.
+        self.seq = seq;
+        self.answer = Some(tokio::spawn(self.post.send_request(req)));
+        self.settle().await
+    }
+
+    /// Reads the answer to the `POST` in flight, if any.
+    async fn settle(&mut self) -> Result<(), ClientError> {
+        let Some(answer) = self.answer.as_mut() else {
+            return Ok(());
+        };
+        let resp = answer.await;
+        self.answer = None;
+        let resp = resp.map_err(closed)?.map_err(closed)?;
         let status = resp.status();
         // Read the (short) answer so the connection can carry the next.
         let _ = resp.into_body().collect().await;

@@ -8,9 +8,16 @@
 //! WebTransport goes through `wtransport` (an implementation independent of
 //! the server's h3 stack) and verifies the server by its certificate hash,
 //! as a browser does; WebSocket goes through tokio-tungstenite.
+//!
+//! A [`Client`] is one session: it notices a silent server (its watchdog,
+//! PROTOCOL.md §7.3) and reports the drop. A [`Session`] is a player's
+//! place in a room across sessions: it reconnects, resumes, and joins
+//! afresh when it must, for as long as the caller wants.
 
 mod http_get;
 mod http_link;
+pub mod liveness;
+mod session;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
@@ -30,6 +38,10 @@ use crate::protocol::{
     MAX_SERVER_MSG, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
 pub use http_get::{fetch_cert_hash, http_get};
+pub use liveness::{Backoff, DEFAULT_WATCHDOG};
+pub use session::{RetryPolicy, Session, SessionEvent, SessionState};
+
+use liveness::{Next, Watchdog};
 
 /// Inputs repeated in each `Input` message (the newest plus three before).
 pub const INPUT_REDUNDANCY: usize = 4;
@@ -50,6 +62,10 @@ pub enum ClientError {
     Protocol(String),
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// The watchdog's verdict: nothing arrived from the server for this
+    /// long although it was asked (a `Ping`), or a send waited this long.
+    #[error("the server was silent for {0:?}")]
+    Silent(Duration),
     #[error("{what} of {len} bytes exceeds the server's limit of {max}")]
     TooLarge {
         what: &'static str,
@@ -92,6 +108,13 @@ pub struct ConnectOptions {
     pub wt_endpoint: Option<WtEndpoint>,
     /// How WebTransport datagrams are received.
     pub datagrams: DatagramPath,
+    /// The silence watchdog (PROTOCOL.md §7.3): once welcomed, the client
+    /// pings a quiet server and [`Client::recv`] fails with
+    /// [`ClientError::Silent`] when the server stays silent this long (and
+    /// a send that waits this long fails the same way). `None` turns it
+    /// off: only the transport's own timeouts (30 s) notice a dead server.
+    /// Default [`DEFAULT_WATCHDOG`], 2 s.
+    pub watchdog: Option<Duration>,
 }
 
 /// How the client receives WebTransport datagrams.
@@ -227,6 +250,7 @@ impl ConnectOptions {
             fallback: None,
             wt_endpoint: None,
             datagrams: DatagramPath::Driver,
+            watchdog: Some(DEFAULT_WATCHDOG),
         }
     }
 }
@@ -268,6 +292,12 @@ pub struct Client {
     lost: u32,
     /// Whether the last connect resumed a player (rather than joining).
     resumed: bool,
+    /// The server origin this session is on.
+    url: Url,
+    /// The silence window asked for; the watchdog runs once welcomed
+    /// (a `Ping` before `Hello` would be `unexpected_message`).
+    watchdog_window: Option<Duration>,
+    watchdog: Option<Watchdog>,
 }
 
 pub fn now_us() -> u64 {
@@ -419,6 +449,9 @@ impl Client {
             sent: SentLog::default(),
             lost: 0,
             resumed: false,
+            url: opts.url.clone(),
+            watchdog_window: opts.watchdog.filter(|w| !w.is_zero()),
+            watchdog: None,
         };
         let hello = ClientMsg::Hello {
             version: opts.protocol_version,
@@ -470,6 +503,9 @@ impl Client {
                     } else {
                         self.welcome = w;
                     }
+                    self.watchdog = self
+                        .watchdog_window
+                        .map(|w| Watchdog::new(w, Instant::now()));
                     return Ok(self);
                 }
                 ServerMsg::Error { code, .. }
@@ -523,6 +559,12 @@ impl Client {
         self.welcome.player_id
     }
 
+    /// The server origin this session is on: where a resume of this player
+    /// goes (a fresh join goes where the caller first asked).
+    pub fn server_url(&self) -> &Url {
+        &self.url
+    }
+
     pub fn transport(&self) -> TransportKind {
         match self.conn {
             Conn::Wt { .. } => TransportKind::WebTransport,
@@ -539,10 +581,12 @@ impl Client {
         }
     }
 
-    /// The next message from the server. Cancel-safe.
+    /// The next message from the server. Cancel-safe. With the watchdog
+    /// on, it also pings a quiet server and fails with
+    /// [`ClientError::Silent`] when the server stays silent for the window.
     pub async fn recv(&mut self) -> Result<Received, ClientError> {
         let (bytes, channel, msg) = loop {
-            let (bytes, channel) = self.recv_bytes().await?;
+            let (bytes, channel) = self.next_bytes().await?;
             let msg =
                 ServerMsg::decode(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
             // A Pong nobody asked for is the HTTP stream's keep-alive.
@@ -562,6 +606,63 @@ impl Client {
             self.reliable_seq = self.reliable_seq.wrapping_add(1);
         }
         Ok(Received { msg, channel })
+    }
+
+    /// The next message's bytes, under the watchdog's eye.
+    async fn next_bytes(&mut self) -> Result<(Bytes, Channel), ClientError> {
+        loop {
+            let Some(dog) = &self.watchdog else {
+                return self.recv_bytes().await;
+            };
+            let window = dog.window();
+            match dog.next(Instant::now()) {
+                Next::Ping => self.keepalive().await?,
+                Next::WaitUntil(t) => tokio::select! {
+                    biased;
+                    r = self.recv_bytes() => return self.heard(r),
+                    _ = tokio::time::sleep_until(t) => {}
+                },
+                // What has already arrived is read before the verdict.
+                Next::Silent => tokio::select! {
+                    biased;
+                    r = self.recv_bytes() => return self.heard(r),
+                    _ = std::future::ready(()) => return Err(ClientError::Silent(window)),
+                },
+            }
+        }
+    }
+
+    fn heard<T>(&mut self, r: Result<T, ClientError>) -> Result<T, ClientError> {
+        if let (Ok(_), Some(dog)) = (&r, &mut self.watchdog) {
+            dog.heard(Instant::now());
+        }
+        r
+    }
+
+    /// The watchdog's `Ping`: `client_time_us` 0, so its `Pong` reads as a
+    /// keep-alive and is not shown to the caller. A datagram on
+    /// WebTransport: it never blocks, and a lost one is followed by another
+    /// a quarter window later.
+    async fn keepalive(&mut self) -> Result<(), ClientError> {
+        let Some(dog) = &mut self.watchdog else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        dog.pinged(now);
+        let until = dog.deadline().unwrap_or(now + dog.window());
+        let ping = ClientMsg::Ping { client_time_us: 0 }.to_bytes();
+        let channel = if self.max_datagram_size().is_some() {
+            Channel::Unreliable
+        } else {
+            Channel::Reliable
+        };
+        // A server that takes nothing (its HTTP answers or its TCP window)
+        // must not hold recv() past the verdict.
+        match tokio::time::timeout_at(until, self.send_now(ping, channel)).await {
+            Ok(r) => r,
+            // The next turn of the loop gives the verdict.
+            Err(_) => Ok(()),
+        }
     }
 
     async fn recv_bytes(&mut self) -> Result<(Bytes, Channel), ClientError> {
@@ -630,8 +731,18 @@ impl Client {
 
     /// Sends raw bytes as one message on `channel` (tests use this to send
     /// what a well-behaved client would not). On WebSocket both channels are
-    /// a binary message.
+    /// a binary message. With the watchdog on, a send that waits for the
+    /// whole window fails with [`ClientError::Silent`].
     pub async fn send_raw(&mut self, msg: Bytes, channel: Channel) -> Result<(), ClientError> {
+        match self.watchdog.as_ref().map(Watchdog::window) {
+            Some(window) => tokio::time::timeout(window, self.send_now(msg, channel))
+                .await
+                .unwrap_or(Err(ClientError::Silent(window))),
+            None => self.send_now(msg, channel).await,
+        }
+    }
+
+    async fn send_now(&mut self, msg: Bytes, channel: Channel) -> Result<(), ClientError> {
         match &mut self.conn {
             Conn::Wt { conn, send, .. } => match channel {
                 Channel::Reliable => {
@@ -715,11 +826,15 @@ impl Client {
         self.send_raw(msg, channel).await
     }
 
-    /// Sends a `Ping` carrying the current time on `channel`.
+    /// Sends a `Ping` carrying the current time on `channel`. Its `Pong`
+    /// also feeds the watchdog, which then sends no pings of its own.
     pub async fn ping(&mut self, channel: Channel) -> Result<(), ClientError> {
         let msg = ClientMsg::Ping {
             client_time_us: now_us(),
         };
+        if let Some(dog) = &mut self.watchdog {
+            dog.pinged(Instant::now());
+        }
         self.send_raw(msg.to_bytes(), channel).await
     }
 

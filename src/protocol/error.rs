@@ -127,6 +127,20 @@ impl ErrorCode {
         Self::from_u16(u16::try_from(v).ok()?)
     }
 
+    /// Whether a new session could succeed after this error: not after
+    /// those a new `Hello` would meet again (a bad version or name, a token
+    /// that does not allow the room, the game's refusal), nor after
+    /// `replaced` (another session now owns the player). The browser
+    /// client's `NO_RETRY_CODES` is the same list. `token_expired` helps
+    /// only a client that can get a fresh token.
+    pub fn retry_helps(self) -> bool {
+        use ErrorCode::*;
+        !matches!(
+            self,
+            UnsupportedVersion | InvalidName | Unauthorized | Replaced | JoinRefused
+        )
+    }
+
     /// Stable lower-case name, used in logs and metrics labels.
     pub fn name(self) -> &'static str {
         use ErrorCode::*;
@@ -179,5 +193,30 @@ mod tests {
             assert_eq!(c.as_u16() as usize, i + 1);
         }
         assert_eq!(ErrorCode::from_close_code(1000), None);
+    }
+
+    #[test]
+    fn the_errors_not_worth_a_retry_are_the_browser_clients() {
+        // client/codec.js: NO_RETRY_CODES = Object.freeze((['name', ...]).map(...))
+        let js = include_str!("../../client/codec.js");
+        let at = js
+            .find("NO_RETRY_CODES =")
+            .expect("NO_RETRY_CODES in codec.js");
+        let list = &js[at..];
+        let list = &list[list.find("(['").expect("a list of names") + 2..];
+        let list = &list[..list.find(']').unwrap()];
+        let mut browser: Vec<&str> = list
+            .split(',')
+            .map(|n| n.trim().trim_matches('\''))
+            .filter(|n| !n.is_empty())
+            .collect();
+        browser.sort_unstable();
+        let mut native: Vec<&str> = ErrorCode::ALL
+            .iter()
+            .filter(|c| !c.retry_helps())
+            .map(|c| c.name())
+            .collect();
+        native.sort_unstable();
+        assert_eq!(native, browser);
     }
 }

@@ -577,6 +577,14 @@ async fn play<R: TransportRx, T: TransportTx>(
     let period = ctx.limits.keepalive.min(RTT_SAMPLE_EVERY);
     let mut housekeeping = tokio::time::interval_at(Instant::now() + period, period);
     let mut keepalive_due = Instant::now() + ctx.limits.keepalive;
+    // The heartbeat (PROTOCOL.md §7.3): a Pong nobody asked for, so that a
+    // quiet room is not mistaken for a dead server.
+    let beat = ctx.limits.heartbeat;
+    let mut heartbeat = (!beat.is_zero()).then(|| {
+        let mut i = tokio::time::interval_at(Instant::now() + beat, beat);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     // One receive future for the whole session, polled only when it was
     // woken: see `woken`.
     let inbound = futures::stream::unfold(rx, |rx| async move { Some((rx.recv().await, rx)) });
@@ -617,6 +625,25 @@ async fn play<R: TransportRx, T: TransportTx>(
                     if let Err(end) = deadline_for(ctx, tx.keepalive()).await {
                         return end;
                     }
+                }
+            }
+            _ = async {
+                match heartbeat.as_mut() {
+                    Some(i) => {
+                        i.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            } => {
+                let pong = ServerMsg::Pong {
+                    client_time_us: 0,
+                    server_time_us: now_us(),
+                };
+                if let Err(end) = deadline_for(ctx, tx.queue(pong.to_bytes())).await {
+                    return end;
+                }
+                if let Err(end) = deadline_for(ctx, tx.flush()).await {
+                    return end;
                 }
             }
             inbound = inbound.next() => {

@@ -290,8 +290,11 @@ class Server:
         for _ in range(8):
             self._err = open(self.stderr_path, "wb")
             self.proc = subprocess.Popen(
+                # No heartbeat (PROTOCOL.md §7.3) unless a test asks: these
+                # peers check exact message sequences and idle timeouts, and
+                # a Pong every second would interleave with both.
                 [RALLY_BIN, "serve", "--listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0",
-                 "--cert-dir", str(self.cert_dir), *flags],
+                 "--cert-dir", str(self.cert_dir), "--heartbeat", "0", *flags],
                 stdout=subprocess.PIPE, stderr=self._err, env=env,
             )
             line = self.proc.stdout.readline()

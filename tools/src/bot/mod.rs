@@ -1,12 +1,14 @@
 //! `rally bot`: N native clients that join a room, play a built-in game
-//! (`--game`, a [`Behaviour`]), ping, resume after drops, and report what
+//! (`--game`, a [`Behaviour`]), ping, reconnect after drops (resuming), and report what
 //! they saw as one JSON object.
 
 pub mod behaviour;
 
 use std::time::Duration;
 
-use rally::client::{now_us, Channel, Client, ConnectOptions, TransportKind};
+use rally::client::{
+    now_us, Channel, Client, ConnectOptions, RetryPolicy, Session, SessionEvent, TransportKind,
+};
 use rally::protocol::ServerMsg;
 use serde::Serialize;
 use tokio::time::{interval, Instant, MissedTickBehavior};
@@ -210,7 +212,7 @@ async fn one_bot(plan: &BotPlan, index: usize) -> BotOutcome {
     let name = format!("{}{index}", plan.name_prefix);
     let mut opts = ConnectOptions::new(plan.url.clone(), plan.transport, &plan.room, &name);
     opts.app = behaviour.hello();
-    let mut client = match connect(&opts, behaviour.game()).await {
+    let client = match connect(&opts, behaviour.game()).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("{e}");
@@ -220,6 +222,10 @@ async fn one_bot(plan: &BotPlan, index: usize) -> BotOutcome {
     };
     let hz = client.welcome().tick_hz.max(1);
     behaviour.connected(client.player_id(), hz, false);
+    // Drops (the watchdog's silence among them) are reconnected for as long
+    // as the bot plays: resumed while the server keeps the player, joined
+    // afresh after that (PROTOCOL.md §7.3).
+    let mut session = Session::from_client(client, opts, RetryPolicy::default());
     let mut input_tick = interval(Duration::from_secs_f64(1.0 / hz as f64));
     input_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut ping_tick = interval(Duration::from_millis(100));
@@ -229,8 +235,8 @@ async fn one_bot(plan: &BotPlan, index: usize) -> BotOutcome {
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
-            r = client.recv() => match r {
-                Ok(r) => match r.msg {
+            ev = session.next() => match ev {
+                Some(SessionEvent::Message(r)) => match r.msg {
                     ServerMsg::Snapshot(s) => {
                         out.snapshots += 1;
                         behaviour.snapshot(&s, &mut out.seen);
@@ -251,69 +257,57 @@ async fn one_bot(plan: &BotPlan, index: usize) -> BotOutcome {
                     }
                     _ => {}
                 },
-                Err(e) => {
-                    tracing::info!("connection lost: {e}; resuming");
-                    match reconnect(&opts, &client, behaviour.game()).await {
-                        Some(c) => {
-                            if c.resumed() {
-                                out.resumes += 1;
-                            }
-                            behaviour.connected(c.player_id(), hz, c.resumed());
-                            client = c;
-                        }
-                        None => {
-                            out.errors += 1;
-                            return out;
-                        }
-                    }
+                Some(SessionEvent::Dropped(e)) => tracing::info!("connection lost: {e}; reconnecting"),
+                Some(SessionEvent::Reconnecting { attempt, reason, .. }) => {
+                    tracing::info!(attempt, "reconnecting ({reason})");
                 }
+                Some(SessionEvent::Connected { player_id, resumed, .. }) => {
+                    if resumed {
+                        out.resumes += 1;
+                    }
+                    behaviour.connected(player_id, hz, resumed);
+                }
+                Some(SessionEvent::Closed(e)) => {
+                    tracing::warn!("gave up: {e}");
+                    out.errors += 1;
+                    return out;
+                }
+                None => return out,
             },
             _ = input_tick.tick() => {
+                // While reconnecting there is nothing to send on: the
+                // behaviour waits (as the game would) rather than lose what
+                // it meant to send.
+                let Some(client) = session.client() else {
+                    continue;
+                };
                 behaviour.tick(&mut actions);
                 for a in actions.drain(..) {
                     let sent = match a {
                         Action::Input(i) => client.send_input(&i).await.map(|_| ()),
                         Action::Message { payload, reliable } => client.send(&payload, reliable).await,
                     };
+                    // A failed send is a drop: the session reports it next.
                     if let Err(e) = sent {
-                        tracing::warn!("send failed: {e}");
-                        out.errors += 1;
-                        return out;
+                        tracing::info!("send failed: {e}");
+                        break;
                     }
                 }
             }
             _ = ping_tick.tick() => {
-                if let Err(e) = client.ping(Channel::Unreliable).await {
-                    tracing::warn!("ping failed: {e}");
-                    out.errors += 1;
-                    return out;
+                if let Some(client) = session.client() {
+                    if let Err(e) = client.ping(Channel::Unreliable).await {
+                        tracing::info!("ping failed: {e}");
+                    }
                 }
             }
         }
     }
-    if let Err(e) = client.leave().await {
+    if let Err(e) = session.leave().await {
         tracing::warn!("leave: {e}");
         out.errors += 1;
     }
     out
-}
-
-/// Reconnects after a drop with the player's resume state, a few times with
-/// exponential backoff. The client falls back to a fresh join by itself when
-/// the server no longer has the player.
-async fn reconnect(opts: &ConnectOptions, old: &Client, game: &str) -> Option<Client> {
-    let mut opts = opts.clone();
-    opts.resume = Some(old.resume_state());
-    let mut backoff = Duration::from_millis(100);
-    for _ in 0..5 {
-        match connect(&opts, game).await {
-            Ok(c) => return Some(c),
-            Err(e) => tracing::warn!("reconnect failed: {e}"),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff *= 2;
-    }
-    None
 }
 
 #[cfg(test)]

@@ -83,6 +83,9 @@ async fn measure(args: &S1Args, launch: &ServerLaunch) -> anyhow::Result<S1Repor
         let mut o = ConnectOptions::new(server.url(), t, room, "s1");
         o.cert_hash = server.listening.cert_hash();
         o.datagrams = DatagramPath::Direct;
+        // What is measured is the server: no silence watchdog (a timer per
+        // receive in the load generator), as before it existed.
+        o.watchdog = None;
         Client::connect(o)
     };
     let mut wt = connect(TransportKind::WebTransport, "s1-wt").await?;

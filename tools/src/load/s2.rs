@@ -211,6 +211,9 @@ async fn one_row(
             o.wt_endpoint = endpoints.get(i / per_socket).cloned();
             // The server is what is measured: not wtransport's driver task.
             o.datagrams = DatagramPath::Direct;
+            // What is measured is the server: no silence watchdog (a timer per
+            // receive in the load generator), as before it existed.
+            o.watchdog = None;
             o.timeout = Duration::from_secs(30);
             o
         },
