@@ -40,8 +40,8 @@ use crate::protocol::{encode_frame, CloseCode, ErrorCode, FrameDecoder, FrameErr
 use crate::session::live::PathRtt;
 use crate::session::{self, Carriage, Opening, TransportError, TransportRx, TransportTx};
 use crate::shared::Shared;
-use downstream::{Class, Downstream, PushError, Taken};
 use crate::transport::tcp_info::SocketProbe;
+use downstream::{Class, Downstream, PushError, Taken};
 
 /// Where a session is opened; `POST`s and polls go to `HTTP_PATH/ID`.
 pub const HTTP_PATH: &str = "/rally/http";
