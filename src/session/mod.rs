@@ -614,14 +614,16 @@ async fn play<R: TransportRx, T: TransportTx>(
                 }
                 woken = true;
             },
-            _ = housekeeping.tick() => {
+            scheduled = housekeeping.tick() => {
                 if let Some(sample) = tx.rtt() {
                     info.record_rtt(sample);
                     counters.rtt.observe(sample.rtt);
                 }
-                let now = Instant::now();
-                if now >= keepalive_due {
-                    keepalive_due = now + ctx.limits.keepalive;
+                // Compared on the timer's own schedule, not the time the
+                // tick was served: a tick served late must not push the
+                // next keep-alive a whole period later.
+                if scheduled >= keepalive_due {
+                    keepalive_due = scheduled + ctx.limits.keepalive;
                     if let Err(end) = deadline_for(ctx, tx.keepalive()).await {
                         return end;
                     }

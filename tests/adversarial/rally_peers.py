@@ -845,6 +845,10 @@ class HttpSession:
         self.leftover = b""
         self.sse_events: list[dict] = []  # every SSE event: {"event":…, "data":…}
         self.sse_session = asyncio.Event()
+        # mode=stream: the keep-alive Pong the body opens with (§11.1),
+        # checked and kept out of `inbox`.
+        self.opening: Msg | None = None
+        self.opened = asyncio.Event()
         self.polls: list[tuple[int, int]] = []  # (status, bytes) of each poll
         self.retried: list[str] = []  # POSTs sent again: their answer never came
         self._task: asyncio.Task | None = None
@@ -880,6 +884,12 @@ class HttpSession:
         self._task = asyncio.create_task(reader())
         if self.mode == "sse":
             await asyncio.wait_for(self.sse_session.wait(), timeout)
+        else:
+            await asyncio.wait_for(self.opened.wait(), timeout)
+            o = self.opening
+            assert o is not None, f"the stream ended before its opening Pong: {self.end_kind}"
+            assert o.kind == "pong" and o["client_time_us"] == 0, \
+                f"the stream does not open with a keep-alive Pong: {o}"
         return self.status
 
     # -- receiving --
@@ -894,6 +904,10 @@ class HttpSession:
         try:
             async for chunk in self.resp.aiter_raw():
                 msgs, buf = split_frames(buf + chunk)
+                if msgs and not self.opened.is_set():
+                    # §11.1: the body opens with a Pong nobody asked for.
+                    self.opening = decode(msgs.pop(0))
+                    self.opened.set()
                 for m in msgs:
                     self.inbox.put_nowait(m)
             self.leftover = buf
@@ -902,6 +916,7 @@ class HttpSession:
             self.leftover = buf
             self._finish("reset", repr(e))
         finally:
+            self.opened.set()
             await self.resp.aclose()
 
     async def _read_sse(self) -> None:
