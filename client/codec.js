@@ -34,7 +34,8 @@ import { PROTOCOL_VERSION, MsgType, NUMBERED, ERROR_NAMES } from './wire.js';
 /** @typedef {{ type: 'error', code: number, codeName: string, reason: string }} ErrorMsg */
 /** @typedef {{ type: 'app', payload: Uint8Array }} AppMsg */
 /** @typedef {{ type: 'app_unreliable', payload: Uint8Array }} AppUnreliableMsg */
-/** @typedef {Welcome | PlayerJoined | PlayerLeft | SnapshotMsg | Pong | ErrorMsg | AppMsg | AppUnreliableMsg} ServerMessage */
+/** @typedef {{ type: 'redirect', room: string, node: string, url: string, wtUrl: string, certHashes: Uint8Array[] }} RedirectMsg */
+/** @typedef {Welcome | PlayerJoined | PlayerLeft | SnapshotMsg | Pong | ErrorMsg | AppMsg | AppUnreliableMsg | RedirectMsg} ServerMessage */
 
 /** Error code by name, inverted from ERROR_NAMES (PROTOCOL.md §6). */
 export const ErrorCode = /** @type {Readonly<Record<ErrorName, number>>} */ (
@@ -84,6 +85,19 @@ export class RallyError extends Error {
     this.code = code;
     this.codeName = name;
     this.reason = reason;
+  }
+}
+
+/**
+ * Cluster mode: the room lives on another node (a `Redirect` answered
+ * Hello, PROTOCOL.md §13). connect() follows it.
+ */
+export class RedirectError extends RallyError {
+  /** @param {RedirectMsg} redirect */
+  constructor(redirect) {
+    super(ErrorCode.moved, `room ${redirect.room} is on node ${redirect.node}`);
+    this.name = 'RedirectError';
+    this.redirect = redirect;
   }
 }
 
@@ -413,6 +427,18 @@ export function decodeServerMessage(data) {
     case MsgType.SERVER_APP_UNRELIABLE:
       msg = { type: 'app_unreliable', payload: r.rest() };
       break;
+    case MsgType.REDIRECT: {
+      const room = r.str();
+      const node = r.str();
+      const url = r.str();
+      const wtUrl = r.str();
+      const n = r.u8();
+      /** @type {Uint8Array[]} */
+      const certHashes = [];
+      for (let i = 0; i < n; i++) certHashes.push(r.bytes(32));
+      msg = { type: 'redirect', room, node, url, wtUrl, certHashes };
+      break;
+    }
     default:
       throw new DecodeError(`unknown message type 0x${type.toString(16).padStart(2, '0')}`);
   }
@@ -430,6 +456,7 @@ const TYPE_BYTE = Object.freeze({
   error: MsgType.ERROR,
   app: MsgType.SERVER_APP,
   app_unreliable: MsgType.SERVER_APP_UNRELIABLE,
+  redirect: MsgType.REDIRECT,
 });
 
 /**

@@ -6,7 +6,7 @@
 // streaming) with its remembered winner. The client object that lives on
 // the winning link is in rally.js.
 
-import { ErrorCode, RallyError } from './codec.js';
+import { ErrorCode, RallyError, RedirectError } from './codec.js';
 import { HttpLink, WebSocketLink, WebTransportLink, clockMs, noop } from './link.js';
 
 /** @typedef {import('./codec.js').Welcome} Welcome */
@@ -25,6 +25,7 @@ import { HttpLink, WebSocketLink, WebTransportLink, clockMs, noop } from './link
  * @property {string} httpUrl
  * @property {string} certHashUrl
  * @property {boolean} useCertHash
+ * @property {string[]} [certHashes] hex digests already known for this node (from /rooms), so /cert-hash is not fetched
  */
 /** @typedef {{ winner: TransportKind, at: number, reason?: string | null }} TransportMemory */
 /**
@@ -112,6 +113,37 @@ export function endpoints(url, webTransportUrl) {
     // trusts, so WebTransport needs no pinned hash.
     useCertHash: !secure,
   };
+}
+
+/**
+ * Asks `origin` where `room` lives (`GET /rooms/NAME`, PROTOCOL.md §13.2).
+ * Resolves with the answer, or null when the server has no such endpoint
+ * or does not answer in `timeoutMs`; rejects with RallyError `unavailable`
+ * when the cluster cannot place the room now.
+ * @param {string} origin
+ * @param {string} room
+ * @param {number} timeoutMs
+ * @returns {Promise<{ node: string, here: boolean, url: string, wtUrl: string, certHashes: string[], nodes: string[] } | null>}
+ */
+export async function locateRoom(origin, room, timeoutMs) {
+  /** @type {Response} */
+  let res;
+  try {
+    res = await fetch(`${origin}/rooms/${encodeURIComponent(room)}`, { signal: AbortSignal.timeout(timeoutMs), cache: 'no-store' });
+  } catch {
+    return null;
+  }
+  /** @type {any} */
+  let v = null;
+  try {
+    v = await res.json();
+  } catch {
+    return null;
+  }
+  if (res.status === 503 && v?.error === 'unavailable') throw new RallyError(ErrorCode.unavailable, String(v.reason || ''));
+  if (!res.ok || typeof v?.url !== 'string' || typeof v?.wt_url !== 'string') return null;
+  const strings = (/** @type {unknown} */ a) => (Array.isArray(a) ? a.filter((x) => typeof x === 'string') : []);
+  return { node: String(v.node || ''), here: v.here === true, url: v.url, wtUrl: v.wt_url, certHashes: strings(v.cert_hashes), nodes: strings(v.nodes) };
 }
 
 /**
@@ -316,6 +348,9 @@ export class Attempt {
           link.sendReliable(greeting.hello);
         } else if (msg.type === 'error') {
           reject(new RallyError(msg.code, msg.reason));
+        } else if (msg.type === 'redirect') {
+          // Cluster mode: the room is on another node; connect() goes there.
+          reject(new RedirectError(msg));
         }
         // Anything else before Welcome is ignored: the server sends Welcome first.
       };
@@ -401,6 +436,8 @@ function wtLinkFactory(ep, opts, info) {
     if (opts.certificateHash) {
       const given = /** @type {Uint8Array[]} */ ([opts.certificateHash].flat().map(hexToBytes).filter(Boolean));
       certHashes = given.length ? given : null;
+    } else if (ep.useCertHash && opts.certificateHash !== false && ep.certHashes?.length) {
+      certHashes = /** @type {Uint8Array[]} */ (ep.certHashes.map(hexToBytes).filter(Boolean));
     } else if (ep.useCertHash && opts.certificateHash !== false) {
       const got = await fetchCertHash(ep.certHashUrl, Math.min(1000, opts.webTransportTimeoutMs));
       if (got) {

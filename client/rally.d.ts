@@ -49,7 +49,9 @@ export interface Pong { type: 'pong'; clientTimeUs: number; serverTimeUs: number
 export interface ErrorMsg { type: 'error'; code: number; codeName: string; reason: string }
 export interface AppMsg { type: 'app'; payload: Uint8Array }
 export interface AppUnreliableMsg { type: 'app_unreliable'; payload: Uint8Array }
-export type ServerMessage = Welcome | PlayerJoined | PlayerLeft | SnapshotMsg | Pong | ErrorMsg | AppMsg | AppUnreliableMsg;
+/** Cluster mode: the room lives on another node (PROTOCOL.md §13). */
+export interface RedirectMsg { type: 'redirect'; room: string; node: string; url: string; wtUrl: string; certHashes: Uint8Array[] }
+export type ServerMessage = Welcome | PlayerJoined | PlayerLeft | SnapshotMsg | Pong | ErrorMsg | AppMsg | AppUnreliableMsg | RedirectMsg;
 
 /** A snapshot as onSnapshot gets it: the header, and the game's bytes. */
 export interface Snapshot {
@@ -171,6 +173,12 @@ export type ConnectOptions = Partial<Timing> & Handlers & {
   token?: TokenSource;
   /** Reconnect after unexpected drops (default true). */
   reconnect?: boolean;
+  /**
+   * Ask the server where the room lives (`GET /rooms/NAME`) before each
+   * connect, and go there: in a cluster, the room's node (default true).
+   * Either way a node's `Redirect` is followed, up to 3 times.
+   */
+  locate?: boolean;
 };
 
 export interface ClientStats {
@@ -226,6 +234,8 @@ export declare class RallyClient {
   readonly fallbackReason: string | null;
   /** Whether the WebTransport session pinned the /cert-hash digest. */
   readonly certHashUsed: boolean;
+  /** The origin of the node the player is on (in a cluster, the room's node; PROTOCOL.md §13). */
+  readonly nodeUrl: string | null;
   /** The current session's Welcome (the last one while reconnecting). */
   readonly welcome: Welcome | null;
   readonly playerId: number | null;
@@ -378,6 +388,11 @@ export declare class RallyError extends Error {
   codeName: string;
   reason: string;
 }
+/** Cluster mode: a `Redirect` answered Hello; connect() follows it. */
+export declare class RedirectError extends RallyError {
+  constructor(redirect: RedirectMsg);
+  redirect: RedirectMsg;
+}
 
 export declare function checkRoom(room: unknown): string | null;
 export declare function checkName(name: unknown): string | null;
@@ -425,6 +440,8 @@ export interface Endpoints {
   httpUrl: string;
   certHashUrl: string;
   useCertHash: boolean;
+  /** Hex digests already known for this node (from /rooms): /cert-hash is not fetched. */
+  certHashes?: string[];
 }
 export interface TransportMemory { winner: TransportKind; at: number; reason?: string | null }
 export declare function endpoints(url: string, webTransportUrl?: string): Endpoints;

@@ -20,11 +20,11 @@
 import { PROTOCOL_VERSION, MsgType, NUMBERED, ERROR_NAMES } from './wire.js';
 import {
   ErrorCode, NO_RETRY_CODES, INPUT_REDUNDANCY, MAX_INPUTS_PER_MESSAGE, MAX_ROOM_BYTES, MAX_NAME_BYTES,
-  DecodeError, RallyError, checkRoom, checkName, truncateUtf8, encodeHello, encodeInput, inputMessageSize,
+  DecodeError, RallyError, RedirectError, checkRoom, checkName, truncateUtf8, encodeHello, encodeInput, inputMessageSize,
   encodePing, encodeLeave, encodeResume, encodeApp, encodeFrame, decodeServerMessage, isNumbered, FrameDecoder,
 } from './codec.js';
 import { nowUs, clockMs } from './link.js';
-import { establish, endpoints, planAuto, certHashesFromJson, hexToBytes, withToken, codeFromClose, reasonOf } from './race.js';
+import { establish, endpoints, locateRoom, planAuto, certHashesFromJson, hexToBytes, withToken, codeFromClose, reasonOf } from './race.js';
 import { AppOutbox, APP_REPLAY_KEEP } from './outbox.js';
 import { SnapshotBuffer, lerp, lerpAngle } from './interpolation.js';
 import { predict } from './prediction.js';
@@ -33,7 +33,7 @@ import { DEFAULTS, backoffDelay, mayRetry, RttEstimator } from './policy.js';
 export {
   PROTOCOL_VERSION, MsgType, NUMBERED, ERROR_NAMES,
   ErrorCode, NO_RETRY_CODES, INPUT_REDUNDANCY, MAX_INPUTS_PER_MESSAGE, MAX_ROOM_BYTES, MAX_NAME_BYTES,
-  DecodeError, RallyError, checkRoom, checkName, truncateUtf8, encodeHello, encodeInput, inputMessageSize,
+  DecodeError, RallyError, RedirectError, checkRoom, checkName, truncateUtf8, encodeHello, encodeInput, inputMessageSize,
   encodePing, encodeLeave, encodeResume, encodeApp, encodeFrame, decodeServerMessage, isNumbered, FrameDecoder,
   endpoints, planAuto, certHashesFromJson, hexToBytes, withToken, codeFromClose,
   AppOutbox, APP_REPLAY_KEEP, SnapshotBuffer, lerp, lerpAngle, predict,
@@ -50,6 +50,7 @@ export {
 /** @typedef {import('./codec.js').ErrorMsg} ErrorMsg */
 /** @typedef {import('./codec.js').AppMsg} AppMsg */
 /** @typedef {import('./codec.js').AppUnreliableMsg} AppUnreliableMsg */
+/** @typedef {import('./codec.js').RedirectMsg} RedirectMsg */
 /** @typedef {import('./codec.js').ServerMessage} ServerMessage */
 /** @typedef {import('./link.js').Channel} Channel */
 /** @typedef {import('./link.js').TransportKind} TransportKind */
@@ -105,6 +106,7 @@ export {
  *   certificateHash?: string | string[] | false,
  *   token?: TokenSource,
  *   reconnect?: boolean,
+ *   locate?: boolean,
  * }} ConnectOptions
  */
 
@@ -131,6 +133,18 @@ export {
 
 /** Reconnect attempts that try Resume on the transport the player had (later ones join afresh). */
 const RESUME_ATTEMPTS = 2;
+/** How long `GET /rooms/NAME` may take before the client connects where it was told to. */
+const LOCATE_TIMEOUT_MS = 1000;
+/** Redirects (cluster mode) followed before connect() gives up. */
+const MAX_REDIRECTS = 3;
+
+/**
+ * @param {Uint8Array} b
+ * @returns {string}
+ */
+function bytesToHex(b) {
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
 
 /** @returns {ClientStats} */
 function freshStats() {
@@ -199,8 +213,12 @@ function requireBytes(bytes, what) {
 export class RallyClient {
   /** @internal @type {Timing & ConnectOptions & { transport: TransportChoice }} */
   _options;
-  /** @internal @type {Endpoints} */
+  /** @internal @type {Endpoints} the origin connect() was given */
   _endpoints;
+  /** @internal @type {string | null} the node origin the player is on (cluster mode) */
+  _nodeUrl = null;
+  /** @internal @type {string[]} the cluster's nodes, asked when the given origin does not answer */
+  _entries = [];
   /** @internal @type {Uint8Array} */
   _hello;
   /** @internal @type {ClientState} */
@@ -295,6 +313,11 @@ export class RallyClient {
   /** Whether the WebTransport session pinned the /cert-hash digest. */
   get certHashUsed() {
     return this._certHashUsed;
+  }
+
+  /** The origin of the node the player is on (in a cluster, the room's node; PROTOCOL.md §13). */
+  get nodeUrl() {
+    return this._nodeUrl;
   }
 
   /** The current session's Welcome (the last one while reconnecting). */
@@ -511,17 +534,51 @@ export class RallyClient {
     const pinned = resuming && this._transport !== null && this._options.transport === 'auto';
     const options = pinned ? { ...this._options, transport: /** @type {TransportKind} */ (this._transport) } : this._options;
     const previousReason = this._fallbackReason;
+    /** @type {{ hello: Uint8Array, resume: Uint8Array | null }} */
     const greeting = {
       hello: this._hello,
       resume: resuming && this._resumeToken ? encodeResume(this._resumeToken, this._reliableSeq) : null,
     };
-    const r = await establish(this._endpoints, options, greeting, (reason) => {
+    let ep = this._endpoints;
+    let nodeUrl = this._endpoints.origin;
+    if (this._options.locate !== false) {
+      // Where the room lives (PROTOCOL.md §13.2): in a cluster its node,
+      // else this server (whose answer also carries the certificate hashes).
+      const bases = [this._endpoints.origin, ...this._entries.filter((u) => u !== this._endpoints.origin)];
+      for (const base of bases) {
+        const at = await locateRoom(base, this._options.room, LOCATE_TIMEOUT_MS);
+        if (!at) continue;
+        if (at.nodes.length) this._entries = at.nodes;
+        nodeUrl = at.here ? base : at.url;
+        ep = at.here && base === this._endpoints.origin ? { ...ep, certHashes: at.certHashes } : { ...endpoints(nodeUrl, at.here ? undefined : at.wtUrl), certHashes: at.certHashes };
+        break;
+      }
+      // The room was placed anew on another node (its node died): the
+      // player there is new too.
+      if (greeting.resume && this._nodeUrl !== null && nodeUrl !== this._nodeUrl) greeting.resume = null;
+    }
+    const onReason = (/** @type {string} */ reason) => {
       // A late verdict of the abandoned WebTransport probe (e.g. 'timeout').
       if (adopted !== null && this._link === adopted) {
         this._fallbackReason = reason;
         this._status(this._state, { fallbackUpdated: true });
       }
-    });
+    };
+    /** @type {import('./race.js').Established} */
+    let r;
+    for (let hops = 0; ; hops++) {
+      try {
+        r = await establish(ep, options, greeting, onReason);
+        break;
+      } catch (e) {
+        if (!(e instanceof RedirectError) || hops >= MAX_REDIRECTS) throw e;
+        const to = e.redirect;
+        nodeUrl = to.url;
+        ep = { ...endpoints(to.url, to.wtUrl), certHashes: to.certHashes.map(bytesToHex) };
+        greeting.resume = null;
+      }
+    }
+    this._nodeUrl = nodeUrl;
     if (this._closing) {
       r.attempt.abandoned = true;
       r.link.leave();

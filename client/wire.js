@@ -22,6 +22,7 @@ export const MsgType = Object.freeze({
   ERROR: 0x86,
   SERVER_APP: 0x87,
   SERVER_APP_UNRELIABLE: 0x88,
+  REDIRECT: 0x89,
 });
 
 /** Server message types that are numbered reliable events (PROTOCOL.md §7.1). */
@@ -48,4 +49,6 @@ export const ERROR_NAMES = Object.freeze({
   17: 'replaced',
   18: 'join_refused',
   19: 'idle_timeout',
+  20: 'moved',
+  21: 'unavailable',
 });

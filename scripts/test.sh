@@ -48,6 +48,20 @@ mv "$ext/src/race.rs" "$ext/src/main.rs"
 # Its own target directory under ours: shares the registry, not our builds.
 CARGO_TARGET_DIR="$PWD/target/outside-game" cargo build --release --quiet --manifest-path "$ext/Cargo.toml"
 
+step "redis-server for the cluster tests (Debian's, installed when missing)"
+if ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: need root to apt-get install redis-server" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y redis-server
+fi
+# The tests start their own redis-server on free ports; Debian's service,
+# if the package started one, is not used.
+redis-server --version
+
 step "cargo test (unit, property and integration tests; the server and the tools)"
 cargo test --release --workspace
 

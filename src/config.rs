@@ -107,6 +107,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub limits: Limits,
 
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
     /// Also serve a WebSocket echo endpoint at `/echo` (same upgrade path,
     /// limits and WebSocket configuration as `/rally`). For conformance
     /// testing (Autobahn cases); off by default.
@@ -269,6 +272,39 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
+/// Cluster mode (README "Many nodes"; PROTOCOL.md §13). Without `--redis`
+/// the server is one process with no extra service.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Redis URL of the cluster's directory, e.g. `redis://10.0.0.5:6379`
+    /// (`rediss://` for TLS). Nodes register there, and each room is owned
+    /// by one node through a lease. Unreachable at startup: the server
+    /// exits with an error naming it.
+    #[arg(long, env = "RALLY_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
+
+    /// Prefix of every Redis key, so clusters can share one Redis.
+    #[arg(long, env = "RALLY_REDIS_PREFIX", default_value = "rally")]
+    pub redis_prefix: String,
+
+    /// This node's id in the cluster: 1–64 of `A–Z a–z 0–9 _ - .`. Default:
+    /// random per process (a restarted node is a new node).
+    #[arg(long, env = "RALLY_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// How long a node's registration and its room leases live without a
+    /// renewal (renewed every third of it): the time a dead node's rooms
+    /// stay unavailable.
+    #[arg(long, env = "RALLY_LEASE_TTL", default_value = "5s", value_parser = duration)]
+    pub lease_ttl: Duration,
+
+    /// The origin clients reach this node at, e.g.
+    /// `https://node-1.game.example:4433`: its host and port are published
+    /// for both UDP (WebTransport) and TCP. Default: the listen addresses.
+    #[arg(long, env = "RALLY_PUBLIC_URL")]
+    pub public_url: Option<url::Url>,
+}
+
 impl ServeConfig {
     /// Checks what the flags cannot check one by one.
     pub fn check(&self) -> anyhow::Result<()> {
@@ -279,6 +315,23 @@ impl ServeConfig {
                 l.ws_max_message,
                 l.max_client_message
             );
+        }
+        let c = &self.cluster;
+        if let Some(id) = &c.node_id {
+            if !crate::cluster::valid_node_id(id) {
+                anyhow::bail!("--node-id {id:?}: 1-64 characters of A-Z a-z 0-9 _ - .");
+            }
+        }
+        if c.lease_ttl < Duration::from_millis(300) {
+            anyhow::bail!(
+                "--lease-ttl {:?} is below 300ms: leases would expire between renewals",
+                c.lease_ttl
+            );
+        }
+        if let Some(u) = &c.public_url {
+            if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+                anyhow::bail!("--public-url {u}: expected http(s)://HOST[:PORT]");
+            }
         }
         Ok(())
     }
@@ -300,6 +353,12 @@ fn clap_defaults<T: clap::FromArgMatches + clap::Args>() -> T {
 }
 
 impl Default for ServeConfig {
+    fn default() -> Self {
+        clap_defaults()
+    }
+}
+
+impl Default for ClusterArgs {
     fn default() -> Self {
         clap_defaults()
     }

@@ -168,3 +168,10 @@ fn health(shared: &Shared) -> serde_json::Value {
         "metrics": Metrics::snapshot(&shared.metrics),
     })
 }
+
+/// A JSON answer with `status`, readable from any origin (`/rooms`).
+pub(crate) fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Bytes> {
+    let mut resp = json(value);
+    *resp.status_mut() = status;
+    resp
+}

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod cert;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod game;
 pub mod games;

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{OriginPolicy, TokenKey};
 use crate::cert::{self, CertStore, DevCertPolicy};
+use crate::cluster::{Cluster, NodeAddr};
 use crate::config::ServeConfig;
 use crate::game::{GameOptions, MakeGame};
 use crate::http::Pages;
@@ -401,8 +402,22 @@ async fn run(
         game_options: GameOptions::new(cfg.game_options.iter().cloned()),
     };
     let pages = Pages::new(game.name(), files);
+    let node = node_addr(&cfg, udp, tcp_bound, dev);
+    let rooms = Rooms::new(room_cfg, game, metrics.clone());
+    let cluster = match &cfg.cluster.redis {
+        Some(url) => {
+            let certs = dev.then(|| certs.clone());
+            let c = Cluster::connect(&cfg.cluster, url, node.clone(), certs).await?;
+            rooms.set_cluster(c.clone());
+            tracing::info!(node = %node.id, url = %node.url, "joined the cluster");
+            Some(c)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
-        rooms: Rooms::new(room_cfg, game, metrics.clone()),
+        rooms,
+        node,
+        cluster,
         pages,
         http: Default::default(),
         metrics,
@@ -435,8 +450,20 @@ async fn run(
     if dev {
         tokio::spawn(renew_dev_cert(shared.clone(), policy));
     }
+    let cluster_stop = CancellationToken::new();
+    if let Some(c) = &shared.cluster {
+        // Registered before the first client can ask anyone for a room.
+        c.heartbeat(&shared.rooms, 0).await;
+        tokio::spawn(c.clone().run(shared.clone(), cluster_stop.clone()));
+    }
 
     shutdown.await;
+    if let Some(c) = &shared.cluster {
+        // Draining first: no new room lands here, and the rooms here are
+        // free for their players to find elsewhere.
+        cluster_stop.cancel();
+        c.drain(&shared.rooms, shared.live.len() as u64).await;
+    }
     // Stop accepting (QUIC at once, TCP once polled HTTP sessions have
     // their Error), tell every session (close codes; GOAWAY on HTTP/3
     // connections), give them a bounded time to drain, then close the
@@ -470,8 +497,43 @@ async fn run(
         ErrorCode::ShuttingDown.name().as_bytes(),
     );
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    if let Some(c) = &shared.cluster {
+        c.leave().await;
+    }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// This node's id and the URLs clients reach it at: `--public-url`'s host
+/// and port, else the bound addresses (an unspecified address is published
+/// as loopback).
+fn node_addr(cfg: &ServeConfig, udp: SocketAddr, tcp: SocketAddr, dev: bool) -> NodeAddr {
+    let id = cfg.cluster.node_id.clone().unwrap_or_else(|| {
+        let n: u64 = rand::random();
+        format!("node-{:08x}", n as u32)
+    });
+    let host_of = |a: SocketAddr| match a.ip() {
+        ip if ip.is_unspecified() && a.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let (url, wt_url) = match &cfg.cluster.public_url {
+        Some(u) => {
+            let host = u.host_str().unwrap_or("localhost");
+            let port = u.port_or_known_default().unwrap_or(udp.port());
+            let origin = u.origin().ascii_serialization();
+            (origin, format!("https://{host}:{port}/rally"))
+        }
+        None => {
+            let scheme = if dev { "http" } else { "https" };
+            (
+                format!("{scheme}://{}:{}", host_of(tcp), tcp.port()),
+                format!("https://{}:{}/rally", host_of(udp), udp.port()),
+            )
+        }
+    };
+    NodeAddr { id, url, wt_url }
 }
 
 #[cfg(test)]

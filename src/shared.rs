@@ -49,6 +49,10 @@ pub struct Shared {
     pub pages: Pages,
     /// Live HTTP streaming sessions, by id.
     pub http: crate::transport::streaming::HttpSessions,
+    /// This node: its id and where clients reach it (`/rooms`).
+    pub node: crate::cluster::NodeAddr,
+    /// Cluster mode (`--redis`): the directory rooms are placed through.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub(crate) connections: AtomicUsize,
     // std Mutex: a map update per connection open/close, never across .await.
     pub(crate) per_ip: Mutex<HashMap<IpAddr, usize>>,

@@ -495,23 +495,24 @@ async fn join_tokens_gate_sessions_limit_rooms_and_expire_mid_session() {
 #[tokio::test]
 async fn per_ip_connection_limit_refuses_the_excess_and_frees_slots() {
     let server = Server::start(&["--max-connections-per-ip", "3"]);
+    // No `/rooms` lookup: each client makes exactly its one connection.
+    let options = |t, name: &str| {
+        let mut o = server.options(t, "lim", name);
+        o.locate = false;
+        o
+    };
     let mut held = Vec::new();
     for i in 0..3 {
-        held.push(
-            server
-                .connect(TransportKind::WebSocket, "lim", &format!("p{i}"))
-                .await,
-        );
+        let o = options(TransportKind::WebSocket, &format!("p{i}"));
+        held.push(Client::connect(o).await.unwrap());
     }
-    assert!(
-        Client::connect(server.options(TransportKind::WebSocket, "lim", "x"))
-            .await
-            .is_err()
-    );
+    assert!(Client::connect(options(TransportKind::WebSocket, "x"))
+        .await
+        .is_err());
     // Pin the hash so no extra TCP connection is made to fetch it.
     let mut pinned = [0u8; 32];
     hex::decode_to_slice(&server.cert_sha256, &mut pinned).unwrap();
-    let mut o = server.options(TransportKind::WebTransport, "lim", "y");
+    let mut o = options(TransportKind::WebTransport, "y");
     o.cert_hash = Some(pinned);
     assert!(Client::connect(o.clone()).await.is_err());
     drop(held.pop());

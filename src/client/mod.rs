@@ -34,8 +34,8 @@ use url::Url;
 
 pub use crate::kind::{Channel, TransportKind};
 use crate::protocol::{
-    encode_frame, is_numbered, ClientMsg, ErrorCode, FrameDecoder, Inputs, ServerMsg, Welcome,
-    MAX_SERVER_MSG, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+    encode_frame, is_numbered, ClientMsg, ErrorCode, FrameDecoder, Inputs, Redirect, ServerMsg,
+    Welcome, MAX_SERVER_MSG, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
 pub use http_get::{fetch_cert_hash, http_get};
 pub use liveness::{Backoff, DEFAULT_WATCHDOG};
@@ -72,7 +72,14 @@ pub enum ClientError {
         len: usize,
         max: usize,
     },
+    /// Cluster mode: the room is on another node ([`Client::connect`]
+    /// follows this itself, up to [`MAX_REDIRECTS`] times).
+    #[error("room {} is on node {} ({})", .0.room, .0.node, .0.url)]
+    Moved(Box<Redirect>),
 }
+
+/// Redirects [`Client::connect`] follows before it gives up.
+pub const MAX_REDIRECTS: usize = 3;
 
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -115,6 +122,78 @@ pub struct ConnectOptions {
     /// off: only the transport's own timeouts (30 s) notice a dead server.
     /// Default [`DEFAULT_WATCHDOG`], 2 s.
     pub watchdog: Option<Duration>,
+    /// Ask the server where the room lives (`GET /rooms/NAME`, PROTOCOL.md
+    /// §13.2) and connect there: in a cluster the room's node, else this
+    /// server. Only over `http://` (development origins); otherwise the
+    /// client relies on the `Redirect` a node sends for a room it does not
+    /// own. Default on.
+    pub locate: bool,
+    /// More origins to ask where the room lives when `url` does not answer
+    /// (a [`Session`] fills this with the cluster's nodes it learned).
+    pub entries: Vec<Url>,
+    /// With `resume`: the origin the player was on. When the room is now
+    /// located elsewhere (its node died and it was placed anew), the
+    /// resume is dropped and the player joins afresh there.
+    pub resume_at: Option<Url>,
+}
+
+/// Where a room lives, as `GET /rooms/NAME` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub node: String,
+    /// Whether the node asked owns the room (then connect to the origin
+    /// asked, which may be a name the node does not know itself by).
+    pub here: bool,
+    pub url: Url,
+    pub cert_hash: Option<[u8; 32]>,
+    /// The live nodes' origins.
+    pub nodes: Vec<Url>,
+}
+
+/// Asks `base` where `room` lives. `Ok(None)` from a server without
+/// `/rooms`; `Refused { code: unavailable }` when the cluster cannot
+/// place the room now.
+pub async fn locate(base: &Url, room: &str) -> Result<Option<Located>, ClientError> {
+    if !crate::protocol::valid_room_name(room) {
+        // Nowhere to look: `Hello` gets the server's `invalid_name`.
+        return Ok(None);
+    }
+    let path = format!("/rooms/{room}");
+    let (status, body) = http_get(base, &path).await?;
+    // A server that does not know the endpoint (an older Rally, another
+    // implementation of the protocol) is simply where the client connects.
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Ok(None);
+    };
+    if status == http::StatusCode::SERVICE_UNAVAILABLE && v["error"] == "unavailable" {
+        let reason = v["reason"].as_str().unwrap_or("").to_string();
+        let code = ErrorCode::Unavailable.as_u16();
+        return Err(ClientError::Refused { code, reason });
+    }
+    let Some(url) = v["url"].as_str().and_then(|u| Url::parse(u).ok()) else {
+        return Ok(None);
+    };
+    if !status.is_success() {
+        return Ok(None);
+    }
+    let cert_hash = v["cert_hashes"][0]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok()?.try_into().ok());
+    let nodes = v["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| Url::parse(u.as_str()?).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(Located {
+        node: v["node"].as_str().unwrap_or("").to_string(),
+        here: v["here"].as_bool().unwrap_or(false),
+        url,
+        cert_hash,
+        nodes,
+    }))
 }
 
 /// How the client receives WebTransport datagrams.
@@ -251,6 +330,9 @@ impl ConnectOptions {
             wt_endpoint: None,
             datagrams: DatagramPath::Driver,
             watchdog: Some(DEFAULT_WATCHDOG),
+            locate: true,
+            entries: Vec::new(),
+            resume_at: None,
         }
     }
 }
@@ -298,6 +380,8 @@ pub struct Client {
     /// (a `Ping` before `Hello` would be `unexpected_message`).
     watchdog_window: Option<Duration>,
     watchdog: Option<Watchdog>,
+    /// The cluster's nodes, as the last locate answered.
+    nodes: Vec<Url>,
 }
 
 pub fn now_us() -> u64 {
@@ -346,11 +430,93 @@ fn closed_from_wt(e: wtransport::error::ConnectionError) -> ClientError {
 
 impl Client {
     /// Opens a session and completes the Hello/Welcome handshake.
+    ///
+    /// Goes where the room lives: asks first ([`ConnectOptions::locate`]),
+    /// and follows a node's `Redirect` up to [`MAX_REDIRECTS`] times.
     pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
         let deadline = opts.timeout;
-        tokio::time::timeout(deadline, Self::connect_inner(opts))
+        tokio::time::timeout(deadline, Self::connect_located(opts))
             .await
             .map_err(|_| ClientError::Timeout("connecting"))?
+    }
+
+    /// Where the room lives, asked of `opts.url` then `opts.entries`: the
+    /// origin to connect to and the answer.
+    async fn locate_any(opts: &ConnectOptions) -> Result<Option<(Url, Located)>, ClientError> {
+        let mut last = None;
+        for base in std::iter::once(&opts.url).chain(&opts.entries) {
+            if base.scheme() != "http" {
+                continue;
+            }
+            match locate(base, &opts.room).await {
+                Err(e @ ClientError::Connect(_)) => last = Some(e),
+                Ok(Some(l)) if l.here => return Ok(Some((base.clone(), l))),
+                Ok(Some(l)) => return Ok(Some((l.url.clone(), l))),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        last.map_or(Ok(None), Err)
+    }
+
+    async fn connect_located(mut opts: ConnectOptions) -> Result<Client, ClientError> {
+        let mut nodes = Vec::new();
+        let resume_at = opts.resume_at.take();
+        let located = if opts.locate && opts.wt_endpoint.is_none() {
+            match Self::locate_any(&opts).await {
+                Ok(l) => l,
+                // Nobody can say where the room is now: try the resume
+                // where the player was.
+                Err(_) if resume_at.is_some() && opts.resume.is_some() => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        match (located, resume_at) {
+            (Some((url, l)), at) => {
+                if at.is_some_and(|at| at != url) {
+                    // The room was placed anew elsewhere: its players there
+                    // are new, so is this one.
+                    opts.resume = None;
+                }
+                if url != opts.url || opts.cert_hash.is_none() {
+                    // The answer carries the node's hashes: no /cert-hash.
+                    opts.cert_hash = l.cert_hash;
+                }
+                opts.url = url;
+                nodes = l.nodes;
+            }
+            (None, Some(at)) => opts.url = at,
+            (None, None) => {}
+        }
+        let mut hops = 0;
+        loop {
+            match Self::connect_inner(opts.clone()).await {
+                Ok(mut c) => {
+                    c.nodes = nodes;
+                    return Ok(c);
+                }
+                Err(ClientError::Moved(r))
+                    if hops < MAX_REDIRECTS && opts.wt_endpoint.is_none() =>
+                {
+                    hops += 1;
+                    tracing::debug!(room = %r.room, node = %r.node, url = %r.url, "following a redirect");
+                    opts.url = Url::parse(&r.url).map_err(|e| {
+                        ClientError::Protocol(format!("Redirect url {:?}: {e}", r.url))
+                    })?;
+                    opts.cert_hash = r.cert_hashes.first().copied();
+                    opts.resume = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The cluster's nodes' origins, as the last locate answered (empty
+    /// without one).
+    pub fn nodes(&self) -> &[Url] {
+        &self.nodes
     }
 
     async fn connect_inner(opts: ConnectOptions) -> Result<Client, ClientError> {
@@ -452,6 +618,7 @@ impl Client {
             url: opts.url.clone(),
             watchdog_window: opts.watchdog.filter(|w| !w.is_zero()),
             watchdog: None,
+            nodes: Vec::new(),
         };
         let hello = ClientMsg::Hello {
             version: opts.protocol_version,
@@ -517,6 +684,7 @@ impl Client {
                 ServerMsg::Error { code, reason } => {
                     return Err(ClientError::Refused { code, reason })
                 }
+                ServerMsg::Redirect(r) => return Err(ClientError::Moved(Box::new(r))),
                 // Snapshots cannot precede Welcome on the reliable channel,
                 // but a datagram may overtake it; skip those.
                 _ if r.channel == Channel::Unreliable => continue,

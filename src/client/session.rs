@@ -133,6 +133,10 @@ impl Session {
     }
 
     fn set_client(&mut self, c: Client) {
+        if !c.nodes().is_empty() {
+            // Where to ask for the room if the origin given goes away.
+            self.opts.entries = c.nodes().to_vec();
+        }
         self.resume_window = Duration::from_millis(c.welcome().resume_window_ms as u64);
         self.client = Some(c);
         self.state = SessionState::Connected;
@@ -239,7 +243,13 @@ impl Session {
             .is_some_and(|t| t.elapsed() < self.resume_window);
         if let (Some((state, url)), true) = (&self.resume, within_window) {
             opts.resume = Some(state.clone());
-            opts.url = url.clone();
+            if opts.locate {
+                // Asked where the room is first: a room placed anew on
+                // another node (its node died) is joined afresh there.
+                opts.resume_at = Some(url.clone());
+            } else {
+                opts.url = url.clone();
+            }
         }
         opts
     }

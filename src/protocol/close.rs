@@ -3,7 +3,7 @@
 //! of each transport (PROTOCOL.md §6).
 
 use super::error::ErrorCode;
-use super::message::ServerMsg;
+use super::message::{Redirect, ServerMsg};
 use crate::kind::TransportKind;
 
 /// An ending the server tells the peer about.
@@ -20,6 +20,9 @@ pub enum Close {
     /// likely gone); WebSocket 4019. WebTransport sessions end by QUIC's
     /// own idle timeout, which closes silently (RFC 9000 §10.1).
     Idle,
+    /// Cluster mode: the room is on another node. `Redirect` (naming the
+    /// node) instead of `Error`, then close 4020 `moved`.
+    Moved(Box<Redirect>),
 }
 
 /// A transport's close: code and reason.
@@ -42,6 +45,7 @@ impl Close {
             Close::Error(code, _) => Some(*code),
             Close::Shutdown => Some(ErrorCode::ShuttingDown),
             Close::Idle => Some(ErrorCode::IdleTimeout),
+            Close::Moved(_) => Some(ErrorCode::Moved),
         }
     }
 
@@ -49,6 +53,7 @@ impl Close {
     pub fn message(&self) -> Option<ServerMsg> {
         let (code, reason) = match self {
             Close::Bye | Close::Idle => return None,
+            Close::Moved(r) => return Some(ServerMsg::Redirect((**r).clone())),
             Close::Error(code, reason) => (*code, reason.clone()),
             Close::Shutdown => (ErrorCode::ShuttingDown, "server shutting down".into()),
         };
@@ -69,7 +74,7 @@ impl Close {
             (Close::Shutdown, Ws) => (1001, "server shutting down"),
             (Close::Idle, Wt) => return None,
             (Close::Error(code, _), _) => (code.close_code(), code.name()),
-            (Close::Shutdown | Close::Idle, _) => {
+            (Close::Shutdown | Close::Idle | Close::Moved(_), _) => {
                 let code = self.code().unwrap_or(ErrorCode::Internal);
                 (code.close_code(), code.name())
             }

@@ -10,7 +10,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::ErrorCode;
 use super::message::{
-    ClientMsg, Inputs, ServerMsg, Snapshot, Welcome, MAX_INPUTS_PER_MSG, MAX_REASON_LEN,
+    ClientMsg, Inputs, Redirect, ServerMsg, Snapshot, Welcome, MAX_INPUTS_PER_MSG, MAX_REASON_LEN,
 };
 use super::table::ty;
 
@@ -297,6 +297,18 @@ impl ServerMsg {
                 });
                 buf.put_slice(payload);
             }
+            ServerMsg::Redirect(r) => {
+                buf.put_u8(ty::REDIRECT);
+                put_string(buf, &r.room, u8::MAX as usize);
+                put_string(buf, &r.node, u8::MAX as usize);
+                put_string(buf, &r.url, u8::MAX as usize);
+                put_string(buf, &r.wt_url, u8::MAX as usize);
+                let hashes = &r.cert_hashes[..r.cert_hashes.len().min(u8::MAX as usize)];
+                buf.put_u8(hashes.len() as u8);
+                for h in hashes {
+                    buf.put_slice(h);
+                }
+            }
         }
     }
 
@@ -353,6 +365,16 @@ impl ServerMsg {
                 reliable: false,
                 payload: r.rest(),
             },
+            ty::REDIRECT => ServerMsg::Redirect(Redirect {
+                room: r.string()?,
+                node: r.string()?,
+                url: r.string()?,
+                wt_url: r.string()?,
+                cert_hashes: {
+                    let n = r.u8()?;
+                    (0..n).map(|_| r.array()).collect::<Result<_, _>>()?
+                },
+            }),
             other => return Err(DecodeError::UnknownType(other)),
         };
         r.finish()?;
@@ -471,6 +493,20 @@ mod tests {
                 reliable: false,
                 payload: b(b"x"),
             },
+            ServerMsg::Redirect(Redirect {
+                room: "lobby".into(),
+                node: "n-2".into(),
+                url: "https://node-2.example:4433".into(),
+                wt_url: "https://node-2.example:4433/rally".into(),
+                cert_hashes: vec![[7; 32], [9; 32]],
+            }),
+            ServerMsg::Redirect(Redirect {
+                room: "r".into(),
+                node: String::new(),
+                url: String::new(),
+                wt_url: String::new(),
+                cert_hashes: Vec::new(),
+            }),
         ]
     }
 

@@ -51,6 +51,13 @@ pub enum ErrorCode {
     /// Nothing arrived from the peer for the idle timeout. Sent only as a
     /// WebSocket close code; the player is kept for resume.
     IdleTimeout = 19,
+    /// Cluster mode: the room lives on another node. Sent as `Redirect`
+    /// (which names the node) rather than `Error`, then close 4020.
+    Moved = 20,
+    /// Cluster mode: the room cannot be placed now (the cluster's Redis is
+    /// unreachable, or the room's node stopped answering and its lease has
+    /// not expired yet). Retry after a backoff.
+    Unavailable = 21,
 }
 
 impl ErrorCode {
@@ -81,12 +88,14 @@ impl ErrorCode {
             17 => Replaced,
             18 => JoinRefused,
             19 => IdleTimeout,
+            20 => Moved,
+            21 => Unavailable,
             _ => return None,
         })
     }
 
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 19] = {
+    pub const ALL: [ErrorCode; 21] = {
         use ErrorCode::*;
         [
             BadMessage,
@@ -108,6 +117,8 @@ impl ErrorCode {
             Replaced,
             JoinRefused,
             IdleTimeout,
+            Moved,
+            Unavailable,
         ]
     };
 
@@ -164,6 +175,8 @@ impl ErrorCode {
             Replaced => "replaced",
             JoinRefused => "join_refused",
             IdleTimeout => "idle_timeout",
+            Moved => "moved",
+            Unavailable => "unavailable",
         }
     }
 }
@@ -180,7 +193,7 @@ mod tests {
 
     #[test]
     fn close_codes_round_trip_and_stay_in_the_application_range() {
-        for v in 1..=19 {
+        for v in 1..=21 {
             let code = ErrorCode::from_u16(v).unwrap();
             assert_eq!(code.as_u16(), v);
             let close = code.close_code();
@@ -188,7 +201,7 @@ mod tests {
             assert_eq!(ErrorCode::from_close_code(close as u64), Some(code));
         }
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(20), None);
+        assert_eq!(ErrorCode::from_u16(22), None);
         for (i, c) in ErrorCode::ALL.iter().enumerate() {
             assert_eq!(c.as_u16() as usize, i + 1);
         }

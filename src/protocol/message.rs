@@ -221,6 +221,25 @@ pub enum ServerMsg {
         reliable: bool,
         payload: Bytes,
     },
+    /// Cluster mode: the room is on another node; connect there.
+    Redirect(Redirect),
+}
+
+/// Where a room lives (PROTOCOL.md §5, `Redirect`; §13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub room: String,
+    /// The owning node's id.
+    pub node: String,
+    /// The node's HTTP origin (WebSocket and HTTP streaming), e.g.
+    /// `https://node-2.example:4433`.
+    pub url: String,
+    /// The node's WebTransport URL, e.g. `https://node-2.example:4433/rally`.
+    pub wt_url: String,
+    /// SHA-256 hashes of the node's certificates (development
+    /// certificates: pin them with `serverCertificateHashes`); empty for a
+    /// publicly trusted certificate is allowed.
+    pub cert_hashes: Vec<[u8; 32]>,
 }
 
 /// Room names: 1–32 bytes of `A–Z a–z 0–9 _ -` (PROTOCOL.md §4).

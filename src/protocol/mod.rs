@@ -19,8 +19,9 @@ pub use codec::{
 pub use error::ErrorCode;
 pub use frame::{encode_frame, FrameDecoder, FrameError, FRAME_HEADER_LEN};
 pub use message::{
-    valid_player_name, valid_room_name, ClientMsg, Inputs, InputsIter, ServerMsg, Snapshot,
-    Welcome, MAX_INPUTS_PER_MSG, MAX_NAME_LEN, MAX_REASON_LEN, MAX_ROOM_LEN, RESUME_TOKEN_LEN,
+    valid_player_name, valid_room_name, ClientMsg, Inputs, InputsIter, Redirect, ServerMsg,
+    Snapshot, Welcome, MAX_INPUTS_PER_MSG, MAX_NAME_LEN, MAX_REASON_LEN, MAX_ROOM_LEN,
+    RESUME_TOKEN_LEN,
 };
 pub use table::is_numbered;
 

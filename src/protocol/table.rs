@@ -27,6 +27,7 @@ pub mod ty {
     pub const ERROR: u8 = 0x86;
     pub const SERVER_APP: u8 = 0x87;
     pub const SERVER_APP_UNRELIABLE: u8 = 0x88;
+    pub const REDIRECT: u8 = 0x89;
 }
 
 /// One row of the table.
@@ -50,7 +51,7 @@ const fn row(ty: u8, name: &'static str, js: &'static str, numbered: bool) -> Ms
     }
 }
 
-pub const TABLE: [MsgType; 15] = [
+pub const TABLE: [MsgType; 16] = [
     row(ty::HELLO, "Hello", "HELLO", false),
     row(ty::INPUT, "Input", "INPUT", false),
     row(ty::PING, "Ping", "PING", false),
@@ -71,6 +72,7 @@ pub const TABLE: [MsgType; 15] = [
         "SERVER_APP_UNRELIABLE",
         false,
     ),
+    row(ty::REDIRECT, "Redirect", "REDIRECT", false),
 ];
 
 /// Whether an encoded server message is a numbered event (by its type byte).

@@ -19,18 +19,19 @@ mod fanout;
 mod task;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::cluster::Cluster;
 use crate::game::{GameOptions, MakeGame};
 use crate::kind::TransportKind;
 use crate::metrics::Metrics;
-use crate::protocol::{Close, ErrorCode, Inputs, Welcome, RESUME_TOKEN_LEN};
+use crate::protocol::{Close, ErrorCode, Inputs, Redirect, Welcome, RESUME_TOKEN_LEN};
 pub use events::ReplayError;
 use events::{Cursor, EventLog};
 pub use fanout::{DirectSink, LatestQueue, SnapshotRef, LATEST_QUEUE};
@@ -77,6 +78,12 @@ pub enum JoinError {
     Gap(u32),
     #[error("{0}")]
     Refused(String),
+    /// Cluster mode: the room is owned by another node.
+    #[error("room {} is on node {}", .0.room, .0.node)]
+    Moved(Box<Redirect>),
+    /// Cluster mode: the room cannot be placed now.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl JoinError {
@@ -88,6 +95,8 @@ impl JoinError {
                 ErrorCode::ResumeFailed
             }
             JoinError::Refused(_) => ErrorCode::JoinRefused,
+            JoinError::Unavailable(_) => ErrorCode::Unavailable,
+            JoinError::Moved(r) => return Close::Moved(r.clone()),
         };
         Close::error(code, self.to_string())
     }
@@ -121,6 +130,9 @@ enum Command {
         reliable: bool,
         payload: Bytes,
     },
+    /// Close every player with this and stop (cluster mode: the room's
+    /// lease went to another node).
+    Evict(Close),
 }
 
 /// How a session let go of its player.
@@ -137,6 +149,8 @@ struct RoomHandle {
     id: u64,
     cmd: mpsc::Sender<Command>,
     leave: mpsc::Sender<(u32, u64, Departure)>,
+    /// Players in the room, as of its last tick.
+    players: Arc<AtomicU32>,
 }
 
 /// A player's place in a room, held by its session. Dropping it detaches
@@ -318,6 +332,8 @@ pub struct Rooms {
     cfg: RoomConfig,
     game: GameFactory,
     metrics: Arc<Metrics>,
+    /// Cluster mode: where rooms not running here are placed.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Rooms {
@@ -329,7 +345,35 @@ impl Rooms {
             cfg,
             game,
             metrics,
+            cluster: OnceLock::new(),
         })
+    }
+
+    /// Cluster mode: places rooms through `cluster` from now on (once).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The rooms running here, with their players as of their last tick.
+    pub fn list(&self) -> Vec<(String, u32)> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter(|(_, h)| !h.cmd.is_closed())
+            .map(|(name, h)| (name.clone(), h.players.load(Relaxed)))
+            .collect()
+    }
+
+    /// Whether `room` runs here.
+    pub fn is_local(self: &Arc<Self>, room: &str) -> bool {
+        self.handle(room, false).is_some()
+    }
+
+    /// Closes `room` here, telling its players `close` (cluster mode: its
+    /// lease went to another node).
+    pub async fn evict(self: &Arc<Self>, room: &str, close: Close) {
+        if let Some(h) = self.handle(room, false) {
+            let _ = h.cmd.send(Command::Evict(close)).await;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -366,6 +410,9 @@ impl Rooms {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if map.get(name).is_some_and(|h| h.id == id) {
             map.remove(name);
+            if let Some(c) = self.cluster.get() {
+                c.released(name);
+            }
         }
     }
 
@@ -406,6 +453,16 @@ impl Rooms {
         app: Bytes,
         sink: Sink,
     ) -> Result<Membership, JoinError> {
+        if let Some(cluster) = self.cluster.get() {
+            if !self.is_local(room) {
+                // Claims the room here unless another node owns it.
+                match cluster.admit(room).await {
+                    Ok(None) => {}
+                    Ok(Some(owner)) => return Err(JoinError::Moved(Box::new(owner))),
+                    Err(e) => return Err(JoinError::Unavailable(e.to_string())),
+                }
+            }
+        }
         // A room that is just removing itself drops our join; the second
         // attempt finds or creates a live one.
         for _ in 0..3 {

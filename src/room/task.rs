@@ -120,6 +120,7 @@ pub(super) fn spawn<M: MakeGame>(make: &M, id: u64, name: &str, rooms: &Arc<Room
         id,
         cmd: cmd_tx,
         leave: leave_tx,
+        players: Default::default(),
     };
     // A root span: the room outlives the session that happened to create it.
     let span = tracing::info_span!(parent: None, "room", room = %name, id);
@@ -200,6 +201,7 @@ impl<G: Game> RoomTask<G> {
                     if end.saturating_duration_since(due) > period {
                         self.metrics.ticks_overrun.fetch_add(1, Relaxed);
                     }
+                    self.handle.players.store(self.players.len() as u32, Relaxed);
                     match (self.players.is_empty(), empty_since) {
                         (false, _) => empty_since = None,
                         (true, None) => empty_since = Some(Instant::now()),
@@ -212,7 +214,7 @@ impl<G: Game> RoomTask<G> {
         }
         self.rooms.remove_if(&self.name, self.id);
         if self.failed {
-            tracing::warn!("room closed after its game failed");
+            tracing::warn!("room closed (its game failed, or it moved)");
         } else {
             tracing::info!("room removed after being empty");
         }
@@ -247,10 +249,18 @@ impl<G: Game> RoomTask<G> {
     /// The game panicked: tell every player `internal`, forget them, and
     /// stop. Other rooms are untouched.
     fn fail(&mut self, panic: String) {
-        self.failed = true;
         self.metrics.game_panics.fetch_add(1, Relaxed);
         tracing::error!(%panic, players = self.players.len(), "the game panicked; closing the room");
-        let close = Close::error(ErrorCode::Internal, "the game failed; the room was closed");
+        self.close_all(Close::error(
+            ErrorCode::Internal,
+            "the game failed; the room was closed",
+        ));
+    }
+
+    /// Tells every player `close`, forgets them (no resume here), and
+    /// stops the room.
+    fn close_all(&mut self, close: Close) {
+        self.failed = true;
         let mut tokens = self.rooms.tokens();
         for p in std::mem::take(&mut self.players).into_values() {
             tokens.remove(&p.token);
@@ -301,6 +311,10 @@ impl<G: Game> RoomTask<G> {
                 reliable,
                 payload,
             } => self.message(player, attachment, reliable, &payload),
+            Command::Evict(close) => {
+                tracing::warn!(players = self.players.len(), code = ?close.code(), "room evicted");
+                self.close_all(close);
+            }
         }
     }
 

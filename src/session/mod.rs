@@ -297,6 +297,9 @@ async fn finish<T: TransportTx>(kind: TransportKind, tx: &mut T, ctx: &SessionCt
         Close::Bye => tracing::debug!(transport = kind.label(), "session left"),
         Close::Idle => tracing::info!(transport = kind.label(), "closing idle session"),
         Close::Shutdown => tracing::debug!(transport = kind.label(), "closing session: shutdown"),
+        Close::Moved(r) => {
+            tracing::debug!(room = %r.room, node = %r.node, transport = kind.label(), "room is on another node")
+        }
         Close::Error(code, reason) => {
             tracing::info!(code = code.name(), %reason, transport = kind.label(), "closing session with error")
         }

@@ -227,7 +227,12 @@ async fn request(req: Request<()>, stream: Stream, shared: Arc<Shared>) {
         .metrics
         .http_requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    respond(stream, route(req.method(), req.uri().path(), &shared)).await;
+    let path = req.uri().path();
+    let resp = match crate::cluster::http::route(req.method(), path, &shared).await {
+        Some(r) => r,
+        None => route(req.method(), path, &shared),
+    };
+    respond(stream, resp).await;
 }
 
 async fn respond(mut stream: Stream, resp: Response<Bytes>) {

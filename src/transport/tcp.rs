@@ -182,7 +182,11 @@ async fn request(
         let opening = conn.opening(first, fallback);
         return streaming::serve(req, shared, &conn.probe, opening).await;
     }
-    let mut resp = route(req.method(), req.uri().path(), &shared).map(|b| Full::new(b).boxed());
+    let routed = match crate::cluster::http::route(req.method(), path, &shared).await {
+        Some(r) => r,
+        None => route(req.method(), req.uri().path(), &shared),
+    };
+    let mut resp = routed.map(|b| Full::new(b).boxed());
     if let Some(alt) = &shared.alt_svc {
         // Only with a real certificate: browsers may then move to HTTP/3.
         if let Ok(v) = alt.parse() {

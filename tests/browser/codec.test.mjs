@@ -135,7 +135,8 @@ test('decoder rejects truncation, trailing bytes, unknown types, bad UTF-8', () 
   assert.throws(() => decodeServerMessage(new Uint8Array([...joinedBytes(1, 'a'), 0])), /trailing/);
   assert.throws(() => decodeServerMessage(new Uint8Array([...errorBytes(1, 'a'), 0])), /trailing/);
   assert.throws(() => decodeServerMessage(bytes(0x01)), /unknown message type 0x01/);
-  assert.throws(() => decodeServerMessage(bytes(0x89)), /unknown message type 0x89/);
+  assert.throws(() => decodeServerMessage(bytes(0x8a)), /unknown message type 0x8a/);
+  assert.throws(() => decodeServerMessage(bytes(0x89)), /truncated/);
   assert.throws(() => decodeServerMessage(new Uint8Array(0)), /empty/);
   assert.throws(() => decodeServerMessage(bytes(0x82, 0, 0, 0, 1, 2, 0xc3, 0x28)), /UTF-8/);
   const badGame = welcomeBytes({ game: 'ab' });
@@ -182,4 +183,18 @@ test('frames: u16 big-endian length, split and coalesced reads (PROTOCOL.md §2)
   assert.throws(() => new FrameDecoder().push(bytes(0, 0)), /zero-length/);
   assert.throws(() => encodeFrame(new Uint8Array(0)), RangeError);
   assert.throws(() => encodeFrame(new Uint8Array(65536)), RangeError);
+});
+
+test('Redirect decodes with its node, URLs and certificate hashes (PROTOCOL.md §5)', () => {
+  const enc = new TextEncoder();
+  const str = (/** @type {string} */ t) => [enc.encode(t).length, ...enc.encode(t)];
+  const h1 = new Uint8Array(32).fill(7);
+  const h2 = new Uint8Array(32).fill(9);
+  const m = new Uint8Array([0x89, ...str('lobby'), ...str('n-2'), ...str('http://127.0.0.1:5'), ...str('https://127.0.0.1:5/rally'), 2, ...h1, ...h2]);
+  const r = decodeServerMessage(m);
+  assert.deepEqual(r, { type: 'redirect', room: 'lobby', node: 'n-2', url: 'http://127.0.0.1:5', wtUrl: 'https://127.0.0.1:5/rally', certHashes: [h1, h2] });
+  assert.equal(isNumbered(r), false);
+  // A hash cut short is truncation, never a shorter hash.
+  assert.throws(() => decodeServerMessage(m.subarray(0, m.length - 1)), /truncated/);
+  assert.throws(() => decodeServerMessage(new Uint8Array([...m, 0])), /trailing/);
 });

@@ -248,6 +248,8 @@ impl Connector {
                 };
                 let mut opts = ConnectOptions::new(self.url.clone(), kind, &self.room, &name);
                 opts.cert_hash = self.cert_hash;
+                // One server, and its connections are counted: no lookup.
+                opts.locate = false;
                 return Client::connect(opts)
                     .await
                     .map(Conn::Native)

@@ -81,6 +81,8 @@ async fn measure(args: &S1Args, launch: &ServerLaunch) -> anyhow::Result<S1Repor
     let server = proc::rally(&launch.bin, &launch.extra).await?;
     let connect = |t: TransportKind, room: &str| {
         let mut o = ConnectOptions::new(server.url(), t, room, "s1");
+        // Measured: the session, not a /rooms lookup before it.
+        o.locate = false;
         o.cert_hash = server.listening.cert_hash();
         o.datagrams = DatagramPath::Direct;
         // What is measured is the server: no silence watchdog (a timer per

@@ -207,6 +207,8 @@ async fn one_row(
         |i| {
             let room = format!("s2-{}", i / room_size);
             let mut o = ConnectOptions::new(url.clone(), transport, &room, &format!("c{i}"));
+            // Measured: the session, not a /rooms lookup before it.
+            o.locate = false;
             o.cert_hash = hash;
             o.wt_endpoint = endpoints.get(i / per_socket).cloned();
             // The server is what is measured: not wtransport's driver task.
