@@ -128,6 +128,13 @@ pub struct ServeConfig {
     #[arg(long, env = "RALLY_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
 
+    /// Bearer token of the admin page: with it, `/admin` serves the page
+    /// and `/admin/api/state` its data to requests carrying
+    /// `Authorization: Bearer TOKEN`; without it both answer 404. Serve
+    /// behind TLS in production: the token is a bearer secret.
+    #[arg(long, env = "RALLY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// How long a dropped player is kept for `Resume`.
     #[arg(long, env = "RALLY_RESUME_WINDOW", default_value = "10s", value_parser = duration)]
     pub resume_window: Duration,
@@ -278,6 +285,15 @@ impl ServeConfig {
                 "--ws-max-message ({}) is below --max-client-message ({}): WebSocket clients could not send what the protocol allows",
                 l.ws_max_message,
                 l.max_client_message
+            );
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            anyhow::bail!(
+                "--admin-token is empty: an empty token would open the admin page to anyone"
             );
         }
         Ok(())
