@@ -414,6 +414,12 @@ async fn run(
             .token_secret
             .as_ref()
             .map(|s| TokenKey::new(s.as_bytes())),
+        node: crate::admin::Node {
+            id: udp.to_string(),
+            url: format!("{}://{tcp_bound}", if dev { "http" } else { "https" }),
+            wt_url: format!("https://{udp}{}", crate::http::RALLY_PATH),
+        },
+        admin: cfg.admin_token.as_deref().map(crate::admin::Admin::new),
         shutdown: CancellationToken::new(),
         tcp_stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
@@ -434,6 +440,10 @@ async fn run(
     let tcp_task = tokio::spawn(tcp::serve(listener, tls, shared.clone()));
     if dev {
         tokio::spawn(renew_dev_cert(shared.clone(), policy));
+    }
+    if shared.admin.is_some() {
+        tracing::info!("admin page at {}/admin", shared.node.url);
+        tokio::spawn(crate::admin::sample(shared.clone()));
     }
 
     shutdown.await;

@@ -37,6 +37,10 @@ pub struct Shared {
     pub alt_svc: Option<String>,
     pub origins: OriginPolicy,
     pub tokens: Option<TokenKey>,
+    /// Where this node answers (the admin page's node listing).
+    pub node: crate::admin::Node,
+    /// The admin page's token and history: `None` unless `--admin-token`.
+    pub admin: Option<crate::admin::Admin>,
     /// Cancelled when shutdown begins.
     pub shutdown: CancellationToken,
     /// Cancelled when the TCP listener's connections are to close: on

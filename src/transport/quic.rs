@@ -227,7 +227,11 @@ async fn request(req: Request<()>, stream: Stream, shared: Arc<Shared>) {
         .metrics
         .http_requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    respond(stream, route(req.method(), req.uri().path(), &shared)).await;
+    respond(
+        stream,
+        route(req.method(), req.uri().path(), req.headers(), &shared),
+    )
+    .await;
 }
 
 async fn respond(mut stream: Stream, resp: Response<Bytes>) {

@@ -182,7 +182,8 @@ async fn request(
         let opening = conn.opening(first, fallback);
         return streaming::serve(req, shared, &conn.probe, opening).await;
     }
-    let mut resp = route(req.method(), req.uri().path(), &shared).map(|b| Full::new(b).boxed());
+    let mut resp =
+        route(req.method(), req.uri().path(), req.headers(), &shared).map(|b| Full::new(b).boxed());
     if let Some(alt) = &shared.alt_svc {
         // Only with a real certificate: browsers may then move to HTTP/3.
         if let Ok(v) = alt.parse() {
