@@ -218,8 +218,9 @@ function axisLabel(v) {
  * @param {string} name chart-NAME and legend-NAME
  * @param {Line[]} lines
  * @param {number} periodMs
+ * @param {number} digits decimals of the legend's latest values
  */
-function drawChart(name, lines, periodMs) {
+function drawChart(name, lines, periodMs, digits) {
   const canvas = byId(`chart-${name}`, HTMLCanvasElement);
   const legend = byId(`legend-${name}`, HTMLUListElement);
   const n = Math.max(0, ...lines.map((l) => l.values.length));
@@ -229,7 +230,7 @@ function drawChart(name, lines, periodMs) {
   legend.replaceChildren(...lines.map((l, i) => {
     const li = document.createElement('li');
     li.style.setProperty('--swatch', l.color);
-    li.textContent = `${l.label} ${num(latest[i], 1)}`;
+    li.textContent = `${l.label} ${num(latest[i], digits)}`;
     return li;
   }));
 
@@ -308,6 +309,7 @@ function renderCharts(s) {
     'sessions',
     TRANSPORT_COLORS.map(([key, label, color]) => ({ label, color, values: series.map((p) => p.sessions[key] ?? 0) })),
     period,
+    0,
   );
   drawChart(
     'messages',
@@ -316,6 +318,7 @@ function renderCharts(s) {
       { label: 'out', color: '#d08770', values: series.map((p) => p.messages_out_per_sec) },
     ],
     period,
+    0,
   );
   drawChart(
     'ticks',
@@ -324,6 +327,7 @@ function renderCharts(s) {
       { label: 'p99', color: '#bf616a', values: series.map((p) => p.tick_p99_ms) },
     ],
     period,
+    2,
   );
 }
 

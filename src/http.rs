@@ -188,7 +188,7 @@ fn admin(path: &str, headers: &HeaderMap, shared: &Shared) -> Response<Bytes> {
             h.insert(
                 header::CONTENT_SECURITY_POLICY,
                 header::HeaderValue::from_static(
-                    "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+                    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
                 ),
             );
             h.insert(
