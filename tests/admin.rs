@@ -234,6 +234,77 @@ async fn the_state_needs_the_token_and_shows_players_with_transport_and_rtt() {
     assert_eq!(refused(&server).await, wrong.len() as u64);
 }
 
+/// A real HTTP/3 client (h3 over quinn) trusting the server's dev
+/// certificate, as tests/core.rs makes one: `GET path` with `auth`.
+async fn h3_get(server: &Server, path: &str, auth: Option<&str>) -> http::Response<Vec<u8>> {
+    use bytes::Buf;
+    let pem = std::fs::read(server.cert_dir().join("dev.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    let addr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
+        .await
+        .unwrap();
+    let drive = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let mut req = http::Request::get(format!("https://localhost:{}{path}", server.port));
+    if let Some(auth) = auth {
+        req = req.header(http::header::AUTHORIZATION, auth);
+    }
+    let mut stream = send.send_request(req.body(()).unwrap()).await.unwrap();
+    stream.finish().await.unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    drive.abort();
+    conn.close(0u32.into(), b"");
+    let (parts, ()) = resp.into_parts();
+    http::Response::from_parts(parts, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_serves_the_same_admin_routes() {
+    let server = Server::start(&["--admin-token", TOKEN]);
+    within(30, "HTTP/3 requests", async {
+        let page = h3_get(&server, "/admin", None).await;
+        assert_eq!(page.status(), 200);
+        assert!(String::from_utf8_lossy(page.body()).contains("/client/admin.js"));
+
+        let denied = h3_get(&server, "/admin/api/state", Some(&bearer("nope"))).await;
+        assert_eq!(denied.status(), 401);
+        let h = denied.headers();
+        assert!(h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        assert_eq!(h["cache-control"], "no-store");
+
+        let ok = h3_get(&server, "/admin/api/state", Some(&bearer(TOKEN))).await;
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.headers()["cache-control"], "no-store");
+        let state: serde_json::Value = serde_json::from_slice(ok.body()).unwrap();
+        assert_eq!(state["node"]["cert_sha256"], server.cert_sha256.as_str());
+    })
+    .await;
+    assert_eq!(refused(&server).await, 1);
+}
+
 #[test]
 fn an_empty_token_is_refused_at_startup() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rally"))
