@@ -131,6 +131,13 @@ pub struct ServeConfig {
     #[arg(long, env = "RALLY_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
 
+    /// Bearer token of the admin page: with it, `/admin` serves the page
+    /// and `/admin/api/state` its data to requests carrying
+    /// `Authorization: Bearer TOKEN`; without it both answer 404. Serve
+    /// behind TLS in production: the token is a bearer secret.
+    #[arg(long, env = "RALLY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// How long a dropped player is kept for `Resume`.
     #[arg(long, env = "RALLY_RESUME_WINDOW", default_value = "10s", value_parser = duration)]
     pub resume_window: Duration,
@@ -332,6 +339,15 @@ impl ServeConfig {
             if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
                 anyhow::bail!("--public-url {u}: expected http(s)://HOST[:PORT]");
             }
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            anyhow::bail!(
+                "--admin-token is empty: an empty token would open the admin page to anyone"
+            );
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Method, Response, StatusCode};
+use http::{header, HeaderMap, Method, Response, StatusCode};
 use include_dir::{include_dir, Dir};
 
 use crate::metrics::Metrics;
@@ -128,8 +128,14 @@ impl Pages {
     }
 }
 
-/// Serves one request. `path` excludes the query string.
-pub fn route(method: &Method, path: &str, shared: &Arc<Shared>) -> Response<Bytes> {
+/// Serves one request. `path` excludes the query string; `headers` are the
+/// request's (the admin API reads `Authorization`).
+pub fn route(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    shared: &Arc<Shared>,
+) -> Response<Bytes> {
     if method != Method::GET && method != Method::HEAD {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -146,6 +152,7 @@ pub fn route(method: &Method, path: &str, shared: &Arc<Shared>) -> Response<Byte
         ),
         "/cert-hash" => json(shared.certs.hash_json()),
         "/games" => json(shared.pages.games()),
+        p if p == ADMIN_PATH || p.starts_with("/admin/") => admin(p, headers, shared),
         p => shared
             .pages
             .get(p)
@@ -155,6 +162,77 @@ pub fn route(method: &Method, path: &str, shared: &Arc<Shared>) -> Response<Byte
                 Some(respond(StatusCode::OK, content_type(name), body))
             })
             .unwrap_or_else(not_found),
+    }
+}
+
+/// The admin page (`--admin-token`).
+pub const ADMIN_PATH: &str = "/admin";
+/// The admin page's data, behind `Authorization: Bearer TOKEN`.
+pub const ADMIN_STATE_PATH: &str = "/admin/api/state";
+
+/// `/admin` and `/admin/*`: unknown paths unless `--admin-token` is set.
+/// The page is public (it holds no data); the state needs the token.
+fn admin(path: &str, headers: &HeaderMap, shared: &Shared) -> Response<Bytes> {
+    let Some(admin) = &shared.admin else {
+        return not_found();
+    };
+    match path {
+        ADMIN_PATH => {
+            let Some(page) = client_file("admin.html") else {
+                return not_found();
+            };
+            let mut resp = respond(StatusCode::OK, "text/html; charset=utf-8", page);
+            let h = resp.headers_mut();
+            // The page keeps the token in sessionStorage: no other
+            // origin's script, no framing, no Referer.
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                header::HeaderValue::from_static(
+                    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+                ),
+            );
+            h.insert(
+                header::REFERRER_POLICY,
+                header::HeaderValue::from_static("no-referrer"),
+            );
+            resp
+        }
+        ADMIN_STATE_PATH => {
+            let mut resp = if admin.authorized(headers) {
+                respond(
+                    StatusCode::OK,
+                    "application/json",
+                    crate::admin::state(shared).to_string(),
+                )
+            } else {
+                shared
+                    .metrics
+                    .admin_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let why = if headers.contains_key(header::AUTHORIZATION) {
+                    "wrong token"
+                } else {
+                    "no token"
+                };
+                tracing::warn!(path, "admin API refused: {why}");
+                let mut r = respond(
+                    StatusCode::UNAUTHORIZED,
+                    "text/plain; charset=utf-8",
+                    "admin token required: Authorization: Bearer TOKEN\n",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"rally-admin\""),
+                );
+                r
+            };
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
+        _ => not_found(),
     }
 }
 

@@ -11,6 +11,7 @@
 //! (the tick loop around a game). `server` wires them together; `games`
 //! holds the built-in games; `client` is the native client.
 
+pub mod admin;
 pub mod auth;
 pub mod cert;
 pub mod cli;

@@ -429,6 +429,7 @@ async fn run(
             .token_secret
             .as_ref()
             .map(|s| TokenKey::new(s.as_bytes())),
+        admin: cfg.admin_token.as_deref().map(crate::admin::Admin::new),
         shutdown: CancellationToken::new(),
         tcp_stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
@@ -455,6 +456,10 @@ async fn run(
         // Registered before the first client can ask anyone for a room.
         c.heartbeat(&shared.rooms, 0).await;
         tokio::spawn(c.clone().run(shared.clone(), cluster_stop.clone()));
+    }
+    if shared.admin.is_some() {
+        tracing::info!("admin page at {}/admin", shared.node.url);
+        tokio::spawn(crate::admin::sample(shared.clone()));
     }
 
     shutdown.await;

@@ -37,6 +37,8 @@ pub struct Shared {
     pub alt_svc: Option<String>,
     pub origins: OriginPolicy,
     pub tokens: Option<TokenKey>,
+    /// The admin page's token and history: `None` unless `--admin-token`.
+    pub admin: Option<crate::admin::Admin>,
     /// Cancelled when shutdown begins.
     pub shutdown: CancellationToken,
     /// Cancelled when the TCP listener's connections are to close: on

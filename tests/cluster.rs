@@ -726,3 +726,54 @@ async fn cluster_benchmark() {
     println!("{report}");
     drop(clients);
 }
+
+/// `GET path` with `Authorization: Bearer token` over plain HTTP/1.1.
+async fn get_with_token(url: &Url, path: &str, token: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The body may be chunked: take the JSON object inside.
+    let start = body.find('{').unwrap();
+    let end = body.rfind('}').unwrap();
+    serde_json::from_str(&body[start..=end]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_lists_every_node_of_the_cluster() {
+    let redis = Redis::start();
+    let n1 = Server::start(&[
+        "--redis",
+        &redis.url(),
+        "--node-id",
+        "n1",
+        "--lease-ttl",
+        TTL,
+        "--admin-token",
+        "t0ken",
+    ]);
+    let _n2 = node(&redis, "n2");
+    let _c = Client::connect(opts(&n1, TransportKind::WebSocket, "adm", "a", true))
+        .await
+        .unwrap();
+    eventually(5, "both nodes on the admin page", || async {
+        let v = get_with_token(&n1.url(), "/admin/api/state", "t0ken").await;
+        let ids: Vec<String> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap_or("").to_string())
+            .collect();
+        ids.contains(&"n1".to_string()) && ids.contains(&"n2".to_string()) && ids.len() == 2
+    })
+    .await;
+}

@@ -314,6 +314,11 @@ impl prometheus_client::collector::Collector for Scrape {
             m.sessions_forbidden.load(Relaxed),
         )?;
         o.counter1(
+            "rally_admin_refused",
+            "Admin API requests refused for a missing or wrong token (401).",
+            m.admin_refused.load(Relaxed),
+        )?;
+        o.counter1(
             "rally_connect_refused",
             "WebTransport CONNECTs refused (wrong path).",
             m.connect_refused.load(Relaxed),

@@ -268,6 +268,8 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// Sessions refused for their Origin (403) or join token (401).
     pub sessions_forbidden: AtomicU64,
+    /// Admin API requests refused for a missing or wrong token (401).
+    pub admin_refused: AtomicU64,
     /// Sessions ended by an error, indexed by `ErrorCode as usize`.
     pub errors: [AtomicU64; ErrorCode::ALL.len() + 1],
     /// Refused WebTransport CONNECTs (wrong path).
@@ -304,6 +306,7 @@ impl Default for Metrics {
             messages_rate_dropped: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             sessions_forbidden: AtomicU64::new(0),
+            admin_refused: AtomicU64::new(0),
             errors: Default::default(),
             connect_refused: AtomicU64::new(0),
             http_requests: AtomicU64::new(0),

@@ -384,6 +384,18 @@ impl Rooms {
         self.len() == 0
     }
 
+    /// The names of the rooms open now, sorted (the admin page's listing).
+    pub fn names(&self) -> Vec<String> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = map
+            .iter()
+            .filter(|(_, h)| !h.cmd.is_closed())
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     pub fn game_name(&self) -> &str {
         self.game.name()
     }

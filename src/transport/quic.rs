@@ -230,7 +230,7 @@ async fn request(req: Request<()>, stream: Stream, shared: Arc<Shared>) {
     let path = req.uri().path();
     let resp = match crate::cluster::http::route(req.method(), path, &shared).await {
         Some(r) => r,
-        None => route(req.method(), path, &shared),
+        None => route(req.method(), path, req.headers(), &shared),
     };
     respond(stream, resp).await;
 }

@@ -184,7 +184,7 @@ async fn request(
     }
     let routed = match crate::cluster::http::route(req.method(), path, &shared).await {
         Some(r) => r,
-        None => route(req.method(), req.uri().path(), &shared),
+        None => route(req.method(), req.uri().path(), req.headers(), &shared),
     };
     let mut resp = routed.map(|b| Full::new(b).boxed());
     if let Some(alt) = &shared.alt_svc {
