@@ -575,6 +575,29 @@ async fn redis_info(con: &mut redis::aio::MultiplexedConnection, field: &str) ->
         .unwrap_or(0)
 }
 
+/// Calls per Redis command (`INFO commandstats`).
+async fn redis_calls(
+    con: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
 /// Joins `rooms` × `per_room` players, each through a node picked at
 /// random from `entries`, 16 at a time; the join times (ms) and clients.
 async fn join_all(
@@ -622,11 +645,23 @@ async fn cluster_benchmark() {
     let ttl = "5s";
     let cluster: Vec<Server> = ["n1", "n2", "n3"]
         .iter()
-        .map(|id| Server::start(&["--redis", &redis.url(), "--node-id", id, "--lease-ttl", ttl]))
+        .map(|id| {
+            Server::start(&[
+                "--redis",
+                &redis.url(),
+                "--node-id",
+                id,
+                "--lease-ttl",
+                ttl,
+                "--max-connections-per-ip",
+                "10000",
+            ])
+        })
         .collect();
-    let single = Server::start(&[]);
+    let single = Server::start(&["--max-connections-per-ip", "10000"]);
     let entries: Vec<Url> = cluster.iter().map(|s| s.url()).collect();
     let mut con = redis.con().await;
+    let memory_before_rooms = redis_info(&mut con, "used_memory").await;
 
     // Redis's own background: registrations and renewals.
     let c0 = redis_info(&mut con, "total_commands_processed").await;
@@ -639,6 +674,8 @@ async fn cluster_benchmark() {
     let mut single_ms = Vec::new();
     let mut clients = Vec::new();
     let mut join_cmds = 0.0;
+    let calls_before = redis_calls(&mut con).await;
+    let mut joins_secs = 0.0;
     let per = ROOMS / ROUNDS;
     for round in 0..ROUNDS {
         let rooms: Vec<String> = (round * per..(round + 1) * per)
@@ -648,6 +685,7 @@ async fn cluster_benchmark() {
         let t0 = Instant::now();
         let (ms, c) = join_all(&entries, &rooms, PER_ROOM, t).await;
         let secs = t0.elapsed().as_secs_f64();
+        joins_secs += secs;
         let after = redis_info(&mut con, "total_commands_processed").await;
         // Minus the background and the two INFO calls.
         join_cmds += (after - before) as f64 - idle_rate * secs - 1.0;
@@ -657,11 +695,34 @@ async fn cluster_benchmark() {
         single_ms.extend(ms);
         clients.extend(c);
     }
+    let calls_after = redis_calls(&mut con).await;
     cluster_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     single_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let joins = (ROOMS * PER_ROOM) as f64;
+    // Per command, over the whole join phase (single-node rounds included:
+    // the background runs on through them), per cluster join.
+    let per_command: std::collections::BTreeMap<String, f64> = calls_after
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "info"))
+        .map(|(name, after)| {
+            let d = after - calls_before.get(name).copied().unwrap_or(0);
+            (name.clone(), (d as f64 / joins * 100.0).round() / 100.0)
+        })
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
     let used_memory = redis_info(&mut con, "used_memory").await;
     let keys: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    let record_bytes: u64 = redis::cmd("STRLEN")
+        .arg("rally:node:n1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let lease_bytes: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("rally:room:bench-0")
+        .query_async(&mut con)
+        .await
+        .unwrap_or(0);
 
     // Where the rooms are; then one node dies.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -718,7 +779,10 @@ async fn cluster_benchmark() {
         "join_ms_single": {"p50": pct(&single_ms, 0.5), "p99": pct(&single_ms, 0.99), "max": pct(&single_ms, 1.0)},
         "redis_commands_per_join": (join_cmds / joins * 100.0).round() / 100.0,
         "redis_background_commands_per_sec": (idle_rate * 10.0).round() / 10.0,
-        "redis_used_memory_bytes": used_memory, "redis_keys": keys,
+        "redis_calls_per_join_by_command_incl_background": per_command,
+        "cluster_join_phase_secs": (joins_secs * 10.0).round() / 10.0,
+        "redis_used_memory_bytes": used_memory, "redis_used_memory_before_rooms": memory_before_rooms, "redis_keys": keys,
+        "node_record_bytes_n1": record_bytes, "lease_key_memory_bytes": lease_bytes,
         "rooms_per_node": per_node,
         "node_killed": "n2", "rooms_moved": moved, "rooms_stayed": stayed,
         "all_rooms_placed_again_after_ms": all_placed.as_millis(),

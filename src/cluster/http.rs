@@ -145,7 +145,7 @@ fn node_json(n: &NodeRecord, shared: &Shared) -> Value {
 async fn rooms(shared: &Arc<Shared>) -> Response<Bytes> {
     let nodes = match &shared.cluster {
         None => vec![this_node(shared)],
-        Some(cluster) => match cluster.nodes().await {
+        Some(cluster) => match cluster.read_nodes().await {
             Ok(n) => n,
             Err(e) => return unavailable(e),
         },

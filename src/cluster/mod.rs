@@ -128,12 +128,21 @@ pub enum ClusterError {
 /// Claims `KEYS[1]` (a room's lease) for `ARGV[1]` unless a live node
 /// holds it: returns the owner. A lease whose node's registration expired
 /// (`ARGV[3]` .. owner) is taken over. The owner asking (`ARGV[4]`)
-/// extends its own lease.
+/// extends its own lease. With `ARGV[5]` = "1" the candidate must be
+/// registered and not draining, checked in the same atomic step (a node's
+/// cached view of the registry may be a little old): otherwise nothing
+/// changes and the answer is "".
 const CLAIM: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur and redis.call('EXISTS', ARGV[3] .. cur) == 1 then
   if cur == ARGV[4] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
   return cur
+end
+if ARGV[5] == '1' then
+  local rec = redis.call('GET', ARGV[3] .. ARGV[1])
+  if not rec then return '' end
+  local ok, node = pcall(cjson.decode, rec)
+  if not ok or node.draining then return '' end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
@@ -190,7 +199,15 @@ pub struct Cluster {
     /// least loaded.
     placed: Mutex<BTreeMap<String, u64>>,
     cpu: Mutex<CpuClock>,
+    /// The registry as last read, reused for [`NODES_FRESH`]: lookups then
+    /// cost Redis one command, not three.
+    nodes_cache: Mutex<Option<(Instant, Vec<NodeRecord>)>>,
 }
+
+/// How long a read of the node registry is reused. Registrations change
+/// every third of the lease TTL; placement counts its own placements in
+/// between (`placed`).
+const NODES_FRESH: Duration = Duration::from_millis(250);
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -250,6 +267,7 @@ impl Cluster {
             release: Script::new(RELEASE),
             placed: Mutex::new(BTreeMap::new()),
             cpu: Mutex::new(CpuClock::start()),
+            nodes_cache: Mutex::new(None),
         });
         // One round trip now, so a wrong database or password fails here.
         let mut con = cluster.con.clone();
@@ -305,14 +323,17 @@ impl Cluster {
         r
     }
 
-    /// Claims `room` for `candidate` unless a live node owns it; the owner.
+    /// Claims `room` for `candidate` unless a live node owns it; the owner,
+    /// or "" when the candidate (another node) is gone or draining.
     async fn claim(&self, room: &str, candidate: &str) -> Result<String, ClusterError> {
         let mut con = self.con.clone();
         let mut inv = self.claim.key(self.room_key(room));
+        let check = if candidate == self.me.id { "0" } else { "1" };
         inv.arg(candidate)
             .arg(self.ttl_ms())
             .arg(self.node_key(""))
-            .arg(&self.me.id);
+            .arg(&self.me.id)
+            .arg(check);
         let r = self.bounded(inv.invoke_async(&mut con)).await;
         self.counted("claim", r)
     }
@@ -340,22 +361,39 @@ impl Cluster {
     pub async fn locate(&self, room: &str) -> Result<NodeRecord, ClusterError> {
         let mut con = self.con.clone();
         let current: Option<String> = self.bounded(con.get(self.room_key(room))).await?;
+        let nodes = self.nodes().await?;
         if let Some(owner) = current {
+            if let Some(rec) = nodes.iter().find(|n| n.addr.id == owner) {
+                return Ok(rec.clone());
+            }
+            // Not in the registry as read: ask for its record itself (it
+            // may have registered since); gone means the lease is stale.
             if let Some(rec) = self.node(&owner).await? {
                 return Ok(rec);
             }
         }
-        let nodes = self.nodes().await?;
-        let candidate = self.pick(&nodes).ok_or(ClusterError::NoNode)?;
-        let owner = self.claim(room, &candidate).await?;
-        if owner == candidate {
-            let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
-            *placed.entry(owner.clone()).or_default() += 1;
+        let mut nodes = nodes;
+        for _ in 0..3 {
+            let candidate = self.pick(&nodes).ok_or(ClusterError::NoNode)?;
+            let owner = self.claim(room, &candidate).await?;
+            if owner.is_empty() {
+                // The candidate began draining or died since the registry
+                // was read: read it again and pick another.
+                *self.nodes_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                nodes = self.nodes().await?;
+                nodes.retain(|n| n.addr.id != candidate);
+                continue;
+            }
+            if owner == candidate {
+                let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+                *placed.entry(owner.clone()).or_default() += 1;
+            }
+            return match nodes.into_iter().find(|n| n.addr.id == owner) {
+                Some(rec) => Ok(rec),
+                None => self.node(&owner).await?.ok_or(ClusterError::NoNode),
+            };
         }
-        match nodes.into_iter().find(|n| n.addr.id == owner) {
-            Some(rec) => Ok(rec),
-            None => self.node(&owner).await?.ok_or(ClusterError::NoNode),
-        }
+        Err(ClusterError::NoNode)
     }
 
     /// The least-loaded live node that is not draining, counting rooms
@@ -381,8 +419,24 @@ impl Cluster {
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
 
-    /// Every live node, by id.
+    /// Every live node, by id (a read at most [`NODES_FRESH`] old).
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, ClusterError> {
+        {
+            let cache = self.nodes_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, nodes)) = &*cache {
+                if at.elapsed() < NODES_FRESH {
+                    return Ok(nodes.clone());
+                }
+            }
+        }
+        let nodes = self.read_nodes().await?;
+        *self.nodes_cache.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), nodes.clone()));
+        Ok(nodes)
+    }
+
+    /// Every live node, read from Redis now (`GET /rooms`).
+    pub async fn read_nodes(&self) -> Result<Vec<NodeRecord>, ClusterError> {
         let mut con = self.con.clone();
         let ids: Vec<String> = self.bounded(con.smembers(self.nodes_key())).await?;
         if ids.is_empty() {
@@ -458,6 +512,7 @@ impl Cluster {
     }
 
     async fn register(&self, record: &NodeRecord) -> Result<(), ClusterError> {
+        *self.nodes_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut con = self.con.clone();
         let json = serde_json::to_string(record).unwrap_or_default();
         let mut pipe = redis::pipe();
