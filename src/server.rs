@@ -439,6 +439,11 @@ async fn run(
         cfg,
     });
 
+    if let Some(c) = &shared.cluster {
+        // Registered before the listening line: a script (or a test) that
+        // waits for it finds the node in the cluster.
+        c.heartbeat(&shared.rooms, 0).await;
+    }
     on_ready(&Listening {
         udp,
         tcp: tcp_bound,
@@ -453,8 +458,6 @@ async fn run(
     }
     let cluster_stop = CancellationToken::new();
     if let Some(c) = &shared.cluster {
-        // Registered before the first client can ask anyone for a room.
-        c.heartbeat(&shared.rooms, 0).await;
         tokio::spawn(c.clone().run(shared.clone(), cluster_stop.clone()));
     }
     if shared.admin.is_some() {

@@ -72,6 +72,8 @@ ERRORS = {
     17: "replaced",
     18: "join_refused",
     19: "idle_timeout",
+    20: "moved",
+    21: "unavailable",
 }
 CODE = {name: code for code, name in ERRORS.items()}
 
@@ -212,6 +214,18 @@ def decode(b: bytes) -> Msg:
         return Msg("app", dict(payload=b[1:]), b)
     if t == 0x88:
         return Msg("app_unreliable", dict(payload=b[1:]), b)
+    if t == 0x89:
+        room, at = _read_str(b, 1)
+        node, at = _read_str(b, at)
+        url, at = _read_str(b, at)
+        wt_url, at = _read_str(b, at)
+        n = b[at]
+        at += 1
+        hashes = [b[at + 32 * i: at + 32 * (i + 1)] for i in range(n)]
+        assert all(len(h) == 32 for h in hashes), f"Redirect hash cut short: {b.hex()}"
+        assert at + 32 * n == len(b), f"Redirect with trailing bytes: {b.hex()}"
+        return Msg("redirect", dict(room=room, node=node, url=url, wt_url=wt_url,
+                                    cert_hashes=hashes), b)
     raise AssertionError(f"unknown server message type {t:#x}: {b.hex()}")
 
 
