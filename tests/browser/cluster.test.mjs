@@ -128,3 +128,32 @@ test('without the lookup, the Redirect a node answers Hello with is followed, on
   const moved = (await (await fetch(`${nodes.n1.origin}/metrics`)).text()).match(/^rally_errors_total\{code="moved"\} (\d+)/m);
   assert.ok(moved && Number(moved[1]) >= 3, 'n1 counted the redirects');
 });
+
+test('when the room\'s node dies, the page finds the room placed anew on a live node and joins it afresh', { timeout: TEST_TIMEOUT }, async (t) => {
+  // A third node to kill, so the file's other nodes stay up.
+  const doomed = await startServer({ extraArgs: ['--redis', `redis://127.0.0.1:${redisPort}`, '--node-id', 'n3', '--lease-ttl', '1500ms'] });
+  t.after(async () => {
+    await doomed.stop('SIGKILL', { keepPages: true });
+    removeDir(doomed.certDir);
+  });
+  const room = await roomOn('n3', 'phoenix');
+  const ctx = await newContext(t, browser, nodes.n1);
+  const { page } = await openPage(ctx, nodes.n1, '/dots', `transport=auto&room=${room}&name=phoenix`, { allowNetworkErrors: true });
+  assert.equal(await page.evaluate(() => window.rally.client.nodeUrl), doomed.origin);
+  const before = await page.evaluate(() => window.rally.client.sessions);
+  const killedAt = Date.now();
+  await doomed.stop('SIGKILL', { keepPages: true });
+  await page.waitForFunction(
+    ([n, origin]) => window.rally.client.sessions > n && window.rally.status === 'connected' && window.rally.client.nodeUrl !== origin,
+    [before, doomed.origin],
+    { timeout: 20_000 },
+  );
+  const took = Date.now() - killedAt;
+  const now = await page.evaluate(() => ({ nodeUrl: window.rally.client.nodeUrl, resumed: window.rally.client.resumed }));
+  assert.ok([nodes.n1.origin, nodes.n2.origin].includes(now.nodeUrl), now.nodeUrl);
+  // The room's state died with its node: a fresh join, not a resume.
+  assert.equal(now.resumed, false);
+  const v = await (await fetch(`${nodes.n1.origin}/rooms/${room}`)).json();
+  assert.notEqual(v.node, 'n3');
+  console.log(`# page playing again on ${v.node} ${took} ms after its node was killed`);
+});
