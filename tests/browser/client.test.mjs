@@ -470,7 +470,9 @@ test('auto: WebTransport welcomed within the head start wins; channels: stream f
   assert.equal(client.transport, 'webtransport');
   assert.equal(client.fallbackReason, null);
   assert.equal(client.certHashUsed, true);
-  assert.deepEqual(fetches, ['http://127.0.0.1:4433/cert-hash']);
+  // Where the room lives first (PROTOCOL.md §13.2); this fake server does
+  // not answer it, so the client stays and fetches the hash itself.
+  assert.deepEqual(fetches, ['http://127.0.0.1:4433/rooms/lobby', 'http://127.0.0.1:4433/cert-hash']);
   const wt = FakeWebTransport.all[0];
   assert.equal(wt.url, 'https://127.0.0.1:4433/rally');
   const hashes = wt.options.serverCertificateHashes;
@@ -785,6 +787,33 @@ test('bad names are refused before connecting', async () => {
   await assert.rejects(connect(URL_, { room: 'ok', name: '' }), TypeError);
   await assert.rejects(connect(URL_, { room: 'ok', name: 'a', app: 'text' }), TypeError);
   assert.equal(FakeWebSocket.all.length + FakeWebTransport.all.length, 0);
+});
+
+test('cluster: the room located on another node is joined there, with that node\'s hashes and no /cert-hash fetch', async () => {
+  const other = 'ef'.repeat(32);
+  globalThis.fetch = async (url) => {
+    fetches.push(url);
+    if (String(url).includes('/rooms/')) {
+      return {
+        ok: true, status: 200,
+        json: async () => ({ room: 'lobby', node: 'n2', here: false, url: 'http://127.0.0.1:5555', wt_url: 'https://127.0.0.1:5555/rally', cert_hashes: [other], nodes: ['http://127.0.0.1:4433', 'http://127.0.0.1:5555'] }),
+      };
+    }
+    throw new Error(`unexpected fetch ${url}`);
+  };
+  const client = await connect(URL_, { ...FAST, transport: 'webtransport', room: 'lobby', name: 'ann' });
+  assert.deepEqual(fetches, ['http://127.0.0.1:4433/rooms/lobby']);
+  const wt = FakeWebTransport.all[0];
+  assert.equal(wt.url, 'https://127.0.0.1:5555/rally');
+  assert.deepEqual(wt.options.serverCertificateHashes.map((h) => Buffer.from(h.value).toString('hex')), [other]);
+  assert.equal(client.nodeUrl, 'http://127.0.0.1:5555');
+  await client.close();
+});
+
+test('cluster: a 503 unavailable from /rooms fails the connect with the documented code', async () => {
+  globalThis.fetch = async () => ({ ok: false, status: 503, json: async () => ({ error: 'unavailable', reason: 'the cluster directory (Redis) is unreachable' }) });
+  await assert.rejects(connect(URL_, { ...FAST, transport: 'websocket', room: 'lobby', name: 'ann', reconnect: false }), (e) => e.codeName === 'unavailable' && /unreachable/.test(e.reason));
+  assert.equal(FakeWebSocket.all.length, 0);
 });
 
 test('renewal: every hash /cert-hash lists is passed to WebTransport', async () => {
