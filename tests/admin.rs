@@ -235,26 +235,10 @@ async fn the_state_needs_the_token_and_shows_players_with_transport_and_rtt() {
 }
 
 /// A real HTTP/3 client (h3 over quinn) trusting the server's dev
-/// certificate, as tests/core.rs makes one: `GET path` with `auth`.
+/// certificate (`common::h3_client`): `GET path` with `auth`.
 async fn h3_get(server: &Server, path: &str, auth: Option<&str>) -> http::Response<Vec<u8>> {
     use bytes::Buf;
-    let pem = std::fs::read(server.cert_dir().join("dev.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
-    let addr = format!("127.0.0.1:{}", server.port).parse().unwrap();
-    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+    let (_ep, conn) = common::h3_client(server).await;
     let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
         .await
         .unwrap();

@@ -99,6 +99,18 @@ async fn owner(via: &Server, room: &str) -> String {
     v["node"].as_str().unwrap().to_string()
 }
 
+/// A new room that `via` places on node `id` (`TAG-0`, `TAG-1`, … asked in
+/// turn: placement spreads them).
+async fn room_on(via: &Server, id: &str, tag: &str) -> String {
+    for i in 0..20 {
+        let room = format!("{tag}-{i}");
+        if owner(via, &room).await == id {
+            return room;
+        }
+    }
+    panic!("no {tag}-N room landed on {id}");
+}
+
 fn opts(via: &Server, t: TransportKind, room: &str, name: &str, locate: bool) -> ConnectOptions {
     let mut o = ConnectOptions::new(via.url(), t, room, name);
     o.locate = locate;
@@ -280,15 +292,7 @@ async fn a_dead_nodes_rooms_are_recreated_on_a_live_node() {
     let redis = Redis::start();
     let (n1, n2, n3) = (node(&redis, "n1"), node(&redis, "n2"), node(&redis, "n3"));
     // A room placed on n2, joined through n1.
-    let mut found = None;
-    for i in 0..20 {
-        let r = format!("doomed-{i}");
-        if owner(&n1, &r).await == "n2" {
-            found = Some(r);
-            break;
-        }
-    }
-    let room = found.expect("some room lands on n2");
+    let room = room_on(&n1, "n2", "doomed").await;
     let mut sessions = Vec::new();
     for (i, t) in [TransportKind::WebTransport, TransportKind::WebSocket]
         .into_iter()
@@ -340,15 +344,7 @@ async fn a_dead_nodes_rooms_are_recreated_on_a_live_node() {
 async fn a_draining_node_gets_no_new_rooms_and_its_players_find_theirs_elsewhere() {
     let redis = Redis::start();
     let (n1, mut n2, n3) = (node(&redis, "n1"), node(&redis, "n2"), node(&redis, "n3"));
-    let mut room = None;
-    for i in 0..20 {
-        let r = format!("drain-{i}");
-        if owner(&n1, &r).await == "n2" {
-            room = Some(r);
-            break;
-        }
-    }
-    let room = room.expect("some room lands on n2");
+    let room = room_on(&n1, "n2", "drain").await;
     let mut sessions = Vec::new();
     for (i, t) in [TransportKind::WebSocket, TransportKind::WebTransport]
         .into_iter()

@@ -5,11 +5,10 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use common::{dots, snapshot, within, Server, BOTH};
+use common::{dots, h3_client, snapshot, within, Server, BOTH};
 use rally::client::{Channel, Client, ClientError, DatagramPath, TransportKind};
 use rally::games::dots::{DOWN, LEFT, RIGHT};
 use rally::protocol::{ClientMsg, ErrorCode, ServerMsg, Snapshot};
@@ -285,28 +284,6 @@ async fn oversized_snapshots_fall_back_to_the_stream_and_are_counted() {
 }
 
 // ---- HTTP over both stacks -------------------------------------------------
-
-/// A real HTTP/3 client (h3 over quinn) that trusts the server's dev cert.
-async fn h3_client(server: &Server) -> (quinn::Endpoint, quinn::Connection) {
-    let pem = std::fs::read(server.cert_dir().join("dev.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let addr = format!("127.0.0.1:{}", server.port).parse().unwrap();
-    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
-    (ep, conn)
-}
 
 type H3Send = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 

@@ -112,3 +112,25 @@ pub fn dots(s: &Snapshot) -> Vec<(u32, f32, f32)> {
         .map(|(id, d)| (id, d.x, d.y))
         .collect()
 }
+
+/// A real HTTP/3 client (h3 over quinn) that trusts the server's dev cert.
+pub async fn h3_client(server: &Server) -> (quinn::Endpoint, quinn::Connection) {
+    let pem = std::fs::read(server.cert_dir().join("dev.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    let addr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+    (ep, conn)
+}
