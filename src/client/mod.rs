@@ -543,11 +543,24 @@ impl Client {
                 if let Some(o) = &opts.origin {
                     req = req.add_header("origin", o);
                 }
-                let conn = endpoint
-                    .0
-                    .connect(req)
-                    .await
-                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                let req = req.build();
+                let conn = match endpoint.0.connect(req.clone()).await {
+                    // wtransport 0.7.2 now and then aborts a handshake on
+                    // its own with an HTTP/3 frame error (seen twice in CI
+                    // as "locally aborted: FrameUnexpectedError"; cause not
+                    // found, worth a reproducer upstream). A new connection
+                    // is what any retry would do: one, here.
+                    Err(wtransport::error::ConnectingError::ConnectionError(
+                        wtransport::error::ConnectionError::LocalH3Error(e),
+                    )) => {
+                        tracing::warn!(
+                            "WebTransport handshake aborted locally ({e}); retrying once"
+                        );
+                        endpoint.0.connect(req).await
+                    }
+                    other => other,
+                }
+                .map_err(|e| ClientError::Connect(e.to_string()))?;
                 let opening = conn.open_bi().await.map_err(closed_from_wt)?;
                 let (send, recv) = opening
                     .await
