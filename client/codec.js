@@ -30,12 +30,13 @@ import { PROTOCOL_VERSION, MsgType, NUMBERED, ERROR_NAMES } from './wire.js';
 /** @typedef {{ type: 'player_joined', playerId: number, name: string }} PlayerJoined */
 /** @typedef {{ type: 'player_left', playerId: number }} PlayerLeft */
 /** @typedef {{ type: 'snapshot', ackSeq: number, tick: number, serverTimeUs: number, payload: Uint8Array }} SnapshotMsg */
+/** @typedef {{ type: 'snapshot_delta', ackSeq: number, tick: number, serverTimeUs: number, baseTick: number, codec: number, delta: Uint8Array }} SnapshotDeltaMsg */
 /** @typedef {{ type: 'pong', clientTimeUs: number, serverTimeUs: number }} Pong */
 /** @typedef {{ type: 'error', code: number, codeName: string, reason: string }} ErrorMsg */
 /** @typedef {{ type: 'app', payload: Uint8Array }} AppMsg */
 /** @typedef {{ type: 'app_unreliable', payload: Uint8Array }} AppUnreliableMsg */
 /** @typedef {{ type: 'redirect', room: string, node: string, url: string, wtUrl: string, certHashes: Uint8Array[] }} RedirectMsg */
-/** @typedef {Welcome | PlayerJoined | PlayerLeft | SnapshotMsg | Pong | ErrorMsg | AppMsg | AppUnreliableMsg | RedirectMsg} ServerMessage */
+/** @typedef {Welcome | PlayerJoined | PlayerLeft | SnapshotMsg | SnapshotDeltaMsg | Pong | ErrorMsg | AppMsg | AppUnreliableMsg | RedirectMsg} ServerMessage */
 
 /** Error code by name, inverted from ERROR_NAMES (PROTOCOL.md §6). */
 export const ErrorCode = /** @type {Readonly<Record<ErrorName, number>>} */ (
@@ -251,6 +252,46 @@ export function encodeInput(newestSeq, inputsNewestFirst) {
 }
 
 /**
+ * The size of an InputAck message carrying `inputs` (PROTOCOL.md §4).
+ * @param {readonly Uint8Array[]} inputs
+ * @returns {number}
+ */
+export function inputAckMessageSize(inputs) {
+  return inputMessageSize(inputs) + 4;
+}
+
+/**
+ * InputAck (0x08): snapshot_tick u32, newest_seq u32, count u8 (0-8),
+ * count × (len u8, bytes), newest first (PROTOCOL.md §4).
+ * @param {number} snapshotTick the newest snapshot tick the client has whole (0: none)
+ * @param {number} newestSeq
+ * @param {readonly Uint8Array[]} inputsNewestFirst
+ * @returns {Uint8Array}
+ */
+export function encodeInputAck(snapshotTick, newestSeq, inputsNewestFirst) {
+  const count = inputsNewestFirst.length;
+  if (count > MAX_INPUTS_PER_MESSAGE) throw new RangeError(`an InputAck carries 0-${MAX_INPUTS_PER_MESSAGE} inputs`);
+  if (!Number.isInteger(snapshotTick) || snapshotTick < 0 || snapshotTick > 0xffffffff) throw new RangeError('snapshot_tick must be a u32');
+  if (!Number.isInteger(newestSeq) || newestSeq < count || newestSeq > 0xffffffff) {
+    throw new RangeError('newest_seq must be a u32 >= count');
+  }
+  for (const b of inputsNewestFirst) {
+    if (requireBytes(b, 'an input').length > 0xff) throw new RangeError('an input is at most 255 bytes');
+  }
+  const { out, dv } = message(MsgType.INPUT_ACK, inputAckMessageSize(inputsNewestFirst));
+  dv.setUint32(1, snapshotTick);
+  dv.setUint32(5, newestSeq);
+  out[9] = count;
+  let o = 10;
+  for (const b of inputsNewestFirst) {
+    out[o++] = b.length;
+    out.set(b, o);
+    o += b.length;
+  }
+  return out;
+}
+
+/**
  * Ping (0x03): client_time_us u64 (number or bigint).
  * @param {number | bigint} clientTimeUs
  * @returns {Uint8Array}
@@ -413,6 +454,17 @@ export function decodeServerMessage(data) {
     case MsgType.SNAPSHOT:
       msg = { type: 'snapshot', ackSeq: r.u32(), tick: r.u32(), serverTimeUs: r.u64(), payload: r.rest() };
       break;
+    case MsgType.SNAPSHOT_DELTA:
+      msg = {
+        type: 'snapshot_delta',
+        ackSeq: r.u32(),
+        tick: r.u32(),
+        serverTimeUs: r.u64(),
+        baseTick: r.u32(),
+        codec: r.u8(),
+        delta: r.rest(),
+      };
+      break;
     case MsgType.PONG:
       msg = { type: 'pong', clientTimeUs: r.u64(), serverTimeUs: r.u64() };
       break;
@@ -452,6 +504,7 @@ const TYPE_BYTE = Object.freeze({
   player_joined: MsgType.PLAYER_JOINED,
   player_left: MsgType.PLAYER_LEFT,
   snapshot: MsgType.SNAPSHOT,
+  snapshot_delta: MsgType.SNAPSHOT_DELTA,
   pong: MsgType.PONG,
   error: MsgType.ERROR,
   app: MsgType.SERVER_APP,

@@ -45,13 +45,23 @@ export interface Welcome {
 export interface PlayerJoined { type: 'player_joined'; playerId: number; name: string }
 export interface PlayerLeft { type: 'player_left'; playerId: number }
 export interface SnapshotMsg { type: 'snapshot'; ackSeq: number; tick: number; serverTimeUs: number; payload: Uint8Array }
+/** A snapshot as a delta against an earlier one (PROTOCOL.md §5.1); RallyClient makes it whole before onSnapshot. */
+export interface SnapshotDeltaMsg {
+  type: 'snapshot_delta';
+  ackSeq: number;
+  tick: number;
+  serverTimeUs: number;
+  baseTick: number;
+  codec: number;
+  delta: Uint8Array;
+}
 export interface Pong { type: 'pong'; clientTimeUs: number; serverTimeUs: number }
 export interface ErrorMsg { type: 'error'; code: number; codeName: string; reason: string }
 export interface AppMsg { type: 'app'; payload: Uint8Array }
 export interface AppUnreliableMsg { type: 'app_unreliable'; payload: Uint8Array }
 /** Cluster mode: the room lives on another node (PROTOCOL.md §13). */
 export interface RedirectMsg { type: 'redirect'; room: string; node: string; url: string; wtUrl: string; certHashes: Uint8Array[] }
-export type ServerMessage = Welcome | PlayerJoined | PlayerLeft | SnapshotMsg | Pong | ErrorMsg | AppMsg | AppUnreliableMsg | RedirectMsg;
+export type ServerMessage = Welcome | PlayerJoined | PlayerLeft | SnapshotMsg | SnapshotDeltaMsg | Pong | ErrorMsg | AppMsg | AppUnreliableMsg | RedirectMsg;
 
 /** A snapshot as onSnapshot gets it: the header, and the game's bytes. */
 export interface Snapshot {
@@ -179,7 +189,18 @@ export type ConnectOptions = Partial<Timing> & Handlers & {
    * Either way a node's `Redirect` is followed, up to 3 times.
    */
   locate?: boolean;
+  /**
+   * Take snapshots as deltas against a state this client has (default
+   * true): inputs go as InputAck, acknowledging the newest snapshot, and
+   * deltas are made whole before onSnapshot. false: whole snapshots.
+   */
+  deltas?: boolean;
+  /** The game's own delta decoder, for a game that encodes its deltas itself (codec 1). */
+  applyDelta?: ApplyDelta;
 };
+
+/** A game's own delta decoder: the payload from the baseline's payload and the delta, or null. */
+export type ApplyDelta = (base: Uint8Array, delta: Uint8Array) => Uint8Array | null;
 
 export interface ClientStats {
   snapshotsReceived: number;
@@ -205,6 +226,10 @@ export interface ClientStats {
   /** Server App messages (reliable). */
   appReceived: number;
   appUnreliableReceived: number;
+  /** Snapshots that came as deltas and were made whole. */
+  deltasApplied: number;
+  /** Deltas not applied (no baseline, or undecodable): the next snapshot does. */
+  deltasIgnored: number;
 }
 
 /** One transport attempt: ms from its start to each stage reached, and the error of a failed one. */
@@ -267,6 +292,11 @@ export declare class RallyClient {
    * tick. Returns its number, or 0 when there is no session to send on.
    */
   sendInput(bytes: Uint8Array): number;
+  /**
+   * Acknowledges the newest snapshot without an input, for a client that
+   * sends none (a spectator): call it once per frame to get deltas.
+   */
+  sendAck(): void;
   /** Inputs sent with numbers above ackSeq, oldest first (for prediction). */
   unackedInputs(ackSeq: number): SentInput[];
   /**
@@ -401,6 +431,10 @@ export declare function encodeHello(room: string, name: string, app?: Uint8Array
 /** Bytes of an Input message carrying these inputs. */
 export declare function inputMessageSize(inputs: readonly Uint8Array[]): number;
 export declare function encodeInput(newestSeq: number, inputsNewestFirst: readonly Uint8Array[]): Uint8Array;
+/** InputAck (0x08): acknowledges snapshotTick, carries 0-8 inputs (PROTOCOL.md §4). */
+export declare function encodeInputAck(snapshotTick: number, newestSeq: number, inputsNewestFirst: readonly Uint8Array[]): Uint8Array;
+/** Makes the payload of a Rally delta (codec 0) from the baseline's; throws DecodeError (PROTOCOL.md §5.2). */
+export declare function applyRallyDelta(base: Uint8Array, delta: Uint8Array): Uint8Array;
 export declare function encodePing(clientTimeUs: number | bigint): Uint8Array;
 export declare function encodeLeave(): Uint8Array;
 export declare function encodeResume(token: Uint8Array, lastSeq: number): Uint8Array;

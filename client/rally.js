@@ -13,6 +13,7 @@
 //   interpolation.js  snapshot buffer with an adaptive delay (pure)
 //   prediction.js     replay of unacknowledged inputs (pure)
 //   policy.js         timing defaults, backoff, retry, RTT (pure)
+//   deltas.js         snapshot deltas: the codec, the states kept (pure)
 //   rally.js          the client object games use, reconnect and resume
 //
 // Types: rally.d.ts, checked against this code by tests/browser/run.sh.
@@ -21,8 +22,9 @@ import { PROTOCOL_VERSION, MsgType, NUMBERED, ERROR_NAMES } from './wire.js';
 import {
   ErrorCode, NO_RETRY_CODES, INPUT_REDUNDANCY, MAX_INPUTS_PER_MESSAGE, MAX_ROOM_BYTES, MAX_NAME_BYTES,
   DecodeError, RallyError, RedirectError, checkRoom, checkName, truncateUtf8, encodeHello, encodeInput, inputMessageSize,
-  encodePing, encodeLeave, encodeResume, encodeApp, encodeFrame, decodeServerMessage, isNumbered, FrameDecoder,
+  encodeInputAck, encodePing, encodeLeave, encodeResume, encodeApp, encodeFrame, decodeServerMessage, isNumbered, FrameDecoder,
 } from './codec.js';
+import { States, applyRallyDelta } from './deltas.js';
 import { nowUs, clockMs } from './link.js';
 import { establish, endpoints, locateRoom, planAuto, certHashesFromJson, hexToBytes, withToken, codeFromClose, reasonOf } from './race.js';
 import { AppOutbox, APP_REPLAY_KEEP } from './outbox.js';
@@ -34,8 +36,8 @@ export {
   PROTOCOL_VERSION, MsgType, NUMBERED, ERROR_NAMES,
   ErrorCode, NO_RETRY_CODES, INPUT_REDUNDANCY, MAX_INPUTS_PER_MESSAGE, MAX_ROOM_BYTES, MAX_NAME_BYTES,
   DecodeError, RallyError, RedirectError, checkRoom, checkName, truncateUtf8, encodeHello, encodeInput, inputMessageSize,
-  encodePing, encodeLeave, encodeResume, encodeApp, encodeFrame, decodeServerMessage, isNumbered, FrameDecoder,
-  endpoints, planAuto, certHashesFromJson, hexToBytes, withToken, codeFromClose,
+  encodeInputAck, encodePing, encodeLeave, encodeResume, encodeApp, encodeFrame, decodeServerMessage, isNumbered, FrameDecoder,
+  applyRallyDelta, endpoints, planAuto, certHashesFromJson, hexToBytes, withToken, codeFromClose,
   AppOutbox, APP_REPLAY_KEEP, SnapshotBuffer, lerp, lerpAngle, predict,
   DEFAULTS, backoffDelay, mayRetry, RttEstimator,
 };
@@ -46,6 +48,7 @@ export {
 /** @typedef {import('./codec.js').PlayerJoined} PlayerJoined */
 /** @typedef {import('./codec.js').PlayerLeft} PlayerLeft */
 /** @typedef {import('./codec.js').SnapshotMsg} SnapshotMsg */
+/** @typedef {import('./codec.js').SnapshotDeltaMsg} SnapshotDeltaMsg */
 /** @typedef {import('./codec.js').Pong} Pong */
 /** @typedef {import('./codec.js').ErrorMsg} ErrorMsg */
 /** @typedef {import('./codec.js').AppMsg} AppMsg */
@@ -67,6 +70,7 @@ export {
  */
 /** @typedef {import('./prediction.js').SentInput} SentInput */
 /** @typedef {import('./policy.js').Timing} Timing */
+/** @typedef {import('./deltas.js').ApplyDelta} ApplyDelta */
 
 /** A snapshot as onSnapshot gets it: the header, and the game's bytes. */
 /** @typedef {{ tick: number, ackSeq: number, serverTimeUs: number, payload: Uint8Array }} Snapshot */
@@ -107,6 +111,8 @@ export {
  *   token?: TokenSource,
  *   reconnect?: boolean,
  *   locate?: boolean,
+ *   deltas?: boolean,
+ *   applyDelta?: ApplyDelta,
  * }} ConnectOptions
  */
 
@@ -129,6 +135,8 @@ export {
  * @property {number} appUnreliableSent
  * @property {number} appReceived server App messages
  * @property {number} appUnreliableReceived
+ * @property {number} deltasApplied snapshots that came as deltas and were made whole
+ * @property {number} deltasIgnored deltas not applied (no baseline, or undecodable): the next snapshot does
  */
 
 /** Reconnect attempts that try Resume on the transport the player had (later ones join afresh). */
@@ -166,6 +174,8 @@ function freshStats() {
     appUnreliableSent: 0,
     appReceived: 0,
     appUnreliableReceived: 0,
+    deltasApplied: 0,
+    deltasIgnored: 0,
   };
 }
 
@@ -231,6 +241,8 @@ export class RallyClient {
   _certHashUsed = false;
   /** @internal @type {Welcome | null} */
   _welcome = null;
+  /** @internal @type {States} recent whole states, for deltas */
+  _states = new States();
   /** @internal @type {ErrorMsg | null} */
   _lastError = null;
   /** @internal @type {number | null} */
@@ -420,9 +432,23 @@ export class RallyClient {
       carried.push(input.bytes);
       size += 1 + input.bytes.length;
     }
-    link.sendUnreliable(encodeInput(seq, carried));
+    // InputAck asks for deltas and acknowledges the newest whole state (§5.1).
+    link.sendUnreliable(
+      this._options.deltas === false ? encodeInput(seq, carried) : encodeInputAck(this._states.newest, seq, carried),
+    );
     this._stats.inputsSent++;
     return seq;
+  }
+
+  /**
+   * Acknowledges the newest snapshot without an input (an InputAck carrying
+   * none): a client that sends no inputs calls this once per frame to get
+   * snapshots as deltas. Does nothing with `deltas: false` or no session.
+   */
+  sendAck() {
+    const link = this._link;
+    if (this._options.deltas === false || !link || link.closed || !this._welcome) return;
+    link.sendUnreliable(encodeInputAck(this._states.newest, this._seq, []));
   }
 
   /**
@@ -626,6 +652,8 @@ export class RallyClient {
     this._reconnectAttempt = 0;
     this._droppedAt = null;
     this._lastTick = w.tick;
+    // Deltas start afresh on every session (PROTOCOL.md §5.1).
+    this._states = new States(this._options.applyDelta);
     const link = r.link;
     link.onMessage = (msg, channel) => this._receive(msg, channel);
     link.onClose = (info) => this._linkClosed(link, info);
@@ -657,8 +685,22 @@ export class RallyClient {
     const o = this._options;
     switch (msg.type) {
       case 'snapshot':
+        this._states.keep(msg.tick, msg.payload);
         this._receiveSnapshot(msg, channel);
         break;
+      case 'snapshot_delta': {
+        // Applied only to the very state it was made against; otherwise
+        // ignored, and the next snapshot will do (PROTOCOL.md §5.1).
+        const payload = this._states.apply(msg);
+        if (payload === null) {
+          this._stats.deltasIgnored++;
+          break;
+        }
+        this._stats.deltasApplied++;
+        const { ackSeq, tick, serverTimeUs } = msg;
+        this._receiveSnapshot({ type: 'snapshot', ackSeq, tick, serverTimeUs, payload }, channel);
+        break;
+      }
       case 'pong':
         // client_time_us 0: the server's heartbeat (PROTOCOL.md §7.3), a sign of life only.
         if (msg.clientTimeUs === 0) break;

@@ -14,6 +14,7 @@ export const MsgType = Object.freeze({
   RESUME: 0x05,
   APP: 0x06,
   APP_UNRELIABLE: 0x07,
+  INPUT_ACK: 0x08,
   WELCOME: 0x81,
   PLAYER_JOINED: 0x82,
   PLAYER_LEFT: 0x83,
@@ -23,6 +24,7 @@ export const MsgType = Object.freeze({
   SERVER_APP: 0x87,
   SERVER_APP_UNRELIABLE: 0x88,
   REDIRECT: 0x89,
+  SNAPSHOT_DELTA: 0x8a,
 });
 
 /** Server message types that are numbered reliable events (PROTOCOL.md §7.1). */

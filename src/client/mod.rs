@@ -18,6 +18,7 @@ mod http_get;
 mod http_link;
 pub mod liveness;
 mod session;
+mod states;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use crate::protocol::{
 pub use http_get::{fetch_cert_hash, http_get};
 pub use liveness::{Backoff, DEFAULT_WATCHDOG};
 pub use session::{RetryPolicy, Session, SessionEvent, SessionState};
+pub use states::{ApplyDelta, Ignored, States, KEPT_STATES};
 
 use liveness::{Next, Watchdog};
 
@@ -135,6 +137,14 @@ pub struct ConnectOptions {
     /// located elsewhere (its node died and it was placed anew), the
     /// resume is dropped and the player joins afresh there.
     pub resume_at: Option<Url>,
+    /// Take snapshots as deltas (PROTOCOL.md §5.1): inputs go as
+    /// `InputAck`, acknowledging the newest snapshot, and
+    /// [`Client::recv`] turns deltas back into whole snapshots. Default on;
+    /// off, the client sends `Input` and gets whole snapshots.
+    pub deltas: bool,
+    /// The game's own delta decoder, for a game that encodes its deltas
+    /// itself (`Game::delta`, codec 1).
+    pub apply_delta: Option<ApplyDelta>,
 }
 
 /// Where a room lives, as `GET /rooms/NAME` answers.
@@ -333,6 +343,8 @@ impl ConnectOptions {
             locate: true,
             entries: Vec::new(),
             resume_at: None,
+            deltas: true,
+            apply_delta: None,
         }
     }
 }
@@ -340,8 +352,12 @@ impl ConnectOptions {
 /// A message from the server and the channel it came on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Received {
+    /// A `SnapshotDelta` arrives here as the whole `Snapshot` it makes.
     pub msg: ServerMsg,
     pub channel: Channel,
+    /// Bytes of the message as it came (a delta's, for a snapshot that
+    /// came as one).
+    pub wire_len: usize,
 }
 
 // One per client, never in a collection: the size difference is harmless.
@@ -382,6 +398,10 @@ pub struct Client {
     watchdog: Option<Watchdog>,
     /// The cluster's nodes, as the last locate answered.
     nodes: Vec<Url>,
+    /// Whether inputs acknowledge snapshots (and so ask for deltas).
+    deltas: bool,
+    /// Recent whole states, to apply deltas to.
+    states: States,
 }
 
 pub fn now_us() -> u64 {
@@ -606,6 +626,8 @@ impl Client {
             )),
         };
         let mut client = Client {
+            deltas: opts.deltas,
+            states: States::new(opts.apply_delta.clone()),
             conn,
             welcome: Welcome {
                 version: 0,
@@ -664,6 +686,8 @@ impl Client {
             match r.msg {
                 ServerMsg::Welcome(w) => {
                     self.reliable_seq = w.reliable_seq;
+                    // Deltas start afresh on every session (PROTOCOL.md §5.1).
+                    self.states.clear();
                     self.resumed = resume.is_some();
                     if let Some(r) = resume {
                         // A resumed player's inputs carry on from where they
@@ -770,15 +794,23 @@ impl Client {
             let (bytes, channel) = self.next_bytes().await?;
             let msg =
                 ServerMsg::decode(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
-            // A Pong nobody asked for is the HTTP stream's keep-alive.
-            if !matches!(
-                msg,
+            match msg {
+                // A Pong nobody asked for is the HTTP stream's keep-alive.
                 ServerMsg::Pong {
-                    client_time_us: 0,
-                    ..
+                    client_time_us: 0, ..
+                } => {}
+                ServerMsg::Snapshot(s) => {
+                    self.states.keep(&s);
+                    break (bytes, channel, ServerMsg::Snapshot(s));
                 }
-            ) {
-                break (bytes, channel, msg);
+                // A delta whose baseline this client does not have is
+                // ignored: the next snapshot will do (PROTOCOL.md §5.1).
+                ServerMsg::SnapshotDelta(d) => {
+                    if let Ok(s) = self.states.apply(&d) {
+                        break (bytes, channel, ServerMsg::Snapshot(s));
+                    }
+                }
+                msg => break (bytes, channel, msg),
             }
         };
         // Numbered events arrive only on the reliable channel; counted by
@@ -786,7 +818,36 @@ impl Client {
         if channel == Channel::Reliable && is_numbered(&bytes) {
             self.reliable_seq = self.reliable_seq.wrapping_add(1);
         }
-        Ok(Received { msg, channel })
+        Ok(Received {
+            msg,
+            channel,
+            wire_len: bytes.len(),
+        })
+    }
+
+    /// Whether inputs go as `InputAck` (snapshots as deltas).
+    pub fn acknowledges(&self) -> bool {
+        self.deltas
+    }
+
+    /// Deltas this client turned into whole snapshots, and deltas it
+    /// ignored (no baseline, or undecodable).
+    pub fn deltas(&self) -> (u64, u64) {
+        (self.states.applied, self.states.ignored)
+    }
+
+    /// Acknowledges the newest snapshot without an input (`InputAck` with
+    /// none): a client that sends no inputs calls this to get deltas.
+    pub async fn send_ack(&mut self) -> Result<(), ClientError> {
+        if !self.deltas {
+            return Ok(());
+        }
+        let msg = ClientMsg::InputAck {
+            snapshot_tick: self.states.newest(),
+            newest_seq: self.next_seq,
+            inputs: Inputs::none(),
+        };
+        self.send_raw(msg.to_bytes(), Channel::Unreliable).await
     }
 
     /// The next message's bytes, under the watchdog's eye.
@@ -971,9 +1032,18 @@ impl Client {
         // Never more inputs than have been numbered (the first has seq 1).
         let n = self.recent.len().min(self.next_seq.max(1) as usize);
         let carried: Vec<&[u8]> = self.recent.iter().take(n).map(|b| &b[..]).collect();
-        let msg = ClientMsg::Input {
-            newest_seq: self.next_seq,
-            inputs: Inputs::encode(&carried),
+        let inputs = Inputs::encode(&carried);
+        let msg = if self.deltas {
+            ClientMsg::InputAck {
+                snapshot_tick: self.states.newest(),
+                newest_seq: self.next_seq,
+                inputs,
+            }
+        } else {
+            ClientMsg::Input {
+                newest_seq: self.next_seq,
+                inputs,
+            }
         };
         self.send_raw(msg.to_bytes(), Channel::Unreliable).await?;
         Ok(self.next_seq)

@@ -283,6 +283,19 @@ pub trait Game: Send + 'static {
         let _ = (player, out);
     }
 
+    /// Optional: the game's own delta of `current` against `base` (two
+    /// payloads this game wrote for the same recipient, `base` one it
+    /// acknowledged). Write it to `out` and return `true`, and Rally sends
+    /// it with codec 1 (PROTOCOL.md §5.1): only clients given the game's
+    /// decoder (`applyDelta` in rally.js, `ConnectOptions::apply_delta`
+    /// natively) can apply it. `false` (the default): Rally's generic
+    /// delta, which any client applies. Rally sends the snapshot whole
+    /// when a delta is not smaller.
+    fn delta(&mut self, base: &[u8], current: &[u8], out: &mut BytesMut) -> bool {
+        let _ = (base, current, out);
+        false
+    }
+
     /// Writes the game's bytes for `Welcome.app`, sent on every join and
     /// resume (e.g. the arena's size).
     fn welcome(&mut self, player: PlayerId, out: &mut BytesMut) {

@@ -13,7 +13,46 @@ pub const DEFAULT_PAYLOAD: usize = 64;
 
 pub struct Synthetic {
     payload: usize,
+    /// `moving=P`: the percentage of 12-byte records that change each tick.
+    moving: Option<u32>,
     tick: u32,
+}
+
+/// A 12-byte record of `moving` snapshots.
+pub const RECORD: usize = 12;
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The payload of the snapshot at `tick` (PROTOCOL.md §12): `size` bytes,
+/// with `moving` as the game option. A function of the tick alone, so a
+/// client can check every state it makes whole.
+pub fn payload_at(tick: u32, size: usize, moving: Option<u32>, out: &mut BytesMut) {
+    let size = size.max(4);
+    out.reserve(size);
+    out.put_u32(tick);
+    let filler = size - 4;
+    let Some(p) = moving else {
+        out.extend((0..filler).map(|i| (i as u8).wrapping_add(tick as u8)));
+        return;
+    };
+    let period = if p == 0 {
+        None
+    } else {
+        Some(((100 + p / 2) / p.min(100)).max(1))
+    };
+    let records = filler / RECORD;
+    for r in 0..records as u64 {
+        let epoch = period.map_or(0, |n| (tick as u64 + r) / n as u64);
+        let seed = (r << 32).wrapping_add(epoch);
+        out.put_u64(splitmix64(seed));
+        out.put_u32((splitmix64(seed + 1) >> 32) as u32);
+    }
+    out.put_bytes(0, filler - records * RECORD);
 }
 
 impl Synthetic {
@@ -22,6 +61,7 @@ impl Synthetic {
     pub fn new(room: &RoomInfo<'_>) -> Synthetic {
         Synthetic {
             payload: Self::payload(room).expect("payload option checked at startup"),
+            moving: Self::moving(room).expect("moving option checked at startup"),
             tick: 0,
         }
     }
@@ -33,9 +73,21 @@ impl Synthetic {
         Ok(room.options.parse_or("payload", DEFAULT_PAYLOAD)?.max(4))
     }
 
+    /// `moving=P`, 0–100.
+    fn moving(room: &RoomInfo<'_>) -> Result<Option<u32>, String> {
+        match room.options.get("moving") {
+            None => Ok(None),
+            Some(_) => match room.options.parse_or("moving", 0u32)? {
+                p @ 0..=100 => Ok(Some(p)),
+                p => Err(format!("game option moving={p}: a percentage, 0-100")),
+            },
+        }
+    }
+
     /// Checks the game's options, so a bad one stops the server at startup.
     pub fn check(room: &RoomInfo<'_>) -> Result<(), String> {
-        Self::payload(room).map(|_| ())
+        Self::payload(room)?;
+        Self::moving(room).map(|_| ())
     }
 }
 
@@ -62,10 +114,7 @@ impl Game for Synthetic {
     }
 
     fn snapshot(&mut self, out: &mut BytesMut) {
-        out.reserve(self.payload);
-        out.put_u32(self.tick);
-        let filler = self.payload - 4;
-        out.extend((0..filler).map(|i| (i as u8).wrapping_add(self.tick as u8)));
+        payload_at(self.tick, self.payload, self.moving, out);
     }
 }
 
@@ -101,5 +150,35 @@ mod tests {
         assert!(Synthetic::check(&info)
             .unwrap_err()
             .contains("payload=lots"));
+    }
+
+    #[test]
+    fn moving_changes_that_share_of_the_records_each_tick() {
+        for (p, want) in [(0, 0), (10, 10), (50, 50), (100, 100)] {
+            let changed: usize = (1..=100u32)
+                .map(|t| {
+                    let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+                    payload_at(t, 4 + 12 * 84, Some(p), &mut a);
+                    payload_at(t + 1, 4 + 12 * 84, Some(p), &mut b);
+                    a[4..]
+                        .chunks(RECORD)
+                        .zip(b[4..].chunks(RECORD))
+                        .filter(|(x, y)| x != y)
+                        .count()
+                })
+                .sum();
+            // Percent of 84 records over 100 ticks.
+            let pct = changed as f64 / 84.0;
+            assert!((pct - want as f64).abs() <= 2.0, "moving={p}: {pct}%");
+        }
+        let opts = GameOptions::new([("moving".to_string(), "101".to_string())]);
+        let info = RoomInfo {
+            name: "t",
+            tick_hz: 60,
+            snapshot_every: 1,
+            max_players: 8,
+            options: &opts,
+        };
+        assert!(Synthetic::check(&info).unwrap_err().contains("moving=101"));
     }
 }

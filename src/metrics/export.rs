@@ -294,6 +294,11 @@ impl prometheus_client::collector::Collector for Scrape {
             m.app_unreliable_dropped.load(Relaxed),
         )?;
         o.counter1(
+            "rally_snapshot_deltas_encoded",
+            "Snapshot deltas encoded: one per distinct client baseline per snapshot (shared views), one per recipient (per-player views).",
+            m.snapshot_deltas_encoded.load(Relaxed),
+        )?;
+        o.counter1(
             "rally_snapshots_too_large",
             "Snapshots not sent because the game wrote more than a frame holds.",
             m.snapshots_too_large.load(Relaxed),

@@ -281,6 +281,9 @@ pub struct Metrics {
     pub ticks_overrun: AtomicU64,
     /// Snapshots not sent because the game wrote more than a frame holds.
     pub snapshots_too_large: AtomicU64,
+    /// Snapshot deltas encoded (one per distinct baseline per snapshot of
+    /// a shared view; one per recipient of a per-player view).
+    pub snapshot_deltas_encoded: AtomicU64,
     /// Application messages the game sent that were too large for a frame
     /// (not sent).
     pub app_messages_too_large: AtomicU64,
@@ -313,6 +316,7 @@ impl Default for Metrics {
             game_panics: AtomicU64::new(0),
             ticks_overrun: AtomicU64::new(0),
             snapshots_too_large: AtomicU64::new(0),
+            snapshot_deltas_encoded: AtomicU64::new(0),
             app_messages_too_large: AtomicU64::new(0),
             app_unreliable_dropped: AtomicU64::new(0),
             app_messages_dropped: AtomicU64::new(0),
@@ -384,6 +388,7 @@ impl Metrics {
             "game_panics": self.game_panics.load(Relaxed),
             "ticks_overrun": self.ticks_overrun.load(Relaxed),
             "snapshots_too_large": self.snapshots_too_large.load(Relaxed),
+            "snapshot_deltas_encoded": self.snapshot_deltas_encoded.load(Relaxed),
             "app_messages_too_large": self.app_messages_too_large.load(Relaxed),
             "app_unreliable_dropped": self.app_unreliable_dropped.load(Relaxed),
             "app_messages_dropped": self.app_messages_dropped.load(Relaxed),

@@ -10,7 +10,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::ErrorCode;
 use super::message::{
-    ClientMsg, Inputs, Redirect, ServerMsg, Snapshot, Welcome, MAX_INPUTS_PER_MSG, MAX_REASON_LEN,
+    ClientMsg, Inputs, Redirect, ServerMsg, Snapshot, SnapshotDelta, Welcome, MAX_INPUTS_PER_MSG,
+    MAX_REASON_LEN,
 };
 use super::table::ty;
 
@@ -19,6 +20,9 @@ pub const SNAPSHOT_HEADER_LEN: usize = 5;
 /// Bytes of a snapshot's shared part before the game's payload: `tick` and
 /// `server_time_us`.
 pub const SNAPSHOT_PREFIX_LEN: usize = 12;
+/// Bytes of a `SnapshotDelta`'s shared part before the delta: `tick`,
+/// `server_time_us`, `base_tick` and `codec`.
+pub const DELTA_PREFIX_LEN: usize = 17;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -140,6 +144,17 @@ impl ClientMsg {
                 buf.put_u8(inputs.len() as u8);
                 buf.put_slice(inputs.raw());
             }
+            ClientMsg::InputAck {
+                snapshot_tick,
+                newest_seq,
+                inputs,
+            } => {
+                buf.put_u8(ty::INPUT_ACK);
+                buf.put_u32(*snapshot_tick);
+                buf.put_u32(*newest_seq);
+                buf.put_u8(inputs.len() as u8);
+                buf.put_slice(inputs.raw());
+            }
             ClientMsg::Ping { client_time_us } => {
                 buf.put_u8(ty::PING);
                 buf.put_u64(*client_time_us);
@@ -195,6 +210,23 @@ impl ClientMsg {
                 let inputs = Inputs::parse(r.rest(), n).ok_or(DecodeError::Truncated)?;
                 ClientMsg::Input { newest_seq, inputs }
             }
+            ty::INPUT_ACK => {
+                let snapshot_tick = r.u32()?;
+                let newest_seq = r.u32()?;
+                let n = r.u8()?;
+                if n as usize > MAX_INPUTS_PER_MSG {
+                    return Err(DecodeError::InvalidField("input count"));
+                }
+                if newest_seq < n as u32 {
+                    return Err(DecodeError::InvalidField("input sequence"));
+                }
+                let inputs = Inputs::parse(r.rest(), n).ok_or(DecodeError::Truncated)?;
+                ClientMsg::InputAck {
+                    snapshot_tick,
+                    newest_seq,
+                    inputs,
+                }
+            }
             ty::PING => ClientMsg::Ping {
                 client_time_us: r.u64()?,
             },
@@ -223,6 +255,21 @@ impl ClientMsg {
 pub fn snapshot_header(ack_seq: u32) -> [u8; SNAPSHOT_HEADER_LEN] {
     let [a, b, c, d] = ack_seq.to_be_bytes();
     [ty::SNAPSHOT, a, b, c, d]
+}
+
+/// The per-recipient part of a `SnapshotDelta`: type and `ack_seq`.
+pub fn snapshot_delta_header(ack_seq: u32) -> [u8; SNAPSHOT_HEADER_LEN] {
+    let [a, b, c, d] = ack_seq.to_be_bytes();
+    [ty::SNAPSHOT_DELTA, a, b, c, d]
+}
+
+/// Writes a `SnapshotDelta`'s shared prefix: `tick`, `server_time_us`,
+/// `base_tick` and `codec`. The delta follows it.
+pub fn put_delta_prefix(buf: &mut BytesMut, tick: u32, server_time_us: u64, base: u32, codec: u8) {
+    buf.put_u32(tick);
+    buf.put_u64(server_time_us);
+    buf.put_u32(base);
+    buf.put_u8(codec);
 }
 
 /// Writes the shared part's prefix: `tick` and `server_time_us`. The game's
@@ -275,6 +322,11 @@ impl ServerMsg {
                 buf.put_slice(&snapshot_header(s.ack_seq));
                 put_snapshot_prefix(buf, s.tick, s.server_time_us);
                 buf.put_slice(&s.payload);
+            }
+            ServerMsg::SnapshotDelta(d) => {
+                buf.put_slice(&snapshot_delta_header(d.ack_seq));
+                put_delta_prefix(buf, d.tick, d.server_time_us, d.base_tick, d.codec);
+                buf.put_slice(&d.delta);
             }
             ServerMsg::Pong {
                 client_time_us,
@@ -349,6 +401,14 @@ impl ServerMsg {
                 server_time_us: r.u64()?,
                 payload: r.rest(),
             }),
+            ty::SNAPSHOT_DELTA => ServerMsg::SnapshotDelta(SnapshotDelta {
+                ack_seq: r.u32()?,
+                tick: r.u32()?,
+                server_time_us: r.u64()?,
+                base_tick: r.u32()?,
+                codec: r.u8()?,
+                delta: r.rest(),
+            }),
             ty::PONG => ServerMsg::Pong {
                 client_time_us: r.u64()?,
                 server_time_us: r.u64()?,
@@ -419,6 +479,16 @@ mod tests {
                 newest_seq: 42,
                 inputs: Inputs::encode(&[&b"\x01"[..], b"", b"\x0f\x00\x07"]),
             },
+            ClientMsg::InputAck {
+                snapshot_tick: 77,
+                newest_seq: 43,
+                inputs: Inputs::encode(&[&b"\x02"[..]]),
+            },
+            ClientMsg::InputAck {
+                snapshot_tick: 78,
+                newest_seq: 0,
+                inputs: Inputs::none(),
+            },
             ClientMsg::Ping {
                 client_time_us: u64::MAX - 7,
             },
@@ -476,6 +546,14 @@ mod tests {
                 tick: 0,
                 server_time_us: 0,
                 payload: Bytes::new(),
+            }),
+            ServerMsg::SnapshotDelta(SnapshotDelta {
+                ack_seq: 3,
+                tick: 100,
+                server_time_us: 1_700_000_000_000_001,
+                base_tick: 97,
+                codec: 0,
+                delta: b(&[5, 5, 0]),
             }),
             ServerMsg::Pong {
                 client_time_us: 5,
@@ -550,6 +628,7 @@ mod tests {
             let fixed = match &msg {
                 ServerMsg::Welcome(w) => bytes.len() - w.app.len(),
                 ServerMsg::Snapshot(s) => bytes.len() - s.payload.len(),
+                ServerMsg::SnapshotDelta(d) => bytes.len() - d.delta.len(),
                 ServerMsg::App { .. } => 1,
                 _ => bytes.len(),
             };
@@ -696,6 +775,20 @@ mod tests {
                     newest_seq,
                     inputs: Inputs::encode(&inputs),
                 }),
+            (
+                any::<u32>(),
+                8u32..,
+                prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..=8)
+            )
+                .prop_map(|(snapshot_tick, newest_seq, inputs)| ClientMsg::InputAck {
+                    snapshot_tick,
+                    newest_seq,
+                    inputs: if inputs.is_empty() {
+                        Inputs::none()
+                    } else {
+                        Inputs::encode(&inputs)
+                    },
+                }),
             any::<u64>().prop_map(|client_time_us| ClientMsg::Ping { client_time_us }),
             Just(ClientMsg::Leave),
             (any::<u16>(), any::<[u8; 16]>(), any::<u32>()).prop_map(
@@ -731,6 +824,26 @@ mod tests {
                     payload
                 })
             ),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u8>(),
+                arb_bytes(200)
+            )
+                .prop_map(
+                    |(ack_seq, tick, server_time_us, base_tick, codec, delta)| {
+                        ServerMsg::SnapshotDelta(SnapshotDelta {
+                            ack_seq,
+                            tick,
+                            server_time_us,
+                            base_tick,
+                            codec,
+                            delta,
+                        })
+                    }
+                ),
             (any::<bool>(), arb_bytes(200))
                 .prop_map(|(reliable, payload)| ServerMsg::App { reliable, payload }),
         ]

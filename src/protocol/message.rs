@@ -50,6 +50,14 @@ impl Inputs {
         }
     }
 
+    /// No inputs: an `InputAck` that only acknowledges a snapshot.
+    pub fn none() -> Inputs {
+        Inputs {
+            raw: Bytes::new(),
+            count: 0,
+        }
+    }
+
     /// Checks `raw` holds exactly `count` entries; `None` if not.
     pub(crate) fn parse(raw: Bytes, count: u8) -> Option<Inputs> {
         let mut rest = &raw[..];
@@ -121,6 +129,14 @@ pub enum ClientMsg {
     /// Inputs, newest first: input `i` is number `newest_seq - i`.
     /// Repeating the last few inputs makes one lost datagram lose no input.
     Input { newest_seq: u32, inputs: Inputs },
+    /// `Input` that also acknowledges the newest snapshot the client has
+    /// applied (`snapshot_tick`, 0: none yet), which asks for snapshots as
+    /// deltas (PROTOCOL.md §5.1). May carry no input (`inputs` empty).
+    InputAck {
+        snapshot_tick: u32,
+        newest_seq: u32,
+        inputs: Inputs,
+    },
     /// Round-trip probe; the server echoes `client_time_us` in `Pong`.
     Ping { client_time_us: u64 },
     /// The player leaves; the server closes the session normally.
@@ -144,6 +160,7 @@ impl ClientMsg {
         match self {
             ClientMsg::Hello { .. } => "Hello",
             ClientMsg::Input { .. } => "Input",
+            ClientMsg::InputAck { .. } => "InputAck",
             ClientMsg::Ping { .. } => "Ping",
             ClientMsg::Leave => "Leave",
             ClientMsg::Resume { .. } => "Resume",
@@ -165,6 +182,21 @@ pub struct Snapshot {
     pub server_time_us: u64,
     /// The game's bytes.
     pub payload: Bytes,
+}
+
+/// A snapshot as a delta against an earlier one the recipient has: the
+/// payload is made from the baseline's (`base_tick`) by `codec`
+/// (PROTOCOL.md §5.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotDelta {
+    pub ack_seq: u32,
+    pub tick: u32,
+    pub server_time_us: u64,
+    /// The tick of the snapshot this delta is against.
+    pub base_tick: u32,
+    /// [`crate::protocol::delta::CODEC_RALLY`] or `CODEC_GAME`.
+    pub codec: u8,
+    pub delta: Bytes,
 }
 
 /// Session parameters sent after a successful `Hello` or `Resume`.
@@ -207,6 +239,10 @@ pub enum ServerMsg {
         player_id: u32,
     },
     Snapshot(Snapshot),
+    /// A snapshot as a delta; clients ([`crate::client::Client`],
+    /// rally.js) turn it back into a whole [`Snapshot`] before the game
+    /// sees it.
+    SnapshotDelta(SnapshotDelta),
     Pong {
         client_time_us: u64,
         server_time_us: u64,

@@ -6,6 +6,7 @@
 
 mod close;
 mod codec;
+pub mod delta;
 mod error;
 mod frame;
 mod message;
@@ -13,15 +14,16 @@ pub mod table;
 
 pub use close::{Close, CloseCode};
 pub use codec::{
-    encode_server_app, put_snapshot_prefix, snapshot_header, split_snapshot_body, DecodeError,
-    APP_UNRELIABLE_HEADER, SNAPSHOT_HEADER_LEN, SNAPSHOT_PREFIX_LEN,
+    encode_server_app, put_delta_prefix, put_snapshot_prefix, snapshot_delta_header,
+    snapshot_header, split_snapshot_body, DecodeError, APP_UNRELIABLE_HEADER, DELTA_PREFIX_LEN,
+    SNAPSHOT_HEADER_LEN, SNAPSHOT_PREFIX_LEN,
 };
 pub use error::ErrorCode;
 pub use frame::{encode_frame, FrameDecoder, FrameError, FRAME_HEADER_LEN};
 pub use message::{
     valid_player_name, valid_room_name, ClientMsg, Inputs, InputsIter, Redirect, ServerMsg,
-    Snapshot, Welcome, MAX_INPUTS_PER_MSG, MAX_NAME_LEN, MAX_REASON_LEN, MAX_ROOM_LEN,
-    RESUME_TOKEN_LEN,
+    Snapshot, SnapshotDelta, Welcome, MAX_INPUTS_PER_MSG, MAX_NAME_LEN, MAX_REASON_LEN,
+    MAX_ROOM_LEN, RESUME_TOKEN_LEN,
 };
 pub use table::is_numbered;
 

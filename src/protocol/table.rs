@@ -18,6 +18,7 @@ pub mod ty {
     pub const RESUME: u8 = 0x05;
     pub const APP: u8 = 0x06;
     pub const APP_UNRELIABLE: u8 = 0x07;
+    pub const INPUT_ACK: u8 = 0x08;
 
     pub const WELCOME: u8 = 0x81;
     pub const PLAYER_JOINED: u8 = 0x82;
@@ -28,6 +29,7 @@ pub mod ty {
     pub const SERVER_APP: u8 = 0x87;
     pub const SERVER_APP_UNRELIABLE: u8 = 0x88;
     pub const REDIRECT: u8 = 0x89;
+    pub const SNAPSHOT_DELTA: u8 = 0x8a;
 }
 
 /// One row of the table.
@@ -51,7 +53,7 @@ const fn row(ty: u8, name: &'static str, js: &'static str, numbered: bool) -> Ms
     }
 }
 
-pub const TABLE: [MsgType; 16] = [
+pub const TABLE: [MsgType; 18] = [
     row(ty::HELLO, "Hello", "HELLO", false),
     row(ty::INPUT, "Input", "INPUT", false),
     row(ty::PING, "Ping", "PING", false),
@@ -59,6 +61,7 @@ pub const TABLE: [MsgType; 16] = [
     row(ty::RESUME, "Resume", "RESUME", false),
     row(ty::APP, "App", "APP", false),
     row(ty::APP_UNRELIABLE, "AppUnreliable", "APP_UNRELIABLE", false),
+    row(ty::INPUT_ACK, "InputAck", "INPUT_ACK", false),
     row(ty::WELCOME, "Welcome", "WELCOME", false),
     row(ty::PLAYER_JOINED, "PlayerJoined", "PLAYER_JOINED", true),
     row(ty::PLAYER_LEFT, "PlayerLeft", "PLAYER_LEFT", true),
@@ -73,7 +76,14 @@ pub const TABLE: [MsgType; 16] = [
         false,
     ),
     row(ty::REDIRECT, "Redirect", "REDIRECT", false),
+    row(ty::SNAPSHOT_DELTA, "SnapshotDelta", "SNAPSHOT_DELTA", false),
 ];
+
+/// Whether a server message (or its head) is a `Snapshot` or a
+/// `SnapshotDelta`.
+pub fn is_snapshot(msg: &[u8]) -> bool {
+    matches!(msg.first(), Some(&(ty::SNAPSHOT | ty::SNAPSHOT_DELTA)))
+}
 
 /// Whether an encoded server message is a numbered event (by its type byte).
 pub fn is_numbered(msg: &[u8]) -> bool {

@@ -14,8 +14,8 @@
 //! per batch (a tick's snapshots, a callback's messages), not per player.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::{Bytes, BytesMut};
@@ -51,6 +51,14 @@ pub trait DirectSink: Send + Sync {
     /// From now on nothing more is sent: the session is closing, and its
     /// `Error` and close must be its last messages.
     fn stop(&self) {}
+
+    /// Whether what `try_send` sends is ordered and reliable with
+    /// everything the session sends (a WebSocket frame, not a datagram):
+    /// then a snapshot sent is one the client will have, and the next
+    /// delta may be against it (PROTOCOL.md §5.1).
+    fn ordered(&self) -> bool {
+        false
+    }
 }
 
 /// One snapshot as one recipient will get it.
@@ -58,8 +66,11 @@ pub trait DirectSink: Send + Sync {
 pub struct SnapshotRef {
     pub tick: u32,
     pub ack_seq: u32,
-    /// Shared part: `tick`, `server_time_us` and the payload (empty: none yet).
+    /// Shared part: `tick`, `server_time_us` and the payload (empty: none
+    /// yet); for a delta, `SnapshotDelta`'s fields after `ack_seq`.
     pub body: Bytes,
+    /// `body` is a `SnapshotDelta`'s.
+    pub delta: bool,
     /// Snapshots put in this slot so far: a session that finds it more
     /// than one past the last it took knows how many were replaced unseen
     /// (those sent directly never pass through the slot).
@@ -102,6 +113,61 @@ pub(crate) struct Link {
     /// Set by the room before it drops the player on purpose.
     pub kicked: Arc<OnceLock<Close>>,
     pub attachment: u64,
+    /// Tick of the newest snapshot written to an ordered channel of this
+    /// attachment (0: none), by the session or by an ordered sink.
+    pub delivered: Arc<AtomicU32>,
+    /// What this attachment's client acknowledged.
+    pub acks: Acks,
+}
+
+/// A client's acknowledgements of snapshots, for one attachment: deltas
+/// start from what this connection's client has (PROTOCOL.md §5.1).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Acks {
+    /// The client sent `InputAck`: it takes deltas.
+    pub deltas: bool,
+    /// Newest snapshot tick the client says it applied (0: none).
+    pub acked: u32,
+    /// First snapshot tick offered to this attachment (0: none yet). An
+    /// acknowledgement of an older tick is not this connection's.
+    pub first_tick: u32,
+}
+
+impl Acks {
+    /// The tick a delta for this client may be against: the newer of the
+    /// acknowledged snapshot and `delivered`, the last one written to an
+    /// ordered channel (0: none); `None` for a client that takes no deltas
+    /// or has nothing of this attachment.
+    pub fn baseline(&self, delivered: u32) -> Option<u32> {
+        if !self.deltas || self.first_tick == 0 {
+            return None;
+        }
+        let b = self.acked.max(delivered);
+        (b >= self.first_tick).then_some(b)
+    }
+
+    /// Takes the client's acknowledgement of `tick` (not one still to come:
+    /// the room checks that).
+    pub fn ack(&mut self, tick: u32) {
+        self.deltas = true;
+        if self.first_tick != 0 && tick >= self.first_tick && tick > self.acked {
+            self.acked = tick;
+        }
+    }
+}
+
+impl Link {
+    /// See [`Acks::baseline`].
+    pub fn baseline(&self) -> Option<u32> {
+        self.acks.baseline(self.delivered.load(Acquire))
+    }
+}
+
+/// A snapshot message's shared part, as the room made it for a recipient.
+#[derive(Debug, Clone)]
+pub(crate) struct Snap {
+    pub delta: bool,
+    pub body: Bytes,
 }
 
 impl Link {
@@ -115,12 +181,13 @@ impl Link {
     }
 
     /// Leaves a snapshot for the session, replacing any it has not taken.
-    fn offer(&self, tick: u32, ack_seq: u32, body: &Bytes) {
+    fn offer(&self, tick: u32, ack_seq: u32, snap: &Snap) {
         self.slot.send_modify(|s| {
             s.seq = s.seq.wrapping_add(1);
             s.tick = tick;
             s.ack_seq = ack_seq;
-            s.body = body.clone();
+            s.body = snap.body.clone();
+            s.delta = snap.delta;
         });
     }
 }
@@ -179,13 +246,21 @@ impl Fanout {
             .is_some_and(|s| s.try_send(&mut self.arena, head, body))
     }
 
-    /// Sends a snapshot to recipient `i`: `body` is the shared part.
-    pub fn snapshot(&mut self, i: usize, p: &impl Recipient, tick: u32, body: &Bytes) {
+    /// Sends a snapshot to recipient `i`.
+    pub fn snapshot(&mut self, i: usize, p: &impl Recipient, tick: u32, snap: &Snap) {
         let Some(link) = p.link() else { return };
         let ack = p.acked_input();
-        let head = crate::protocol::snapshot_header(ack);
-        if !self.direct(i, link, &head, body) {
-            link.offer(tick, ack, body);
+        let head = if snap.delta {
+            crate::protocol::snapshot_delta_header(ack)
+        } else {
+            crate::protocol::snapshot_header(ack)
+        };
+        if self.direct(i, link, &head, &snap.body) {
+            if link.sink.as_ref().is_some_and(|s| s.ordered()) {
+                link.delivered.fetch_max(tick, Release);
+            }
+        } else {
+            link.offer(tick, ack, snap);
         }
     }
 

@@ -14,8 +14,11 @@
 //! tick clock, snapshots and their fan-out. A game callback that panics
 //! closes only its room: its players get `internal`.
 
+#[cfg(test)]
+mod delta_sim;
 pub mod events;
 mod fanout;
+mod ring;
 mod task;
 
 use std::collections::HashMap;
@@ -121,8 +124,11 @@ enum Command {
     },
     Input {
         player: u32,
+        attachment: u64,
         newest_seq: u32,
         inputs: Inputs,
+        /// `InputAck.snapshot_tick`.
+        snapshot_tick: Option<u32>,
     },
     Message {
         player: u32,
@@ -168,6 +174,9 @@ pub struct Membership {
     pub latest: Arc<LatestQueue>,
     /// Set by the room before it drops this player's slot on purpose.
     pub kicked: Arc<OnceLock<Close>>,
+    /// Tick of the newest snapshot this session wrote to an ordered
+    /// channel: the room may send the next as a delta against it.
+    delivered: Arc<AtomicU32>,
     room: RoomHandle,
     /// Which attachment of the player this is (resume makes a new one).
     attachment: u64,
@@ -212,14 +221,24 @@ fn lock(log: &Mutex<EventLog>) -> std::sync::MutexGuard<'_, EventLog> {
 }
 
 impl Membership {
+    /// The session wrote the snapshot of `tick` to an ordered channel (a
+    /// WebSocket): the client will have it before anything written later.
+    pub fn delivered(&self, tick: u32) {
+        self.delivered
+            .fetch_max(tick, std::sync::atomic::Ordering::Release);
+    }
+
     /// Queues one `Input` message for the room. Inputs are unreliable: when
     /// the room's queue is full the input is dropped (and `false` returned);
     /// the client's redundancy covers it.
-    pub fn input(&self, newest_seq: u32, inputs: Inputs) -> bool {
+    /// `snapshot_tick` is `InputAck`'s acknowledgement (`None` for `Input`).
+    pub fn input(&self, newest_seq: u32, inputs: Inputs, snapshot_tick: Option<u32>) -> bool {
         let cmd = Command::Input {
             player: self.player_id,
+            attachment: self.attachment,
             newest_seq,
             inputs,
+            snapshot_tick,
         };
         self.room.cmd.try_send(cmd).is_ok()
     }

@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +28,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::events::EventLog;
-use super::fanout::{Fanout, LatestQueue, Link, Recipient, SnapshotRef, NOT_WELCOMED};
+use super::fanout::{Acks, Fanout, LatestQueue, Link, Recipient, Snap, SnapshotRef, NOT_WELCOMED};
+use super::ring::Ring;
 use super::{
     lock, Command, Departure, EventFeed, JoinError, Membership, ReplayError, ResumeToken,
     RoomConfig, RoomHandle, Rooms, Sink, COMMAND_QUEUE,
@@ -38,8 +39,9 @@ use crate::game::{
 };
 use crate::metrics::Metrics;
 use crate::protocol::{
-    encode_server_app, put_snapshot_prefix, Close, ErrorCode, Inputs, ServerMsg, Welcome,
-    MAX_INPUTS_PER_MSG, MAX_SERVER_MSG, PROTOCOL_VERSION, SNAPSHOT_HEADER_LEN, SNAPSHOT_PREFIX_LEN,
+    delta, encode_server_app, put_delta_prefix, put_snapshot_prefix, Close, ErrorCode, Inputs,
+    ServerMsg, Welcome, DELTA_PREFIX_LEN, MAX_INPUTS_PER_MSG, MAX_SERVER_MSG, PROTOCOL_VERSION,
+    SNAPSHOT_HEADER_LEN, SNAPSHOT_PREFIX_LEN,
 };
 
 /// Inputs handed to the game per player per tick; the rest of a burst waits
@@ -60,6 +62,8 @@ struct Player {
     inputs_this_tick: u8,
     /// Reliable `App` messages of this player handed to the game.
     client_seq: u32,
+    /// This player's recent snapshots ([`View::PerPlayer`] only).
+    ring: Ring,
 }
 
 impl Recipient for Player {
@@ -99,6 +103,15 @@ struct RoomTask<G: Game> {
     bodies: BytesMut,
     /// Length of the last snapshot body, to reserve the next batch's arena.
     body_len: usize,
+    /// The room's recent snapshots ([`View::Shared`]): delta baselines.
+    ring: Ring,
+    /// Per player of a snapshot batch, in order: the tick its delta is
+    /// against (reused).
+    bases: Vec<Option<u32>>,
+    /// This snapshot's deltas, one per distinct baseline (reused).
+    deltas: Vec<(u32, Snap)>,
+    /// Where deltas are written (reused, like `bodies`).
+    delta_buf: BytesMut,
     failed: bool,
 }
 
@@ -160,6 +173,10 @@ pub(super) fn spawn<M: MakeGame>(make: &M, id: u64, name: &str, rooms: &Arc<Room
         fanout: Fanout::default(),
         outbox: Outbox::default(),
         bodies: BytesMut::new(),
+        ring: Ring::default(),
+        bases: Vec::new(),
+        deltas: Vec::new(),
+        delta_buf: BytesMut::new(),
         body_len: 64,
         failed: false,
     };
@@ -302,9 +319,18 @@ impl<G: Game> RoomTask<G> {
             }
             Command::Input {
                 player,
+                attachment,
                 newest_seq,
                 inputs,
-            } => self.input(player, newest_seq, &inputs),
+                snapshot_tick,
+            } => {
+                if let Some(tick) = snapshot_tick {
+                    self.ack(player, attachment, tick);
+                }
+                if !inputs.is_empty() {
+                    self.input(player, newest_seq, &inputs);
+                }
+            }
             Command::Message {
                 player,
                 attachment,
@@ -360,6 +386,8 @@ impl<G: Game> RoomTask<G> {
             })?;
         let (slot, snapshots) = watch::channel(SnapshotRef::default());
         let written = Arc::new(AtomicU64::new(NOT_WELCOMED));
+        // A new attachment starts from a full snapshot (PROTOCOL.md §5.1).
+        let delivered = Arc::new(AtomicU32::new(0));
         let latest = Arc::new(LatestQueue::default());
         let kicked = Arc::new(OnceLock::new());
         let attachment = self.next_attachment;
@@ -378,6 +406,7 @@ impl<G: Game> RoomTask<G> {
             snapshots,
             latest: latest.clone(),
             kicked: kicked.clone(),
+            delivered: delivered.clone(),
             room: self.handle.clone(),
             attachment,
             departure: Departure::Detach,
@@ -389,6 +418,8 @@ impl<G: Game> RoomTask<G> {
             latest,
             kicked,
             attachment,
+            delivered,
+            acks: Acks::default(),
         };
         Ok((m, link))
     }
@@ -418,6 +449,7 @@ impl<G: Game> RoomTask<G> {
             last_input: 0,
             inputs_this_tick: 0,
             client_seq: 0,
+            ring: Ring::default(),
         };
         self.players.insert(id, player);
         self.ids = self.players.keys().copied().collect();
@@ -520,6 +552,18 @@ impl<G: Game> RoomTask<G> {
         lock(&self.events).left(id);
         if self.call(|g, ctx| g.leave(ctx, id)).is_ok() {
             self.deliver();
+        }
+    }
+
+    /// The client of `attachment` applied the snapshot of `tick`. A tick
+    /// still to come is no acknowledgement.
+    fn ack(&mut self, id: PlayerId, attachment: u64, tick: u32) {
+        if tick > self.tick {
+            return;
+        }
+        let link = self.players.get_mut(&id).and_then(|p| p.link.as_mut());
+        if let Some(link) = link.filter(|l| l.attachment == attachment) {
+            link.acks.ack(tick);
         }
     }
 
@@ -677,43 +721,136 @@ impl<G: Game> RoomTask<G> {
         }
     }
 
-    /// Takes this tick's snapshot and sends it to every attached player.
+    /// Takes this tick's snapshot and sends it to every attached player:
+    /// as a delta to those with a baseline still kept (PROTOCOL.md §5.1),
+    /// whole to the others.
     fn snapshot(&mut self) {
         let (tick, time) = (self.tick, unix_micros());
         let len = self.body_len + SNAPSHOT_HEADER_LEN;
+        // A new attachment's first snapshot: older acknowledgements are
+        // another connection's.
+        for link in self.players.values_mut().filter_map(|p| p.link.as_mut()) {
+            if link.acks.first_tick == 0 {
+                link.acks.first_tick = tick;
+            }
+        }
         match self.view {
             View::None => {}
             View::Shared => {
                 let Ok(body) = self.body(tick, time, None) else {
                     return;
                 };
+                let payload = body.slice(SNAPSHOT_PREFIX_LEN..);
+                let full = Snap { delta: false, body };
+                // One delta per distinct baseline, not per player.
+                self.bases.clear();
+                self.bases.extend(
+                    self.players
+                        .values()
+                        .map(|p| p.link.as_ref().and_then(Link::baseline)),
+                );
+                self.deltas.clear();
+                for i in 0..self.bases.len() {
+                    let Some(b) = self.bases[i] else { continue };
+                    if self.deltas.iter().any(|(t, _)| *t == b) {
+                        continue;
+                    }
+                    let base = self.ring.get(b).cloned();
+                    let Ok(snap) = self.delta(tick, time, b, base, &payload) else {
+                        return;
+                    };
+                    self.deltas.push((b, snap.unwrap_or_else(|| full.clone())));
+                }
                 self.fanout.begin(
                     &self.events,
                     &self.players,
-                    body.len() + SNAPSHOT_HEADER_LEN,
+                    full.body.len() + SNAPSHOT_HEADER_LEN,
                 );
                 for (i, p) in self.players.values().enumerate() {
-                    self.fanout.snapshot(i, p, tick, &body);
+                    let snap = self.bases[i]
+                        .and_then(|b| self.deltas.iter().find(|(t, _)| *t == b))
+                        .map_or(&full, |(_, s)| s);
+                    self.fanout.snapshot(i, p, tick, snap);
                 }
+                self.ring.push(tick, payload);
             }
             View::PerPlayer => {
                 self.fanout.begin(&self.events, &self.players, len);
                 // By index: `body` needs the room, and `ids` is its own.
                 for i in 0..self.ids.len() {
                     let id = self.ids[i];
-                    if self.players.get(&id).is_none_or(|p| p.link.is_none()) {
+                    let Some(base) = self.players.get(&id).and_then(|p| {
+                        let link = p.link.as_ref()?;
+                        Some(link.baseline().map(|b| (b, p.ring.get(b).cloned())))
+                    }) else {
                         continue;
-                    }
+                    };
                     let Ok(body) = self.body(tick, time, Some(id)) else {
                         return;
                     };
-                    if let Some(p) = self.players.get(&id) {
-                        self.fanout.snapshot(i, p, tick, &body);
+                    let payload = body.slice(SNAPSHOT_PREFIX_LEN..);
+                    let delta = match base {
+                        Some((b, base)) => match self.delta(tick, time, b, base, &payload) {
+                            Ok(d) => d,
+                            Err(()) => return,
+                        },
+                        None => None,
+                    };
+                    let snap = delta.unwrap_or(Snap { delta: false, body });
+                    if let Some(p) = self.players.get_mut(&id) {
+                        self.fanout.snapshot(i, &*p, tick, &snap);
+                        p.ring.push(tick, payload);
                     }
                 }
             }
         }
         self.fanout.end(self.cfg.snapshot_every > 1);
+    }
+
+    /// A `SnapshotDelta` body for `payload` against the snapshot of
+    /// `base_tick` (`base`: its payload, if the ring still has it): the
+    /// game's own delta when it makes one, else Rally's. `Ok(None)` when a
+    /// delta would not be smaller than the snapshot (or the baseline is
+    /// gone): send it whole. `Err` when the game panicked.
+    fn delta(
+        &mut self,
+        tick: u32,
+        time: u64,
+        base_tick: u32,
+        base: Option<Bytes>,
+        payload: &Bytes,
+    ) -> Result<Option<Snap>, ()> {
+        let Some(base) = base else {
+            return Ok(None);
+        };
+        let mut buf = std::mem::take(&mut self.delta_buf);
+        buf.reserve(DELTA_PREFIX_LEN + payload.len() / 2 + 16);
+        put_delta_prefix(&mut buf, tick, time, base_tick, delta::CODEC_RALLY);
+        let mut out = buf.split_off(buf.len());
+        let own = self.call(|g, _| g.delta(&base, payload, &mut out));
+        let own = match own {
+            Ok(own) => own,
+            Err(Panicked) => {
+                self.delta_buf = buf;
+                return Err(());
+            }
+        };
+        if !own {
+            out.clear();
+            delta::encode(&base, payload, &mut out);
+        }
+        let smaller = out.len() < payload.len();
+        buf.unsplit(out);
+        if own {
+            buf[DELTA_PREFIX_LEN - 1] = delta::CODEC_GAME;
+        }
+        let body = buf.split().freeze();
+        self.delta_buf = buf;
+        if !smaller {
+            return Ok(None);
+        }
+        self.metrics.snapshot_deltas_encoded.fetch_add(1, Relaxed);
+        Ok(Some(Snap { delta: true, body }))
     }
 
     /// One snapshot body (`tick`, `server_time_us`, the game's payload),

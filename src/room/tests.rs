@@ -107,7 +107,7 @@ async fn snapshots_go_to_the_sink_and_never_wake_the_slot() {
     let mut other = join(&rooms, "s", None).await;
     written_all(&mut direct);
     let inputs = crate::protocol::Inputs::encode(&[[8u8], [8], [8]]);
-    assert!(direct.input(3, inputs));
+    assert!(direct.input(3, inputs, None));
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let sent = sink.snapshots();
@@ -314,9 +314,9 @@ async fn inputs_reach_the_game_once_in_order_and_at_most_8_a_tick() {
         crate::protocol::Inputs::encode(&list)
     };
     // 1..=3, then a redundant repeat of 2..=4, then a reordered old one.
-    assert!(m.input(3, enc(3, 3)));
-    assert!(m.input(4, enc(4, 3)));
-    assert!(m.input(2, enc(2, 2)));
+    assert!(m.input(3, enc(3, 3), None));
+    assert!(m.input(4, enc(4, 3), None));
+    assert!(m.input(2, enc(2, 2), None));
     tokio::time::sleep(Duration::from_millis(20)).await;
     let got: Vec<u32> = inputs
         .lock()
@@ -330,7 +330,7 @@ async fn inputs_reach_the_game_once_in_order_and_at_most_8_a_tick() {
     inputs.lock().unwrap().clear();
     tokio::time::sleep(Duration::from_millis(20)).await;
     for k in 1..=10 {
-        assert!(m.input(4 + 8 * k, enc(4 + 8 * k, 8)));
+        assert!(m.input(4 + 8 * k, enc(4 + 8 * k, 8), None));
     }
     // The room takes them all before its next tick (time stands still
     // while it has work): the first message's 8 fill the tick's budget, the
@@ -344,7 +344,7 @@ async fn inputs_reach_the_game_once_in_order_and_at_most_8_a_tick() {
         .collect();
     assert_eq!(got, (5..=12).collect::<Vec<_>>());
     // What a newer message carries is handed over next.
-    assert!(m.input(90, enc(90, 2)));
+    assert!(m.input(90, enc(90, 2), None));
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(inputs.lock().unwrap().len(), 10);
 }
@@ -414,7 +414,7 @@ async fn a_panicking_game_closes_only_its_room_with_internal() {
     written_all(&mut a);
     written_all(&mut other);
     let inputs = crate::protocol::Inputs::encode(&[b"!"]);
-    assert!(a.input(1, inputs));
+    assert!(a.input(1, inputs, None));
     // The session sees its slot closed, and why.
     let changed = tokio::time::timeout(Duration::from_secs(1), async {
         while a.snapshots.changed().await.is_ok() {}

@@ -531,6 +531,7 @@ async fn write_turn<T: TransportTx>(
         }
     }
     let snap = member.snapshots.borrow_and_update().clone();
+    let mut delivered = None;
     // Wake-ups for events leave the snapshot as it was.
     if !snap.body.is_empty() && *last_taken != Some(snap.seq) {
         if let Some(last) = *last_taken {
@@ -544,9 +545,20 @@ async fn write_turn<T: TransportTx>(
         *last_taken = Some(snap.seq);
         // Only the 5-byte header is written per recipient; the body was
         // encoded once by the room.
-        let head = crate::protocol::snapshot_header(snap.ack_seq);
+        let head = if snap.delta {
+            crate::protocol::snapshot_delta_header(snap.ack_seq)
+        } else {
+            crate::protocol::snapshot_header(snap.ack_seq)
+        };
         let carriage = deadline_for(ctx, tx.send_latest(&head, &snap.body)).await?;
         counters.snapshots_sent.fetch_add(1, Relaxed);
+        // On a WebSocket, what is written arrives, in order: the next
+        // delta may start from it (PROTOCOL.md §5.1). On WebTransport it
+        // may be a datagram, and the HTTP tier may still drop it (§11.3):
+        // there only the client's acknowledgement counts.
+        if kind == TransportKind::WebSocket {
+            delivered = Some(snap.tick);
+        }
         if carriage == Carriage::Stream && kind == TransportKind::WebTransport {
             counters.snapshots_on_stream.fetch_add(1, Relaxed);
         }
@@ -556,6 +568,9 @@ async fn write_turn<T: TransportTx>(
     }
     deadline_for(ctx, tx.flush()).await?;
     member.events.mark_written();
+    if let Some(tick) = delivered {
+        member.delivered(tick);
+    }
     Ok(())
 }
 
@@ -702,7 +717,23 @@ async fn handle<T: TransportTx>(
                     format!("an input of {} bytes exceeds {max}", inputs.max_len()),
                 ));
             }
-            if !member.input(newest_seq, inputs) {
+            if !member.input(newest_seq, inputs, None) {
+                ctx.metrics.inputs_dropped.fetch_add(1, Relaxed);
+            }
+        }
+        ClientMsg::InputAck {
+            snapshot_tick,
+            newest_seq,
+            inputs,
+        } => {
+            let max = ctx.limits.max_input_bytes as usize;
+            if inputs.max_len() > max {
+                return Err(fail(
+                    ErrorCode::MessageTooLarge,
+                    format!("an input of {} bytes exceeds {max}", inputs.max_len()),
+                ));
+            }
+            if !member.input(newest_seq, inputs, Some(snapshot_tick)) {
                 ctx.metrics.inputs_dropped.fetch_add(1, Relaxed);
             }
         }

@@ -683,7 +683,7 @@ impl TransportTx for HttpTx {
         msg.put_slice(head);
         msg.put_slice(body);
         let class = match head.first() {
-            Some(&ty::SNAPSHOT) => Class::Snapshot,
+            Some(&(ty::SNAPSHOT | ty::SNAPSHOT_DELTA)) => Class::Snapshot,
             _ => Class::Unreliable,
         };
         self.push(msg.freeze(), class).await?;

@@ -317,7 +317,7 @@ impl DirectSink for DatagramSink {
         // Too big for a datagram now (or the connection gone) leaves the
         // message to the session, which sends it on the stream or ends.
         let sent = !self.stopped.load(Relaxed) && self.out.send(arena, head, body).unwrap_or(false);
-        if sent && head.first() == Some(&crate::protocol::table::ty::SNAPSHOT) {
+        if sent && crate::protocol::table::is_snapshot(head) {
             self.metrics.wt.snapshots_sent.fetch_add(1, Relaxed);
         }
         sent

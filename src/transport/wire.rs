@@ -304,7 +304,7 @@ impl DirectSink for FrameSink {
         let at = MAX_FRAME_HEADER + MAX_HEAD - out.len();
         buf[at..at + head.len()].copy_from_slice(head);
         let sent = self.wire.try_write_frame([&buf[..at + head.len()], body]);
-        if sent && head.first() == Some(&crate::protocol::table::ty::SNAPSHOT) {
+        if sent && crate::protocol::table::is_snapshot(head) {
             self.metrics.ws.snapshots_sent.fetch_add(1, Relaxed);
         }
         sent
@@ -312,6 +312,10 @@ impl DirectSink for FrameSink {
 
     fn stop(&self) {
         self.wire.stop_room_writes();
+    }
+
+    fn ordered(&self) -> bool {
+        true
     }
 }
 

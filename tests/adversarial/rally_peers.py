@@ -106,6 +106,48 @@ def input_msg(newest_seq: int, inputs: list[bytes | int], count: int | None = No
             + b"".join(bytes([len(i)]) + i for i in items))
 
 
+def input_ack(snapshot_tick: int, newest_seq: int, inputs: list[bytes | int],
+              count: int | None = None) -> bytes:
+    """0x08 InputAck: snapshot_tick u32, newest_seq u32, count u8 (0-8), inputs."""
+    items = [bytes([i]) if isinstance(i, int) else bytes(i) for i in inputs]
+    n = len(items) if count is None else count
+    return (b"\x08" + struct.pack(">IIB", snapshot_tick, newest_seq, n)
+            + b"".join(bytes([len(i)]) + i for i in items))
+
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    """An unsigned LEB128 varint of at most 5 bytes and 32 bits (§5.2)."""
+    v = 0
+    for k in range(5):
+        assert i < len(b), "delta truncated"
+        v |= (b[i] & 0x7F) << (7 * k)
+        i += 1
+        if b[i - 1] & 0x80 == 0:
+            assert v <= 0xFFFFFFFF, "varint over 32 bits"
+            return v, i
+    raise AssertionError("varint longer than 5 bytes")
+
+
+def apply_delta(base: bytes, delta: bytes) -> bytes:
+    """Rally's delta (codec 0, PROTOCOL.md §5.2), written from the document:
+    len, then (copy, lit, lit bytes) until len bytes are made."""
+    n, i = _varint(delta, 0)
+    out = bytearray()
+    while len(out) < n:
+        copy, i = _varint(delta, i)
+        lit, i = _varint(delta, i)
+        assert copy or lit, "an operation that makes no progress"
+        at = len(out)
+        assert at + copy + lit <= n, "a run past len"
+        assert at + copy <= len(base), "a copy past the baseline"
+        out += base[at:at + copy]
+        assert i + lit <= len(delta), "delta truncated"
+        out += delta[i:i + lit]
+        i += lit
+    assert i == len(delta), "trailing bytes after the delta"
+    return bytes(out)
+
+
 def dots_inputs(newest_seq: int, count: int, buttons: int) -> bytes:
     """An Input carrying inputs newest_seq-count+1 .. newest_seq, all `buttons`."""
     return input_msg(newest_seq, [buttons] * count)
@@ -200,6 +242,11 @@ def decode(b: bytes) -> Msg:
         assert len(b) >= 17, f"Snapshot too short: {b.hex()}"
         ack, tick, st = struct.unpack(">IIQ", b[1:17])
         return Msg("snapshot", dict(ack_seq=ack, tick=tick, server_time_us=st, payload=b[17:]), b)
+    if t == 0x8A:
+        assert len(b) >= 22, f"SnapshotDelta too short: {b.hex()}"
+        ack, tick, st, base, codec = struct.unpack(">IIQIB", b[1:22])
+        return Msg("snapshot_delta", dict(ack_seq=ack, tick=tick, server_time_us=st,
+                                          base_tick=base, codec=codec, delta=b[22:]), b)
     if t == 0x85:
         assert len(b) == 17, f"Pong is 17 bytes: {b.hex()}"
         c, s = struct.unpack(">QQ", b[1:17])

@@ -59,7 +59,7 @@ def test_hello_with_another_version_is_unsupported_version(start_server, mode, v
 
 
 @pytest.mark.parametrize("after_hello", [False, True], ids=["before-hello", "after-hello"])
-@pytest.mark.parametrize("t", [0x00, 0x08, 0x7f, 0x81, 0xff])
+@pytest.mark.parametrize("t", [0x00, 0x09, 0x7f, 0x81, 0xff])
 def test_unknown_type_is_unknown_message(start_server, after_hello, t):
     s = start_server()
 

@@ -163,7 +163,7 @@ def test_malformed_first_message_is_bad_message(start_server, transport, first):
 
 # -- unknown types -------------------------------------------------------------
 
-UNKNOWN_TYPES = [0x00, 0x08, 0x42, 0x7F, 0x80, 0x81, 0x87, 0xFF]
+UNKNOWN_TYPES = [0x00, 0x09, 0x42, 0x7F, 0x80, 0x81, 0x87, 0x8B, 0xFF]
 
 
 @pytest.mark.parametrize("transport", BOTH)
@@ -181,8 +181,8 @@ def test_unknown_type_is_unknown_message(start_server, transport, type_byte):
 
 
 @pytest.mark.parametrize("transport", BOTH)
-@pytest.mark.parametrize("type_byte", [0x00, 0x08, 0x7F, 0x81],
-                         ids=["0x00", "0x08", "0x7f", "0x81"])
+@pytest.mark.parametrize("type_byte", [0x00, 0x09, 0x7F, 0x81],
+                         ids=["0x00", "0x09", "0x7f", "0x81"])
 def test_unknown_type_before_hello_is_unknown_message(start_server, transport, type_byte):
     """§3: the type is decoded before anything else is checked, so an unknown
     type as the first message is unknown_message, not unexpected_message."""

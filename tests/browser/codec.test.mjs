@@ -8,8 +8,9 @@ import {
   encodeHello, encodeResume, encodeInput, inputMessageSize, encodePing, encodeLeave, encodeApp, encodeFrame,
   decodeServerMessage, isNumbered, FrameDecoder, DecodeError, RallyError,
   checkRoom, checkName, truncateUtf8, ErrorCode, NO_RETRY_CODES,
-  MsgType, NUMBERED, ERROR_NAMES, PROTOCOL_VERSION,
+  MsgType, NUMBERED, ERROR_NAMES, PROTOCOL_VERSION, encodeInputAck, applyRallyDelta,
 } from '../../client/rally.js';
+import { States, KEPT_STATES } from '../../client/deltas.js';
 import * as wire from '../../client/wire.js';
 import {
   welcomeBytes, joinedBytes, leftBytes, snapshotBytes, pongBytes, errorBytes, appBytes, parseClient, RESUME_TOKEN,
@@ -135,7 +136,7 @@ test('decoder rejects truncation, trailing bytes, unknown types, bad UTF-8', () 
   assert.throws(() => decodeServerMessage(new Uint8Array([...joinedBytes(1, 'a'), 0])), /trailing/);
   assert.throws(() => decodeServerMessage(new Uint8Array([...errorBytes(1, 'a'), 0])), /trailing/);
   assert.throws(() => decodeServerMessage(bytes(0x01)), /unknown message type 0x01/);
-  assert.throws(() => decodeServerMessage(bytes(0x8a)), /unknown message type 0x8a/);
+  assert.throws(() => decodeServerMessage(bytes(0x8b)), /unknown message type 0x8b/);
   assert.throws(() => decodeServerMessage(bytes(0x89)), /truncated/);
   assert.throws(() => decodeServerMessage(new Uint8Array(0)), /empty/);
   assert.throws(() => decodeServerMessage(bytes(0x82, 0, 0, 0, 1, 2, 0xc3, 0x28)), /UTF-8/);
@@ -197,4 +198,51 @@ test('Redirect decodes with its node, URLs and certificate hashes (PROTOCOL.md �
   // A hash cut short is truncation, never a shorter hash.
   assert.throws(() => decodeServerMessage(m.subarray(0, m.length - 1)), /truncated/);
   assert.throws(() => decodeServerMessage(new Uint8Array([...m, 0])), /trailing/);
+});
+
+test('InputAck: snapshot_tick, newest_seq, count 0-8, inputs; size 10 + count + Σlen (PROTOCOL.md §4)', () => {
+  const m = encodeInputAck(0x01020304, 9, [new Uint8Array([7]), new Uint8Array([])]);
+  assert.deepEqual([...m], [0x08, 1, 2, 3, 4, 0, 0, 0, 9, 2, 1, 7, 0]);
+  assert.deepEqual([...encodeInputAck(5, 0, [])], [0x08, 0, 0, 0, 5, 0, 0, 0, 0, 0]);
+  assert.throws(() => encodeInputAck(1, 1, [new Uint8Array(1), new Uint8Array(1)]), RangeError);
+});
+
+test('SnapshotDelta decodes; Rally delta (codec 0) applies as PROTOCOL.md §5.2 says', () => {
+  const d = decodeServerMessage(new Uint8Array([0x8a, 0, 0, 0, 3, 0, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 97, 0, 5, 5, 0]));
+  assert.deepEqual({ ...d, delta: [...d.delta] }, { type: 'snapshot_delta', ackSeq: 3, tick: 100, serverTimeUs: 7, baseTick: 97, codec: 0, delta: [5, 5, 0] });
+  // The example the Rust codec tests too: 1 010 bytes, two changed.
+  const base = Uint8Array.from({ length: 1010 }, (_, i) => i & 0xff);
+  const cur = base.slice();
+  cur[500] ^= 1;
+  cur[502] ^= 1;
+  const delta = new Uint8Array([0xf2, 0x07, 0xf4, 0x03, 3, cur[500], cur[501], cur[502], 0xfb, 0x03, 0]);
+  assert.deepEqual(applyRallyDelta(base, delta), cur);
+  assert.deepEqual(applyRallyDelta(base, new Uint8Array([0xf2, 0x07, 0xf2, 0x07, 0])), base);
+  for (const bad of [[], [4, 4, 0], [2, 0, 0], [1, 0, 2, 1, 2], [1, 0, 1], [1, 1, 0, 9], [0xff, 0xff, 0xff, 0xff, 0x7f]]) {
+    assert.throws(() => applyRallyDelta(new Uint8Array([1, 2]), new Uint8Array(bad)), DecodeError, JSON.stringify(bad));
+  }
+});
+
+test('States: a delta is applied only to the state it names; without it, ignored; Welcome forgets', () => {
+  const s = new States();
+  s.keep(10, new Uint8Array([1, 2, 3]));
+  // [len 3, copy 2, lit 1, 9]
+  const d = { tick: 12, baseTick: 10, codec: 0, delta: new Uint8Array([3, 2, 1, 9]) };
+  assert.deepEqual([...s.apply(d)], [1, 2, 9]);
+  assert.equal(s.newest, 12);
+  assert.equal(s.apply({ ...d, tick: 13, baseTick: 11 }), null, 'no state of tick 11: ignored');
+  assert.equal(s.apply({ ...d, tick: 13, codec: 1 }), null, 'no game decoder: ignored');
+  assert.equal(s.apply({ ...d, tick: 13, delta: new Uint8Array([3, 4, 0]) }), null, 'undecodable: ignored');
+  assert.equal(s.newest, 12);
+  // An older delta still fills in its state (a later one may name it).
+  assert.deepEqual([...s.apply({ ...d, tick: 11 })], [1, 2, 9]);
+  assert.equal(s.newest, 12);
+  s.clear();
+  assert.equal(s.apply(d), null);
+  assert.equal(s.newest, 0);
+  const g = new States((base, delta) => Uint8Array.from([...base, ...delta]));
+  g.keep(1, new Uint8Array([5]));
+  assert.deepEqual([...g.apply({ tick: 2, baseTick: 1, codec: 1, delta: new Uint8Array([6]) })], [5, 6]);
+  for (let t = 3; t < 3 + KEPT_STATES; t++) g.keep(t, new Uint8Array([t]));
+  assert.equal(g.apply({ tick: 200, baseTick: 1, codec: 1, delta: new Uint8Array([0]) }), null, 'only the last 64 states are kept');
 });

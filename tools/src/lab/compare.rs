@@ -124,6 +124,18 @@ pub struct CompareArgs {
     /// send (19 + 12 × clients).
     #[arg(long)]
     pub snapshot_bytes: Option<usize>,
+    /// Snapshots as deltas against each client's acknowledged state
+    /// (`on`), whole (`off`), or both (`on,off`: every transport is
+    /// measured once each way, in the same run).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "on")]
+    pub delta: Vec<DeltaMode>,
+    /// The `synthetic` game's `moving=P` option: P percent of the state's
+    /// 12-byte records change each tick, like a room where P percent of the
+    /// players move. Without it every byte changes every tick (deltas never
+    /// pay). Either way every snapshot is checked against the game's state
+    /// at its tick.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub moving: Option<u32>,
     /// Packet loss in percent, each direction.
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
@@ -165,6 +177,13 @@ pub struct CompareArgs {
     /// this executable).
     #[arg(long, env = crate::SERVER_BIN_ENV)]
     pub server_bin: Option<PathBuf>,
+}
+
+/// `--delta`: whether the clients ask for deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeltaMode {
+    On,
+    Off,
 }
 
 impl CompareArgs {
@@ -302,12 +321,26 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
     let mut snapshot_every = 1;
     let mut snapshot_bytes = SNAPSHOT_OVERHEAD + payload;
     let mut game = String::new();
-    for (i, &t) in args.transports.iter().enumerate() {
+    if args.delta.is_empty() {
+        bail!("--delta is empty");
+    }
+    let both = args.delta.len() > 1;
+    let rows: Vec<(LabTransport, DeltaMode)> = args
+        .transports
+        .iter()
+        .flat_map(|&t| args.delta.iter().map(move |&d| (t, d)))
+        .collect();
+    for (i, &(t, delta)) in rows.iter().enumerate() {
+        // The row's name: the transport, and "/full" for whole snapshots
+        // when both are measured.
+        let label = match (both, delta) {
+            (true, DeltaMode::Off) => format!("{}/full", t.label()),
+            _ => t.label().to_string(),
+        };
         eprintln!(
-            "rally compare: [{}/{}] {} — {} clients, {} s",
+            "rally compare: [{}/{}] {label} — {} clients, {} s",
             i + 1,
-            args.transports.len(),
-            t.label(),
+            rows.len(),
             args.clients,
             args.duration
         );
@@ -322,6 +355,8 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
             lab_cert: lab_cert.as_ref(),
             work: work.path.clone(),
             room: format!("lab-{}-{}", std::process::id(), t.label()),
+            deltas: delta == DeltaMode::On,
+            label,
         };
         let (r, probe) = match &network {
             Network::Namespaces => run_namespaced(&run).await?,
@@ -342,7 +377,7 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
     let external = matches!(network, Network::External(_));
 
     let scenario = Scenario {
-        transports: args.transports.iter().map(|t| t.label().into()).collect(),
+        transports: results.iter().map(|r| r.transport.clone()).collect(),
         clients: args.clients,
         filler_clients: 0,
         players: args.clients,
@@ -369,8 +404,9 @@ async fn run_inner(args: CompareArgs) -> anyhow::Result<()> {
         server: match &args.url {
             Some(u) => u.to_string(),
             None => format!(
-                "{} serve, fresh per transport, --game synthetic --game-opt payload={payload} --tick-hz {} --max-players-per-room {} --max-connections-per-ip {}{}",
+                "{} serve, fresh per transport, --game synthetic --game-opt payload={payload}{} --tick-hz {} --max-players-per-room {} --max-connections-per-ip {}{}",
                 server_bin.display(),
+                args.moving.map(|p| format!(" --game-opt moving={p}")).unwrap_or_default(),
                 args.tick_hz,
                 args.clients.max(64),
                 (4 * args.clients).max(64),
@@ -424,12 +460,16 @@ struct RunPlan<'a> {
     lab_cert: Option<&'a LabCert>,
     work: PathBuf,
     room: String,
+    /// The clients ask for deltas.
+    deltas: bool,
+    /// The row's name in the report.
+    label: String,
 }
 
 impl RunPlan<'_> {
     fn server_log(&self) -> PathBuf {
         self.work
-            .join(format!("serve-{}.log", self.transport.label()))
+            .join(format!("serve-{}.log", self.label.replace('/', "-")))
     }
 
     /// `rally serve` on `listen` (UDP and TCP), as the launch that
@@ -444,8 +484,11 @@ impl RunPlan<'_> {
             .arg("--cert-dir")
             .arg(&self.cert_dir)
             .args(["--game", "synthetic", "--game-opt"])
-            .arg(format!("payload={}", self.payload))
-            .arg("--tick-hz")
+            .arg(format!("payload={}", self.payload));
+        if let Some(p) = self.args.moving {
+            l.arg("--game-opt").arg(format!("moving={p}"));
+        }
+        l.arg("--tick-hz")
             .arg(self.args.tick_hz.to_string())
             .arg("--max-players-per-room")
             .arg(self.args.clients.max(64).to_string())
@@ -480,7 +523,12 @@ impl RunPlan<'_> {
             self.args.duration.to_string(),
             "--room".into(),
             self.room.clone(),
+            "--deltas".into(),
+            self.deltas.to_string(),
         ];
+        if let Some(p) = self.args.moving {
+            a.extend(["--moving".into(), p.to_string()]);
+        }
         if let Some(h) = cert_hash {
             a.extend(["--cert-hash".into(), h.into()]);
         }
@@ -623,7 +671,7 @@ async fn await_result(p: &mut Proc, label: &str, duration: f64) -> anyhow::Resul
                 if tty {
                     eprintln!();
                 }
-                return Ok(r);
+                return Ok(*r);
             }
             other => bail!("{}: unexpected {other:?}", p.what),
         }
@@ -674,7 +722,7 @@ async fn run_namespaced(run: &RunPlan<'_>) -> anyhow::Result<(TransportResult, P
     let cpu0 = server_pid.and_then(cpu_us);
     let (s2c0, c2s0) = (fwd.server_to_client.read(), fwd.client_to_server.read());
     probe.send("go\n").await?;
-    let result = await_result(&mut probe, run.transport.label(), run.args.duration).await?;
+    let result = await_result(&mut probe, &run.label, run.args.duration).await?;
     let cpu1 = server_pid.and_then(cpu_us);
     let wire = Wire {
         server_to_client: fwd.server_to_client.read().since(&s2c0),
@@ -725,7 +773,7 @@ async fn run_local(
     let (connect_us, failed) = await_connected(&mut probe).await?;
     let cpu0 = server_pid.and_then(cpu_us);
     probe.send("go\n").await?;
-    let result = await_result(&mut probe, run.transport.label(), run.args.duration).await?;
+    let result = await_result(&mut probe, &run.label, run.args.duration).await?;
     let cpu1 = server_pid.and_then(cpu_us);
     probe.stop().await;
     if let Some(s) = server {
@@ -761,7 +809,12 @@ fn summarise(
     let span_us = (run.args.duration * 1e6) as u64;
     let bin_us = (span_us / TIMELINE_BINS).max(TIMELINE_MIN_BIN_US);
     let r = TransportResult {
-        transport: run.transport.label().into(),
+        transport: run.label.clone(),
+        delta: run.deltas,
+        states_checked: p.states_checked,
+        state_mismatches: p.state_mismatches,
+        deltas_applied: p.deltas_applied,
+        deltas_ignored: p.deltas_ignored,
         rtt_cdf: cdf_points(&p.rtt_us, CDF_POINTS),
         staleness_cdf: cdf_points(&p.staleness_us, CDF_POINTS),
         rtt_ms,

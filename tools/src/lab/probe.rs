@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 use url::Url;
 
 use rally::client::{now_us, Channel, Client, ConnectOptions, TransportKind, INPUT_REDUNDANCY};
-use rally::games::dots;
+use rally::games::{dots, synthetic};
 use rally::protocol::{ServerMsg, Welcome};
 
 use super::stats::{AckTracker, TickCoverage, TransitJitter};
@@ -81,6 +82,14 @@ pub struct ProbeArgs {
     /// Milliseconds between polls for `poll`.
     #[arg(long, default_value_t = 50)]
     pub poll_interval: u64,
+    /// Ask for snapshots as deltas (inputs go as `InputAck`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub deltas: bool,
+    /// The `synthetic` game's `moving` option, if the server was given one:
+    /// every snapshot's payload is checked against what the game had at
+    /// its tick (PROTOCOL.md §12).
+    #[arg(long)]
+    pub moving: Option<u32>,
 }
 
 /// One line of the probe's stdout.
@@ -99,7 +108,7 @@ pub enum ProbeEvent {
         elapsed_s: f64,
         snapshots: u64,
     },
-    Result(ProbeResult),
+    Result(Box<ProbeResult>),
 }
 
 /// Raw samples of all measured clients together.
@@ -138,6 +147,17 @@ pub struct ProbeResult {
     /// staleness µs), in arrival order.
     #[serde(default)]
     pub timeline: Vec<(u64, u64)>,
+    /// Snapshots whose whole state was compared with the `synthetic`
+    /// game's state at their tick, and those that differed.
+    #[serde(default)]
+    pub states_checked: u64,
+    #[serde(default)]
+    pub state_mismatches: u64,
+    /// Snapshots that came as deltas and were made whole; deltas ignored.
+    #[serde(default)]
+    pub deltas_applied: u64,
+    #[serde(default)]
+    pub deltas_ignored: u64,
 }
 
 impl ProbeResult {
@@ -159,6 +179,10 @@ impl ProbeResult {
         if self.timeline.is_empty() {
             self.timeline = o.timeline;
         }
+        self.states_checked += o.states_checked;
+        self.state_mismatches += o.state_mismatches;
+        self.deltas_applied += o.deltas_applied;
+        self.deltas_ignored += o.deltas_ignored;
         if o.tick_hz != 0 {
             self.tick_hz = o.tick_hz;
             self.snapshot_every = o.snapshot_every;
@@ -193,15 +217,24 @@ impl Conn {
         }
     }
 
-    /// The next message and the channel it came on. Cancel-safe.
-    async fn recv(&mut self) -> Result<(ServerMsg, Channel), String> {
+    /// The next message (a delta made whole), the channel it came on and
+    /// its size as it came. Cancel-safe.
+    async fn recv(&mut self) -> Result<(ServerMsg, Channel, usize), String> {
         match self {
             Conn::Native(c) => c
                 .recv()
                 .await
-                .map(|r| (r.msg, r.channel))
+                .map(|r| (r.msg, r.channel, r.wire_len))
                 .map_err(|e| e.to_string()),
-            Conn::Http(c) => c.recv().await.map(|m| (m, Channel::Reliable)),
+            Conn::Http(c) => c.recv().await.map(|(m, n)| (m, Channel::Reliable, n)),
+        }
+    }
+
+    /// Deltas made whole, and deltas ignored.
+    fn deltas(&self) -> (u64, u64) {
+        match self {
+            Conn::Native(c) => c.deltas(),
+            Conn::Http(c) => c.deltas(),
         }
     }
 
@@ -211,7 +244,9 @@ impl Conn {
         match self {
             Conn::Native(c) => {
                 let seq = c.send_input(&[input]).await.map_err(|e| e.to_string())?;
-                Ok((seq, input_msg_len(seq, 1)))
+                // InputAck carries the 4-byte acknowledgement besides.
+                let ack = if c.acknowledges() { 4 } else { 0 };
+                Ok((seq, input_msg_len(seq, 1) + ack))
             }
             Conn::Http(c) => c.send_input(&[input]),
         }
@@ -235,6 +270,7 @@ struct Connector {
     poll_interval: Duration,
     room: String,
     requests: Arc<AtomicU64>,
+    deltas: bool,
 }
 
 impl Connector {
@@ -248,6 +284,7 @@ impl Connector {
                 };
                 let mut opts = ConnectOptions::new(self.url.clone(), kind, &self.room, &name);
                 opts.cert_hash = self.cert_hash;
+                opts.deltas = self.deltas;
                 // One server, and its connections are counted: no lookup.
                 opts.locate = false;
                 return Client::connect(opts)
@@ -268,6 +305,7 @@ impl Connector {
             &self.room,
             &name,
             self.requests.clone(),
+            self.deltas,
         );
         // The native client's connect timeout.
         match tokio::time::timeout(Duration::from_secs(10), connect).await {
@@ -301,6 +339,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(args.poll_interval.max(1)),
         room: args.room.clone(),
         requests: Arc::new(AtomicU64::new(0)),
+        deltas: args.deltas,
     };
     let connector = &connector;
     let connects = futures::stream::iter(0..args.clients)
@@ -376,7 +415,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, c)| {
             let snapshots = snapshots.clone();
-            tokio::spawn(measure(c, i, start_us, deadline, snapshots))
+            tokio::spawn(measure(c, i, start_us, deadline, snapshots, args.moving))
         })
         .collect();
     let progress = {
@@ -407,7 +446,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     if http {
         total.http_requests = Some(connector.requests.load(Ordering::Relaxed) - requests0);
     }
-    emit(&ProbeEvent::Result(total));
+    emit(&ProbeEvent::Result(Box::new(total)));
     Ok(())
 }
 
@@ -420,6 +459,7 @@ async fn measure(
     start_us: u64,
     deadline: tokio::time::Instant,
     snapshots: Arc<AtomicU64>,
+    moving: Option<u32>,
 ) -> ProbeResult {
     let welcome = client.welcome().clone();
     let mut out = ProbeResult {
@@ -438,11 +478,13 @@ async fn measure(
     // inputs, but Rally acknowledges them all the same).
     let mut buttons = dots::RIGHT;
     let mut held = 0u32;
+    let mut want = BytesMut::new();
+    let (applied0, ignored0) = client.deltas();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
             r = client.recv() => match r {
-                Ok((msg, channel)) => {
+                Ok((msg, channel, wire_len)) => {
                     let now = now_us();
                     match msg {
                         ServerMsg::Snapshot(s) if s.server_time_us < start_us => {}
@@ -453,9 +495,21 @@ async fn measure(
                                 Channel::Unreliable => out.on_datagram += 1,
                                 Channel::Reliable => out.on_stream += 1,
                             }
-                            let len = snapshot_len(&s);
-                            out.snapshot_bytes = out.snapshot_bytes.max(len);
+                            // As it came: a delta's bytes, not the state's.
+                            let len = wire_len;
+                            out.snapshot_bytes = out.snapshot_bytes.max(snapshot_len(&s));
                             out.snapshot_message_bytes += len as u64;
+                            // Every state made whole is the game's at its
+                            // tick, byte for byte (PROTOCOL.md §5.1, §12).
+                            if out.game == "synthetic" {
+                                want.clear();
+                                synthetic::payload_at(s.tick, s.payload.len(), moving, &mut want);
+                                out.states_checked += 1;
+                                if want[..] != s.payload[..] {
+                                    out.state_mismatches += 1;
+                                    tracing::error!(tick = s.tick, "state differs from the game's");
+                                }
+                            }
                             acks.acked(s.ack_seq, now, &mut out.rtt_us);
                             let stale = now.saturating_sub(s.server_time_us);
                             out.staleness_us.push(stale);
@@ -502,6 +556,9 @@ async fn measure(
             }
         }
     }
+    let (applied, ignored) = client.deltas();
+    out.deltas_applied = applied - applied0;
+    out.deltas_ignored = ignored - ignored0;
     out.rfc3550_us.push(jitter.smoothed_us());
     out.distinct_ticks = ticks.received();
     out.expected_ticks = ticks.expected(welcome.snapshot_every);

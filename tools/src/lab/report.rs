@@ -102,8 +102,25 @@ pub struct Timeline {
 #[derive(Debug, Clone, Serialize)]
 pub struct TransportResult {
     /// `wt-datagram`, `wt-stream`, `ws`, `http-stream`, `h2-stream`,
-    /// `sse`, `long-poll` or `poll`.
+    /// `sse`, `long-poll` or `poll`; with `/full` after it for whole
+    /// snapshots when `--delta on,off` measured both.
     pub transport: String,
+    /// The clients asked for snapshots as deltas (PROTOCOL.md §5.1).
+    #[serde(default)]
+    pub delta: bool,
+    /// Snapshots whose whole state was compared with the game's state at
+    /// their tick (every one the clients received), and how many differed.
+    #[serde(default)]
+    pub states_checked: u64,
+    #[serde(default)]
+    pub state_mismatches: u64,
+    /// Snapshots that came as deltas and were made whole; deltas ignored
+    /// (a baseline the client did not have: never, when the server follows
+    /// the rules).
+    #[serde(default)]
+    pub deltas_applied: u64,
+    #[serde(default)]
+    pub deltas_ignored: u64,
     pub rtt_ms: Dist,
     pub staleness_ms: Dist,
     pub jitter_ms: Dist,
@@ -172,7 +189,7 @@ pub fn table(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<12} {:>16} {:>22} {:>9} {:>13} {:>11} {:>6} {:>6} {:>14} {:>10}",
+        "{:<17} {:>16} {:>22} {:>9} {:>13} {:>11} {:>6} {:>6} {:>14} {:>10} {:>7} {:>9}",
         "transport",
         "rtt p50/p99 ms",
         "staleness p50/p99 ms",
@@ -182,12 +199,14 @@ pub fn table(r: &Report) -> String {
         "hdr %",
         "conns",
         "connect p50 ms",
-        "cpu µs/msg"
+        "cpu µs/msg",
+        "deltas",
+        "states ok"
     );
     for t in &r.results {
         let _ = writeln!(
             s,
-            "{:<12} {:>16} {:>22} {:>8.1}% {:>13.2} {:>11} {:>6} {:>6} {:>14.1} {:>10}",
+            "{:<17} {:>16} {:>22} {:>8.1}% {:>13.2} {:>11} {:>6} {:>6} {:>14.1} {:>10} {:>7} {:>9}",
             t.transport,
             format!("{:.1}/{:.1}", t.rtt_ms.p50, t.rtt_ms.p99),
             format!("{:.1}/{:.1}", t.staleness_ms.p50, t.staleness_ms.p99),
@@ -198,6 +217,12 @@ pub fn table(r: &Report) -> String {
             opt(t.connections_per_client, 1),
             t.connect_ms.p50,
             opt(t.cpu_us_per_msg, 1),
+            t.deltas_applied,
+            if t.state_mismatches == 0 {
+                format!("{}", t.states_checked)
+            } else {
+                format!("{} BAD", t.state_mismatches)
+            },
         );
     }
     s
@@ -719,6 +744,11 @@ mod tests {
     fn result(name: &str, stale_p99: f64) -> TransportResult {
         TransportResult {
             transport: name.into(),
+            delta: true,
+            states_checked: 100,
+            state_mismatches: 0,
+            deltas_applied: 0,
+            deltas_ignored: 0,
             rtt_ms: Dist {
                 p99: 40.0,
                 ..Default::default()

@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use rally::client::INPUT_REDUNDANCY;
+use rally::client::{States, INPUT_REDUNDANCY};
 use rally::protocol::{
     encode_frame, ClientMsg, FrameDecoder, Inputs, ServerMsg, Welcome, MAX_SERVER_MSG,
     PROTOCOL_VERSION,
@@ -207,6 +207,10 @@ pub struct HttpClient {
     next_seq: u32,
     /// The last inputs sent, newest first, for redundancy.
     recent: VecDeque<Bytes>,
+    /// Take snapshots as deltas (inputs go as `InputAck`).
+    deltas: bool,
+    /// Recent whole states, to apply deltas to (PROTOCOL.md §5.1).
+    states: States,
     _stream: Option<Link>,
     _tasks: Tasks,
 }
@@ -223,6 +227,7 @@ impl HttpClient {
         room: &str,
         name: &str,
         requests: Arc<AtomicU64>,
+        deltas: bool,
     ) -> anyhow::Result<HttpClient> {
         let host = url.host_str().context("the URL has no host")?;
         let port = url.port_or_known_default().context("the URL has no port")?;
@@ -342,10 +347,12 @@ impl HttpClient {
             up,
             next_seq: 0,
             recent: VecDeque::with_capacity(INPUT_REDUNDANCY),
+            deltas,
+            states: States::new(None),
             _stream: keep,
             _tasks: tasks,
         };
-        match client.recv().await.map_err(|e| anyhow!(e))? {
+        match client.recv().await.map_err(|e| anyhow!(e))?.0 {
             ServerMsg::Welcome(w) => client.welcome = w,
             ServerMsg::Error { code, reason } => {
                 bail!("server refused the session: {reason} (code {code})")
@@ -359,25 +366,37 @@ impl HttpClient {
         &self.welcome
     }
 
-    /// The next server message; keep-alive `Pong`s are skipped. Cancel-safe.
-    pub async fn recv(&mut self) -> Result<ServerMsg, String> {
+    /// The next server message and its size as it came; keep-alive
+    /// `Pong`s are skipped, deltas made whole (or skipped when they cannot
+    /// be, PROTOCOL.md §5.1). Cancel-safe.
+    pub async fn recv(&mut self) -> Result<(ServerMsg, usize), String> {
         loop {
             let bytes = match self.down.recv().await {
                 Some(Ok(b)) => b,
                 Some(Err(e)) => return Err(e),
                 None => return Err("the session's tasks ended".into()),
             };
-            let msg = ServerMsg::decode(&bytes).map_err(|e| e.to_string())?;
-            if !matches!(
-                msg,
+            match ServerMsg::decode(&bytes).map_err(|e| e.to_string())? {
                 ServerMsg::Pong {
-                    client_time_us: 0,
-                    ..
+                    client_time_us: 0, ..
+                } => {}
+                ServerMsg::Snapshot(s) => {
+                    self.states.keep(&s);
+                    return Ok((ServerMsg::Snapshot(s), bytes.len()));
                 }
-            ) {
-                return Ok(msg);
+                ServerMsg::SnapshotDelta(d) => {
+                    if let Ok(s) = self.states.apply(&d) {
+                        return Ok((ServerMsg::Snapshot(s), bytes.len()));
+                    }
+                }
+                msg => return Ok((msg, bytes.len())),
             }
         }
+    }
+
+    /// Deltas made whole, and deltas ignored.
+    pub fn deltas(&self) -> (u64, u64) {
+        (self.states.applied, self.states.ignored)
     }
 
     /// Queues the next input for the next `POST`, with the previous ones
@@ -391,9 +410,18 @@ impl HttpClient {
         self.recent.push_front(Bytes::copy_from_slice(input));
         let n = self.recent.len().min(self.next_seq.max(1) as usize);
         let carried: Vec<&[u8]> = self.recent.iter().take(n).map(|b| &b[..]).collect();
-        let msg = ClientMsg::Input {
-            newest_seq: self.next_seq,
-            inputs: Inputs::encode(&carried),
+        let inputs = Inputs::encode(&carried);
+        let msg = if self.deltas {
+            ClientMsg::InputAck {
+                snapshot_tick: self.states.newest(),
+                newest_seq: self.next_seq,
+                inputs,
+            }
+        } else {
+            ClientMsg::Input {
+                newest_seq: self.next_seq,
+                inputs,
+            }
         }
         .to_bytes();
         let len = msg.len();
