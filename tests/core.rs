@@ -215,6 +215,49 @@ async fn direct_datagram_path_receives_every_snapshot_and_pong_after_the_first()
     }
 }
 
+/// In steady state the room writes each snapshot to the transport itself
+/// (a WebSocket frame on plain TCP, a datagram on WebTransport), without
+/// waking the session. On WebSocket this was silently lost once (the HTTP
+/// server's own I/O wrapper hid the TCP socket from the upgrade, and every
+/// snapshot went through the session): only the counter shows it.
+#[tokio::test]
+async fn the_room_writes_snapshots_itself_on_plain_tcp_and_datagrams() {
+    let server = Server::start(&[]);
+    let mut ws = server
+        .connect(TransportKind::WebSocket, "direct", "ws")
+        .await;
+    let mut wt = server
+        .connect(TransportKind::WebTransport, "direct", "wt")
+        .await;
+    for c in [&mut ws, &mut wt] {
+        within(10, "20 snapshots", async {
+            let mut n = 0;
+            while n < 20 {
+                if let ServerMsg::Snapshot(_) = c.recv().await.unwrap().msg {
+                    n += 1;
+                }
+            }
+        })
+        .await;
+    }
+    let h = server.health().await;
+    for t in ["websocket", "webtransport"] {
+        let m = &h["metrics"][t];
+        let (sent, direct) = (
+            m["snapshots_sent"].as_u64().unwrap(),
+            m["snapshots_direct"].as_u64().unwrap(),
+        );
+        // The first snapshot follows Welcome through the session; nearly
+        // all later ones are direct (a full socket would send one through
+        // the session again, so only "some" is asserted).
+        assert!(sent >= 20, "{t}: {sent} sent");
+        assert!(
+            direct > 0,
+            "{t}: none of {sent} snapshots written by the room"
+        );
+    }
+}
+
 #[tokio::test]
 async fn ping_is_answered_on_the_channel_it_came_on() {
     let server = Server::start(&[]);

@@ -194,6 +194,11 @@ impl prometheus_client::collector::Collector for Scrape {
             per_transport(m, |t, _| t.snapshots_skipped.load(Relaxed)),
         )?;
         o.counter(
+            "rally_snapshots_direct",
+            "Snapshots the room wrote to the transport itself without waking the session (included in rally_snapshots_sent), by transport.",
+            per_transport(m, |t, _| t.snapshots_direct.load(Relaxed)),
+        )?;
+        o.counter(
             "rally_snapshots_on_stream",
             "WebTransport snapshots sent on the reliable stream rather than as datagrams.",
             per_transport(m, |t, _| t.snapshots_on_stream.load(Relaxed)),

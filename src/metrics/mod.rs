@@ -220,6 +220,10 @@ pub struct PerTransport {
     pub snapshots_on_stream: AtomicU64,
     /// Snapshots a slow peer never got because a newer one replaced them.
     pub snapshots_skipped: AtomicU64,
+    /// Snapshots the room wrote to the transport itself, from its tick
+    /// (a WebSocket frame on plain TCP, a WebTransport datagram), without
+    /// waking the session; included in `snapshots_sent`.
+    pub snapshots_direct: AtomicU64,
     /// Players resumed on this transport whose last session was on the
     /// same transport.
     pub resumes_same: AtomicU64,
@@ -245,6 +249,7 @@ impl Default for PerTransport {
             snapshots_sent: AtomicU64::new(0),
             snapshots_on_stream: AtomicU64::new(0),
             snapshots_skipped: AtomicU64::new(0),
+            snapshots_direct: AtomicU64::new(0),
             resumes_same: AtomicU64::new(0),
             resumes_other: AtomicU64::new(0),
             fallbacks: Default::default(),
@@ -365,6 +370,7 @@ impl Metrics {
                 "snapshots_sent": p.snapshots_sent.load(Relaxed),
                 "snapshots_on_stream": p.snapshots_on_stream.load(Relaxed),
                 "snapshots_skipped": p.snapshots_skipped.load(Relaxed),
+                "snapshots_direct": p.snapshots_direct.load(Relaxed),
             })
         };
         let errors: serde_json::Map<_, _> = ErrorCode::ALL

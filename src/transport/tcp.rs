@@ -106,11 +106,11 @@ pub async fn serve(
                     requests: AtomicU64::new(0),
                 });
                 match tls {
-                    None => connection(stream, shared, conn).await,
+                    None => connection(stream, shared, conn, false).await,
                     Some(acceptor) => {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
-                            Ok(Ok(tls)) => connection(tls, shared, conn).await,
+                            Ok(Ok(tls)) => connection(tls, shared, conn, true).await,
                             Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
@@ -122,7 +122,16 @@ pub async fn serve(
     }
 }
 
-async fn connection<S>(io: S, shared: Arc<Shared>, conn: Arc<TcpConn>)
+/// Serves one connection's HTTP: HTTP/1.1, and with `h2` (TLS, where ALPN
+/// may choose it) HTTP/2 as well, so that the HTTP streaming transport
+/// shares one connection (§11).
+///
+/// Plain TCP is served by hyper's HTTP/1.1 connection directly, not by
+/// hyper-util's `auto` builder: `auto` wraps the I/O in its own private
+/// `Rewind` type to sniff the HTTP/2 preface, so an upgraded WebSocket
+/// could no longer be downcast to the TCP socket, and every snapshot went
+/// through the session instead of the room's `writev` (S2, BENCHMARKS.md).
+async fn connection<S>(io: S, shared: Arc<Shared>, conn: Arc<TcpConn>, h2: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -133,32 +142,57 @@ where
         let conn = conn.clone();
         async move { Ok::<_, std::convert::Infallible>(request(req, shared, conn).await) }
     });
-    // HTTP/1.1, and HTTP/2 when the client speaks it (ALPN `h2` on TLS):
-    // the HTTP streaming transport then shares one connection (§11).
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeout)
-        .max_buf_size(16 * 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(32)
-        .max_header_list_size(16 * 1024);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.cancelled() => {
-            // Finish the request in flight, then close (an upgraded
-            // WebSocket runs in its own task and closes itself).
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let io = TokioIo::new(io);
+    let result = if h2 {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout)
+            .max_buf_size(16 * 1024);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(32)
+            .max_header_list_size(16 * 1024);
+        let conn = builder.serve_connection_with_upgrades(io, svc);
+        until_stopped(conn, &stop, |c| c.graceful_shutdown())
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout)
+            .max_buf_size(16 * 1024);
+        let conn = builder.serve_connection(io, svc).with_upgrades();
+        until_stopped(conn, &stop, |c| c.graceful_shutdown())
+            .await
+            .map_err(|e| e.to_string())
     };
     if let Err(e) = result {
         tracing::debug!("HTTP connection ended: {e}");
+    }
+}
+
+/// Drives an HTTP connection; once `stop` fires, finishes the request in
+/// flight and closes (an upgraded WebSocket runs in its own task and
+/// closes itself).
+async fn until_stopped<C, E>(
+    conn: C,
+    stop: &tokio_util::sync::CancellationToken,
+    shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: std::future::Future<Output = Result<(), E>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            shutdown(conn.as_mut());
+            conn.await
+        }
     }
 }
 

@@ -319,6 +319,7 @@ impl DirectSink for DatagramSink {
         let sent = !self.stopped.load(Relaxed) && self.out.send(arena, head, body).unwrap_or(false);
         if sent && crate::protocol::table::is_snapshot(head) {
             self.metrics.wt.snapshots_sent.fetch_add(1, Relaxed);
+            self.metrics.wt.snapshots_direct.fetch_add(1, Relaxed);
         }
         sent
     }

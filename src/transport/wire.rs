@@ -306,6 +306,7 @@ impl DirectSink for FrameSink {
         let sent = self.wire.try_write_frame([&buf[..at + head.len()], body]);
         if sent && crate::protocol::table::is_snapshot(head) {
             self.metrics.ws.snapshots_sent.fetch_add(1, Relaxed);
+            self.metrics.ws.snapshots_direct.fetch_add(1, Relaxed);
         }
         sent
     }

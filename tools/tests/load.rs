@@ -224,3 +224,74 @@ async fn the_node_peer_speaks_protocol_2_as_a_dots_server() {
         Ok(_) => panic!("a version-1 Hello was welcomed"),
     }
 }
+
+/// `rally load s2` with the kernel floors beside Rally: each floor's
+/// recipients receive the fan-out (the same message bytes as Rally's), and
+/// each row carries its CPU per message as a ratio to its floor from the
+/// same run (WebSocket rows to `floor-tcp`, datagram rows to the sealed
+/// `floor-udp-aead`).
+#[test]
+fn load_s2_measures_rally_against_the_kernel_floors_in_one_run() {
+    let v = run_load(&[
+        "s2",
+        "--clients",
+        "20",
+        "--room-size",
+        "10",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0.5",
+        "--wt-clients-per-socket",
+        "8",
+        "--targets",
+        "ws,wt,floor-tcp,floor-udp,floor-udp-aead",
+    ]);
+    let rows = v["rows"].as_array().unwrap();
+    let targets: Vec<&str> = rows.iter().map(|r| r["target"].as_str().unwrap()).collect();
+    assert_eq!(
+        targets,
+        [
+            "rally-ws",
+            "rally-wt",
+            "floor-tcp",
+            "floor-udp",
+            "floor-udp-aead"
+        ]
+    );
+    for r in rows {
+        let t = r["target"].as_str().unwrap();
+        assert_eq!(r["connected"], 20, "{t}");
+        assert_eq!(r["connect_failures"], 0, "{t}");
+        // Rally's dots snapshot of a full room and the floors' message:
+        // the same 139 bytes.
+        assert_eq!(r["snapshot_bytes"], 139, "{t}");
+        let delivered = r["delivered"].as_u64().unwrap();
+        let expected = r["expected"].as_u64().unwrap();
+        assert!(delivered > 0, "{t}: nothing delivered");
+        assert!(delivered <= expected + 20, "{t}: {delivered} > {expected}");
+        assert!(r["latency"]["samples"].as_u64().unwrap() > 0, "{t}");
+        // /proc counts CPU in clock ticks: a short window of a near-idle
+        // sender may show none, so only sanity is checked.
+        let cpu = r["cpu_us_per_msg"].as_f64().unwrap();
+        assert!(cpu.is_finite() && cpu >= 0.0, "{t}: {cpu}");
+        // At most every core of the machine (with a clock tick of slack).
+        let pct = r["server_cpu_pct"].as_f64().unwrap();
+        let cores = v["machine"]["nproc"].as_f64().unwrap();
+        assert!(pct >= 0.0 && pct <= cores * 100.0 + 10.0, "{t}: {pct}%");
+        assert!(r["server_rss_kb"].as_u64().unwrap() > 0, "{t}");
+        let floor = if t == "rally-ws" || t == "floor-tcp" {
+            "floor-tcp"
+        } else {
+            "floor-udp-aead"
+        };
+        assert_eq!(r["floor"], floor, "{t}");
+        let ratio = &r["cpu_ratio_to_floor"];
+        assert!(ratio.is_number() || ratio.is_null(), "{t}: {ratio}");
+        if t == floor && ratio.is_number() {
+            assert_eq!(ratio.as_f64(), Some(1.0), "{t}");
+        }
+        // No Node peer in this run.
+        assert!(r["cpu_ratio_to_peer"].is_null(), "{t}");
+    }
+}

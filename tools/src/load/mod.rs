@@ -7,6 +7,7 @@
 //! This is runtime glue at the edge (processes, sockets, clocks, /proc), not
 //! a server layer: nothing in the server depends on it.
 
+pub mod fanout;
 pub mod fleet;
 pub mod floor;
 pub mod node_peer;
@@ -49,6 +50,10 @@ pub enum Scenario {
     /// so the floors cross processes as Rally's round trips do).
     #[command(hide = true)]
     EchoServer,
+    /// S2's kernel floor as its own process: the same bytes to every
+    /// recipient at the tick rate from a bare loop (S2 starts it).
+    #[command(hide = true)]
+    FanoutFloor(fanout::FloorArgs),
     /// Broadcast fan-out: N clients in rooms at the tick rate, Rally over
     /// WebSocket and WebTransport datagrams, and a Node.js `ws` peer.
     S2(s2::S2Args),
@@ -79,6 +84,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let report = match &args.scenario {
         // The floors' own process: no server involved.
         Scenario::EchoServer => return floor::serve_forever(),
+        Scenario::FanoutFloor(a) => return fanout::serve_forever(a.clone()),
         Scenario::S1(a) => serde_json::to_value(s1::run(a, &launch()?).await?)?,
         Scenario::S2(a) => serde_json::to_value(s2::run(a, &launch()?).await?)?,
         Scenario::S3(a) => serde_json::to_value(s3::run(a, &launch()?).await?)?,

@@ -4,7 +4,9 @@
 //! datagrams and the Node.js `ws` peer (which sends the same bytes), one
 //! fresh server process per row. Per row: tick-to-receive latency (arrival wall clock −
 //! `server_time_us`; same host, same clock), missed snapshots, and the
-//! server's CPU time per delivered message and RSS from /proc.
+//! server's CPU time per delivered message and RSS from /proc. The floor
+//! rows (`fanout`) send the same bytes to as many sockets from a bare loop:
+//! the kernel's own cost of the fan-out, measured the same way.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -13,10 +15,13 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use rally::client::{now_us, Client, ConnectOptions, DatagramPath, TransportKind};
+use rally::launch::ServerProcess;
 use rally::protocol::ServerMsg;
 
+use super::fanout::{self, FloorKind};
 use super::proc::{self, proc_stat, ProcStat};
 use super::{f1, f2, fleet, node_peer, print_table, Percentiles, RunInfo, ServerLaunch};
 use crate::snapshot_len;
@@ -30,6 +35,12 @@ pub enum S2Target {
     Wt,
     /// The Node.js `ws` peer (bench/node-peer).
     Peer,
+    /// Kernel floor: `writev` of the WebSocket frame to N TCP sockets.
+    FloorTcp,
+    /// Kernel floor: `sendmsg` of a 1-RTT packet's worth to N recipients.
+    FloorUdp,
+    /// The same, each packet sealed with AES-128-GCM first.
+    FloorUdpAead,
 }
 
 impl S2Target {
@@ -38,6 +49,28 @@ impl S2Target {
             S2Target::Ws => "rally-ws",
             S2Target::Wt => "rally-wt",
             S2Target::Peer => "node-ws",
+            S2Target::FloorTcp => FloorKind::Tcp.label(),
+            S2Target::FloorUdp => FloorKind::Udp.label(),
+            S2Target::FloorUdpAead => FloorKind::UdpAead.label(),
+        }
+    }
+
+    fn floor_kind(self) -> Option<FloorKind> {
+        match self {
+            S2Target::FloorTcp => Some(FloorKind::Tcp),
+            S2Target::FloorUdp => Some(FloorKind::Udp),
+            S2Target::FloorUdpAead => Some(FloorKind::UdpAead),
+            _ => None,
+        }
+    }
+
+    /// The floor a row's CPU per message is divided by: the TCP `writev`
+    /// for what sends WebSocket frames, the sealed datagram for what sends
+    /// QUIC packets.
+    fn floor(self) -> S2Target {
+        match self {
+            S2Target::Ws | S2Target::Peer | S2Target::FloorTcp => S2Target::FloorTcp,
+            S2Target::Wt | S2Target::FloorUdp | S2Target::FloorUdpAead => S2Target::FloorUdpAead,
         }
     }
 }
@@ -47,7 +80,8 @@ pub struct S2Args {
     /// Client counts, one row per count and target.
     #[arg(long, value_delimiter = ',', default_value = "100,500,1000,2000")]
     pub clients: Vec<usize>,
-    /// Servers to measure, in this order for each client count.
+    /// Servers to measure, in this order for each client count; the floors
+    /// are `floor-tcp`, `floor-udp` and `floor-udp-aead`.
     #[arg(long, value_delimiter = ',', default_value = "ws,wt,peer")]
     pub targets: Vec<S2Target>,
     /// Players per room: 84 makes a 1 027-byte dots snapshot.
@@ -105,6 +139,11 @@ pub struct S2Row {
     pub loadgen_cpu_pct: f64,
     /// cpu_us_per_msg ÷ the Node peer's at the same client count.
     pub cpu_ratio_to_peer: Option<f64>,
+    /// The floor row this one is divided by (`floor-tcp` for WebSocket
+    /// rows, `floor-udp-aead` for datagram rows).
+    pub floor: &'static str,
+    /// cpu_us_per_msg ÷ that floor's at the same client count, when it ran.
+    pub cpu_ratio_to_floor: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,14 +157,39 @@ pub struct S2Report {
     pub rows: Vec<S2Row>,
 }
 
+/// What one recipient saw in the measuring window.
 #[derive(Default)]
-struct Tally {
+pub(super) struct Tally {
     lat_ns: Vec<u64>,
     delivered: u64,
     missed: u64,
     last_tick: Option<u32>,
     /// Largest snapshot message seen.
     bytes: usize,
+}
+
+impl Tally {
+    /// One snapshot of `bytes` (message length) received now.
+    pub(super) fn record(&mut self, tick: u32, server_time_us: u64, bytes: usize) {
+        let lat_us = now_us().saturating_sub(server_time_us);
+        self.lat_ns.push(lat_us * 1000);
+        self.delivered += 1;
+        self.bytes = self.bytes.max(bytes);
+        match self.last_tick {
+            Some(last) if tick > last => self.missed += (tick - last - 1) as u64,
+            _ => {}
+        }
+        self.last_tick = Some(self.last_tick.map_or(tick, |l| l.max(tick)));
+    }
+
+    /// Two recipients' tallies as one (their ticks are not compared).
+    pub(super) fn merge(mut self, o: Tally) -> Tally {
+        self.lat_ns.extend(o.lat_ns);
+        self.delivered += o.delivered;
+        self.missed += o.missed;
+        self.bytes = self.bytes.max(o.bytes);
+        self
+    }
 }
 
 async fn receive(
@@ -144,15 +208,7 @@ async fn receive(
                     if !measuring.load(Relaxed) {
                         continue;
                     }
-                    let lat_us = now_us().saturating_sub(s.server_time_us);
-                    t.lat_ns.push(lat_us * 1000);
-                    t.delivered += 1;
-                    t.bytes = t.bytes.max(snapshot_len(&s));
-                    match t.last_tick {
-                        Some(last) if s.tick > last => t.missed += (s.tick - last - 1) as u64,
-                        _ => {}
-                    }
-                    t.last_tick = Some(t.last_tick.map_or(s.tick, |l| l.max(s.tick)));
+                    t.record(s.tick, s.server_time_us, snapshot_len(&s));
                 }
                 Err(e) => {
                     tracing::debug!("client ended: {e}");
@@ -170,6 +226,82 @@ async fn one_row(
     args: &S2Args,
     launch: &ServerLaunch,
 ) -> anyhow::Result<S2Row> {
+    let room_size = args.room_size.max(1);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let Receivers {
+        server,
+        tasks,
+        connected,
+        failures,
+        retries,
+    } = match target.floor_kind() {
+        Some(kind) => floor_receivers(kind, n, args, launch, &measuring, &stop_rx).await?,
+        None => clients(target, n, args, launch, &measuring, &stop_rx).await?,
+    };
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+
+    let (s0, me0, t0) = (proc::stat(&server), proc_stat("self"), Instant::now());
+    measuring.store(true, Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    measuring.store(false, Relaxed);
+    let (s1, me1, window) = (proc::stat(&server), proc_stat("self"), t0.elapsed());
+    let _ = stop_tx.send(true);
+    let tallies = fleet::join_all(tasks).await;
+    drop(server);
+
+    let mut lat: Vec<u64> = Vec::new();
+    let (mut delivered, mut missed, mut bytes) = (0, 0, 0);
+    for t in tallies {
+        lat.extend(t.lat_ns);
+        delivered += t.delivered;
+        missed += t.missed;
+        bytes = bytes.max(t.bytes);
+    }
+    let w = window.as_secs_f64();
+    let cpu = |a: ProcStat, b: ProcStat| b.cpu_us.saturating_sub(a.cpu_us) as f64;
+    Ok(S2Row {
+        target: target.label(),
+        clients: n,
+        connected,
+        connect_failures: failures,
+        connect_retries: retries,
+        rooms: n.div_ceil(room_size),
+        snapshot_bytes: bytes,
+        latency: Percentiles::from_ns(&mut lat),
+        delivered,
+        expected: (connected as f64 * w * args.tick_hz as f64).round() as u64,
+        missed,
+        window_s: w,
+        server_cpu_pct: cpu(s0, s1) / (w * 1e6) * 100.0,
+        cpu_us_per_msg: cpu(s0, s1) / delivered.max(1) as f64,
+        server_rss_kb: s1.rss_kb,
+        loadgen_cpu_pct: cpu(me0, me1) / (w * 1e6) * 100.0,
+        cpu_ratio_to_peer: None,
+        floor: target.floor().label(),
+        cpu_ratio_to_floor: None,
+    })
+}
+
+/// A row's sender process and the tasks that tally what its recipients
+/// receive.
+struct Receivers {
+    server: ServerProcess,
+    tasks: Vec<JoinHandle<Tally>>,
+    connected: usize,
+    failures: u64,
+    retries: u64,
+}
+
+/// Rally or the Node peer, and N clients connected to it.
+async fn clients(
+    target: S2Target,
+    n: usize,
+    args: &S2Args,
+    launch: &ServerLaunch,
+    measuring: &Arc<AtomicBool>,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Receivers> {
     let room_size = args.room_size.max(1);
     let server = match target {
         S2Target::Peer => {
@@ -192,8 +324,6 @@ async fn one_row(
         S2Target::Wt => TransportKind::WebTransport,
         _ => TransportKind::WebSocket,
     };
-    let measuring = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = watch::channel(false);
     let url = server.url();
     let hash = server.listening.cert_hash();
     let per_socket = args.wt_clients_per_socket.max(1);
@@ -223,46 +353,54 @@ async fn one_row(
     )
     .await;
     eprintln!("{}", fleet.summary(&format!("s2 {}", target.label()), n));
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    Ok(Receivers {
+        server,
+        connected: fleet.tasks.len(),
+        tasks: fleet.tasks,
+        failures: fleet.failures,
+        retries: fleet.retries,
+    })
+}
 
-    let (s0, me0, t0) = (proc::stat(&server), proc_stat("self"), Instant::now());
-    measuring.store(true, Relaxed);
-    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
-    measuring.store(false, Relaxed);
-    let (s1, me1, window) = (proc::stat(&server), proc_stat("self"), t0.elapsed());
-    let _ = stop_tx.send(true);
-    let connected = fleet.tasks.len();
-    let tallies = fleet::join_all(fleet.tasks).await;
-    drop(server);
-
-    let mut lat: Vec<u64> = Vec::new();
-    let (mut delivered, mut missed, mut bytes) = (0, 0, 0);
-    for t in tallies {
-        lat.extend(t.lat_ns);
-        delivered += t.delivered;
-        missed += t.missed;
-        bytes = bytes.max(t.bytes);
-    }
-    let w = window.as_secs_f64();
-    let cpu = |a: ProcStat, b: ProcStat| b.cpu_us.saturating_sub(a.cpu_us) as f64;
-    Ok(S2Row {
-        target: target.label(),
-        clients: n,
+/// A kernel floor's process and N recipients of its fan-out: a TCP
+/// connection each, or UDP sockets shared as the WebTransport clients
+/// share theirs.
+async fn floor_receivers(
+    kind: FloorKind,
+    n: usize,
+    args: &S2Args,
+    launch: &ServerLaunch,
+    measuring: &Arc<AtomicBool>,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Receivers> {
+    let payload = 2 + 12 * args.room_size.max(1);
+    let server = fanout::spawn(&launch.tools, kind, args.tick_hz, payload).await?;
+    let l = &server.listening;
+    let (tasks, connected) = match kind {
+        FloorKind::Tcp => {
+            let t = fanout::tcp_receivers(l.tcp, n, measuring.clone(), stop_rx.clone()).await;
+            let c = t.len();
+            (t, c)
+        }
+        FloorKind::Udp | FloorKind::UdpAead => {
+            fanout::udp_receivers(
+                l.udp,
+                n,
+                args.wt_clients_per_socket,
+                kind == FloorKind::UdpAead,
+                measuring.clone(),
+                stop_rx.clone(),
+            )
+            .await?
+        }
+    };
+    eprintln!("s2 {} n={n}: {connected} recipients", kind.label());
+    Ok(Receivers {
+        server,
+        tasks,
         connected,
-        connect_failures: fleet.failures,
-        connect_retries: fleet.retries,
-        rooms: n.div_ceil(room_size),
-        snapshot_bytes: bytes,
-        latency: Percentiles::from_ns(&mut lat),
-        delivered,
-        expected: (connected as f64 * w * args.tick_hz as f64).round() as u64,
-        missed,
-        window_s: w,
-        server_cpu_pct: cpu(s0, s1) / (w * 1e6) * 100.0,
-        cpu_us_per_msg: cpu(s0, s1) / delivered.max(1) as f64,
-        server_rss_kb: s1.rss_kb,
-        loadgen_cpu_pct: cpu(me0, me1) / (w * 1e6) * 100.0,
-        cpu_ratio_to_peer: None,
+        failures: (n - connected) as u64,
+        retries: 0,
     })
 }
 
@@ -281,6 +419,18 @@ pub async fn run(args: &S2Args, launch: &ServerLaunch) -> anyhow::Result<S2Repor
         if let Some(p) = peer {
             for r in &mut rows[first..] {
                 r.cpu_ratio_to_peer = Some(r.cpu_us_per_msg / p.max(f64::MIN_POSITIVE));
+            }
+        }
+        let floors: Vec<(&str, f64)> = rows[first..]
+            .iter()
+            .filter(|r| r.target.starts_with("floor-"))
+            .map(|r| (r.target, r.cpu_us_per_msg))
+            // A floor whose window showed no CPU tick divides nothing.
+            .filter(|&(_, cpu)| cpu > 0.0)
+            .collect();
+        for r in &mut rows[first..] {
+            if let Some((_, f)) = floors.iter().find(|(t, _)| *t == r.floor) {
+                r.cpu_ratio_to_floor = Some(r.cpu_us_per_msg / f);
             }
         }
     }
@@ -302,6 +452,8 @@ pub async fn run(args: &S2Args, launch: &ServerLaunch) -> anyhow::Result<S2Repor
                 f2(r.cpu_us_per_msg),
                 r.cpu_ratio_to_peer
                     .map_or("-".into(), |v| format!("{v:.2}x")),
+                r.cpu_ratio_to_floor
+                    .map_or("-".into(), |v| format!("{v:.2}x {}", r.floor)),
                 f1(r.server_rss_kb as f64 / 1024.0),
                 f1(r.loadgen_cpu_pct),
             ]
@@ -329,6 +481,7 @@ pub async fn run(args: &S2Args, launch: &ServerLaunch) -> anyhow::Result<S2Repor
             "srv cpu%",
             "µs/msg",
             "÷peer",
+            "÷floor",
             "rss MB",
             "loadgen%",
         ],
