@@ -113,7 +113,8 @@ impl SocketProbe {
     fn write_went(&self, blocked: bool) {
         if blocked {
             self.blocked.store(true, Ordering::Release);
-        } else if self.blocked.swap(false, Ordering::AcqRel) {
+        } else if self.blocked.load(Ordering::Relaxed) && self.blocked.swap(false, Ordering::AcqRel)
+        {
             self.unblocked.notify_waiters();
         }
     }
@@ -234,5 +235,65 @@ mod tests {
             None,
             "cleared when the connection's I/O is dropped"
         );
+    }
+
+    /// A server side whose socket is full: the client does not read.
+    async fn full() -> (Probed<TcpStream>, Arc<SocketProbe>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let client = sock.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let (mut server, probe) = Probed::new(server);
+        probe.writable().await;
+        // More than the buffers hold: the write waits.
+        let big = vec![7u8; 1 << 20];
+        let short = Duration::from_millis(100);
+        assert!(tokio::time::timeout(short, server.write_all(&big))
+            .await
+            .is_err());
+        (server, probe, client)
+    }
+
+    fn waiter(probe: &Arc<SocketProbe>) -> tokio::task::JoinHandle<()> {
+        let probe = probe.clone();
+        tokio::spawn(async move { probe.writable().await })
+    }
+
+    /// `writable` waits while the last write found the socket full, and
+    /// resolves at the next write the socket takes.
+    #[tokio::test]
+    async fn writable_waits_for_a_full_socket_to_take_a_write() {
+        let (mut server, probe, mut client) = full().await;
+        let waiting = waiter(&probe);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the socket is full");
+        // The reader drains; the next write goes through.
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while client.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        server.write_all(b"more").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the write that went through")
+            .unwrap();
+    }
+
+    /// Nobody waits for a connection that closed while its socket was full.
+    #[tokio::test]
+    async fn writable_resolves_when_the_connection_closes() {
+        let (server, probe, _client) = full().await;
+        let waiting = waiter(&probe);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the socket is full");
+        drop(server);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("released when the connection closes")
+            .unwrap();
     }
 }

@@ -128,6 +128,9 @@ impl Queue {
                 return Err(Refused::Stalled);
             }
         }
+        // Dropping what waits is not the reader taking it: the stall clock
+        // runs on from the oldest message still untaken.
+        let was_empty = self.msgs.is_empty();
         let size = framed_len(&msg);
         if class == Class::Snapshot {
             while self.snapshots >= self.max_snapshots {
@@ -146,7 +149,7 @@ impl Queue {
         if self.bytes + size > MAX_BYTES && !self.msgs.is_empty() {
             return Err(Refused::Full(msg));
         }
-        if self.msgs.is_empty() {
+        if was_empty {
             self.waiting_since = now;
         }
         self.bytes += size;
@@ -487,6 +490,25 @@ mod tests {
         );
         // Without a limit (the Error too_slow that follows) it queues.
         q.push(msg(0x86, 10), Class::Reliable, t3, None).unwrap();
+    }
+
+    /// On a stream each snapshot replaces the one waiting, so the queue
+    /// is never empty for long; a reader that takes none of them still
+    /// stalls.
+    #[test]
+    fn replaced_snapshots_that_nobody_takes_still_stall() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(5);
+        let mut q = Queue::with_snapshots(t0, STREAM_SNAPSHOTS);
+        for ms in (0..5_000).step_by(16) {
+            let t = t0 + Duration::from_millis(ms);
+            q.push(msg(0x84, 10), Class::Snapshot, t, Some(limit))
+                .unwrap();
+        }
+        assert_eq!(
+            q.push(msg(0x84, 10), Class::Snapshot, t0 + limit, Some(limit)),
+            Err(Refused::Stalled)
+        );
     }
 
     #[tokio::test(start_paused = true)]
