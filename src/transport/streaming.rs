@@ -340,13 +340,15 @@ fn open(
         }
         .instrument(span),
     );
-    let reader = Reader {
-        down,
+    // Made only for a stream: dropping a reader tells the session its
+    // stream is gone.
+    let reader = || Reader {
+        down: down.clone(),
         socket: probe.clone(),
     };
     let mut resp = match mode {
-        Mode::Stream => body_response("application/octet-stream", framed(reader)),
-        Mode::Sse => body_response("text/event-stream", events(&hex_id, reader)),
+        Mode::Stream => body_response("application/octet-stream", framed(reader())),
+        Mode::Sse => body_response("text/event-stream", events(&hex_id, reader())),
         Mode::Poll => Response::new(Empty::new().boxed()),
     };
     let h = resp.headers_mut();
