@@ -207,10 +207,21 @@ pub struct Limits {
 
     /// Kernel send buffer of each TCP connection (SO_SNDBUF). Small on
     /// purpose: a WebSocket peer that stops reading then blocks our writes
-    /// after about a second of snapshots instead of minutes, so stale state
-    /// never queues and the slow-peer timeout can act.
+    /// after about a second of snapshots instead of minutes, and the
+    /// slow-peer timeout can act. How much of it may wait unsent is
+    /// --tcp-notsent-lowat.
     #[arg(long, env = "RALLY_TCP_SEND_BUFFER", default_value_t = 64 * 1024)]
     pub tcp_send_buffer: usize,
+
+    /// Most bytes each TCP connection leaves unsent in the kernel
+    /// (TCP_NOTSENT_LOWAT, Linux): the socket takes no more, and reads as
+    /// not writable, past it. A snapshot then waits in Rally's newest-wins
+    /// slot instead of in the kernel, so a slow or stalled WebSocket or
+    /// HTTP stream reader skips ticks within about this many bytes
+    /// (PROTOCOL.md §5). A few snapshots' worth; 0 leaves the kernel's
+    /// default (no bound below --tcp-send-buffer).
+    #[arg(long, env = "RALLY_TCP_NOTSENT_LOWAT", default_value_t = 16 * 1024)]
+    pub tcp_notsent_lowat: u32,
 
     /// Kernel receive and send buffers of the UDP socket (SO_RCVBUF,
     /// SO_SNDBUF). Every QUIC connection shares it: a burst of handshakes

@@ -298,7 +298,12 @@ fn open(
     let id: SessionId = rand::random();
     let hex_id = hex::encode(id);
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
-    let down = Downstream::new();
+    // A stream's body waits for its socket (see `Reader`): there a newer
+    // snapshot replaces the one waiting. Polls keep up to 16 (§11.3).
+    let down = Downstream::new(match mode {
+        Mode::Poll => downstream::MAX_LATEST,
+        Mode::Stream | Mode::Sse => downstream::STREAM_SNAPSHOTS,
+    });
     let ended = CancellationToken::new();
     let entry = Arc::new(Entry {
         inbox: inbox_tx,
@@ -335,9 +340,15 @@ fn open(
         }
         .instrument(span),
     );
+    // Made only for a stream: dropping a reader tells the session its
+    // stream is gone.
+    let reader = || Reader {
+        down: down.clone(),
+        socket: probe.clone(),
+    };
     let mut resp = match mode {
-        Mode::Stream => body_response("application/octet-stream", framed(Reader(down))),
-        Mode::Sse => body_response("text/event-stream", events(&hex_id, Reader(down))),
+        Mode::Stream => body_response("application/octet-stream", framed(reader())),
+        Mode::Sse => body_response("text/event-stream", events(&hex_id, reader())),
         Mode::Poll => Response::new(Empty::new().boxed()),
     };
     let h = resp.headers_mut();
@@ -358,18 +369,27 @@ fn body_response(ctype: &'static str, body: Body) -> Response<Body> {
 
 /// The reading end of a stream's downstream: the response body. When the
 /// body is dropped (the client went away) the session's next write fails.
-struct Reader(Arc<Downstream>);
+struct Reader {
+    down: Arc<Downstream>,
+    /// The socket of the connection the body is written to.
+    socket: Arc<SocketProbe>,
+}
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        self.0.reader_gone();
+        self.down.reader_gone();
     }
 }
 
 /// What a stream's body takes next: everything waiting, or `None` at the
-/// end.
+/// end. Taken only once the socket takes writes: while it is full (a slow
+/// link or reader; at most `--tcp-notsent-lowat` unsent in the kernel),
+/// messages wait in the downstream, where the newest snapshot replaces an
+/// older one, and not in the HTTP server's write buffer, a FIFO
+/// (PROTOCOL.md §5).
 async fn next_batch(r: &Reader) -> Option<Vec<Bytes>> {
-    let Taken { msgs, .. } = r.0.next().await;
+    r.socket.writable().await;
+    let Taken { msgs, .. } = r.down.next().await;
     // Empty only when the writer closed and nothing is left.
     (!msgs.is_empty()).then_some(msgs)
 }

@@ -87,6 +87,7 @@ pub async fn serve(
         let span = tracing::debug_span!("tcp", %peer);
         let handshake_timeout = shared.cfg.limits.handshake_timeout;
         let send_buffer = shared.cfg.limits.tcp_send_buffer;
+        let notsent_lowat = shared.cfg.limits.tcp_notsent_lowat;
         let accepted_at = Instant::now();
         shared.tasks.clone().spawn(
             async move {
@@ -95,6 +96,11 @@ pub async fn serve(
                 }
                 if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer) {
                     tracing::debug!("SO_SNDBUF: {e}");
+                }
+                if notsent_lowat > 0 {
+                    if let Err(e) = set_notsent_lowat(&stream, notsent_lowat) {
+                        tracing::debug!("TCP_NOTSENT_LOWAT: {e}");
+                    }
                 }
                 let (stream, probe) = Probed::new(stream);
                 // Shared with an upgraded WebSocket, which outlives this task.
@@ -120,6 +126,39 @@ pub async fn serve(
             .instrument(span),
         );
     }
+}
+
+/// Bounds what `stream` leaves unsent in the kernel to `bytes`: past it a
+/// write takes nothing and the socket reads as not writable, so a
+/// snapshot waits in Rally's newest-wins slot (WebSocket: the room's slot
+/// and the wire; HTTP streaming: the downstream, whose body waits for the
+/// socket) instead of in the kernel's FIFO (PROTOCOL.md §5). Linux
+/// (since 3.12); elsewhere nothing is set.
+#[cfg(target_os = "linux")]
+fn set_notsent_lowat(stream: &TcpStream, bytes: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: an int option read from a valid pointer of the size given,
+    // on a descriptor `stream` owns for the whole call.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_notsent_lowat(_stream: &TcpStream, _bytes: u32) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Serves one connection's HTTP: HTTP/1.1, and with `h2` (TLS, where ALPN

@@ -11,6 +11,11 @@
 //! slow-peer timeout makes the next push fail as stalled, which closes the
 //! session `too_slow` (§8).
 //!
+//! A stream's downstream keeps at most one Snapshot ([`STREAM_SNAPSHOTS`]):
+//! its body takes messages only when the socket takes writes, so what
+//! waits here waits for the socket, and only the newest tick is worth
+//! sending then (§5). Polls keep up to [`MAX_LATEST`], as before.
+//!
 //! [`Queue`] is the rule, pure (messages and `now` in); [`Downstream`] puts
 //! it between the session (writer) and the response body or polls
 //! (reader).
@@ -30,6 +35,9 @@ pub const MAX_BYTES: usize = 64 * 1024;
 /// Latest-only messages that may wait: a slow reader gets fresh state, not
 /// a backlog of stale snapshots.
 pub const MAX_LATEST: usize = 16;
+/// Snapshots that may wait for a stream (`stream`, `sse`): the newest
+/// replaces the one waiting, as WebSocket's newest-wins slot does.
+pub const STREAM_SNAPSHOTS: usize = 1;
 
 /// A message's delivery class, as far as waiting goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +73,9 @@ pub struct Queue {
     msgs: VecDeque<(Bytes, Class)>,
     bytes: usize,
     latest: usize,
+    /// Snapshots waiting (counted in `latest` too), and how many may.
+    snapshots: usize,
+    max_snapshots: usize,
     /// When the queue last went from empty to non-empty: the reader has
     /// taken nothing since.
     waiting_since: Instant,
@@ -80,11 +91,21 @@ fn framed_len(msg: &Bytes) -> usize {
 }
 
 impl Queue {
+    /// A queue where up to [`MAX_LATEST`] snapshots wait (polls).
+    #[cfg(test)]
     pub fn new(now: Instant) -> Self {
+        Self::with_snapshots(now, MAX_LATEST)
+    }
+
+    /// A queue where at most `max_snapshots` (1 or more) snapshots wait;
+    /// a newer one drops the oldest.
+    pub fn with_snapshots(now: Instant, max_snapshots: usize) -> Self {
         Queue {
             msgs: VecDeque::new(),
             bytes: 0,
             latest: 0,
+            snapshots: 0,
+            max_snapshots: max_snapshots.clamp(1, MAX_LATEST),
             waiting_since: now,
             dropped: Dropped::default(),
             closed: false,
@@ -107,32 +128,45 @@ impl Queue {
                 return Err(Refused::Stalled);
             }
         }
+        // Dropping what waits is not the reader taking it: the stall clock
+        // runs on from the oldest message still untaken.
+        let was_empty = self.msgs.is_empty();
         let size = framed_len(&msg);
+        if class == Class::Snapshot {
+            while self.snapshots >= self.max_snapshots {
+                self.drop_oldest(|c| c == Class::Snapshot);
+            }
+        }
         if class != Class::Reliable {
             while self.latest >= MAX_LATEST {
-                self.drop_oldest_latest();
+                self.drop_oldest(|c| c != Class::Reliable);
             }
         }
         while self.bytes + size > MAX_BYTES && self.latest > 0 {
-            self.drop_oldest_latest();
+            self.drop_oldest(|c| c != Class::Reliable);
         }
         // One message larger than the bound alone waits for an empty queue.
         if self.bytes + size > MAX_BYTES && !self.msgs.is_empty() {
             return Err(Refused::Full(msg));
         }
-        if self.msgs.is_empty() {
+        if was_empty {
             self.waiting_since = now;
         }
         self.bytes += size;
         if class != Class::Reliable {
             self.latest += 1;
         }
+        if class == Class::Snapshot {
+            self.snapshots += 1;
+        }
         self.msgs.push_back((msg, class));
         Ok(())
     }
 
-    fn drop_oldest_latest(&mut self) {
-        let Some(i) = self.msgs.iter().position(|(_, c)| *c != Class::Reliable) else {
+    /// Drops the oldest message of a class `which` picks; never call it
+    /// with one that picks a reliable message.
+    fn drop_oldest(&mut self, which: impl Fn(Class) -> bool) {
+        let Some(i) = self.msgs.iter().position(|&(_, c)| which(c)) else {
             return;
         };
         // `i` was just found in `msgs`.
@@ -142,7 +176,10 @@ impl Queue {
         self.bytes -= framed_len(&msg);
         self.latest -= 1;
         match class {
-            Class::Snapshot => self.dropped.snapshots += 1,
+            Class::Snapshot => {
+                self.snapshots -= 1;
+                self.dropped.snapshots += 1
+            }
             _ => self.dropped.unreliable += 1,
         }
     }
@@ -151,6 +188,7 @@ impl Queue {
     pub fn take(&mut self) -> Vec<Bytes> {
         self.bytes = 0;
         self.latest = 0;
+        self.snapshots = 0;
         self.msgs.drain(..).map(|(m, _)| m).collect()
     }
 
@@ -198,9 +236,11 @@ pub enum PushError {
 }
 
 impl Downstream {
-    pub fn new() -> Arc<Self> {
+    /// A downstream where up to `max_snapshots` snapshots wait (see
+    /// [`Queue::with_snapshots`]).
+    pub fn new(max_snapshots: usize) -> Arc<Self> {
         Arc::new(Downstream {
-            queue: Mutex::new(Queue::new(Instant::now())),
+            queue: Mutex::new(Queue::with_snapshots(Instant::now(), max_snapshots)),
             readable: Notify::new(),
             writable: Notify::new(),
         })
@@ -333,6 +373,41 @@ mod tests {
         assert_eq!(ticks, (24..40).collect::<Vec<u8>>(), "the newest, in order");
     }
 
+    /// A stream's queue: one snapshot waits, the newest; the reliable and
+    /// other latest-only messages around it keep their order.
+    #[test]
+    fn a_stream_keeps_only_the_newest_snapshot_waiting() {
+        let now = Instant::now();
+        let mut q = Queue::with_snapshots(now, STREAM_SNAPSHOTS);
+        q.push(msg(0x81, 10), Class::Reliable, now, None).unwrap();
+        for i in 0..5u8 {
+            q.push(Bytes::from(vec![0x84, i]), Class::Snapshot, now, None)
+                .unwrap();
+            q.push(Bytes::from(vec![0x88, i]), Class::Unreliable, now, None)
+                .unwrap();
+        }
+        q.push(msg(0x87, 10), Class::Reliable, now, None).unwrap();
+        assert_eq!(q.take_dropped().snapshots, 4);
+        let got: Vec<(u8, u8)> = q.take().iter().map(|m| (m[0], m[1])).collect();
+        assert_eq!(
+            got,
+            [
+                (0x81, 0),
+                (0x88, 0),
+                (0x88, 1),
+                (0x88, 2),
+                (0x88, 3),
+                (0x84, 4),
+                (0x88, 4),
+                (0x87, 0)
+            ]
+        );
+        // Taken: the next snapshot waits again.
+        q.push(Bytes::from(vec![0x84, 9]), Class::Snapshot, now, None)
+            .unwrap();
+        assert_eq!(q.take_dropped().snapshots, 0);
+    }
+
     #[test]
     fn the_byte_bound_drops_the_oldest_latest_only_never_a_reliable_one() {
         let now = Instant::now();
@@ -417,9 +492,28 @@ mod tests {
         q.push(msg(0x86, 10), Class::Reliable, t3, None).unwrap();
     }
 
+    /// On a stream each snapshot replaces the one waiting, so the queue
+    /// is never empty for long; a reader that takes none of them still
+    /// stalls.
+    #[test]
+    fn replaced_snapshots_that_nobody_takes_still_stall() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(5);
+        let mut q = Queue::with_snapshots(t0, STREAM_SNAPSHOTS);
+        for ms in (0..5_000).step_by(16) {
+            let t = t0 + Duration::from_millis(ms);
+            q.push(msg(0x84, 10), Class::Snapshot, t, Some(limit))
+                .unwrap();
+        }
+        assert_eq!(
+            q.push(msg(0x84, 10), Class::Snapshot, t0 + limit, Some(limit)),
+            Err(Refused::Stalled)
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_writer_waits_for_room_and_the_reader_sees_the_end_after_the_rest() {
-        let d = Downstream::new();
+        let d = Downstream::new(MAX_LATEST);
         let big = msg(0x87, MAX_BYTES - 10);
         d.push(big.clone(), Class::Reliable, None).await.unwrap();
         let d2 = d.clone();
