@@ -109,6 +109,17 @@ pub struct S2Args {
     /// Directory of the Node.js peer (npm ci is run there if needed).
     #[arg(long)]
     pub peer_dir: Option<std::path::PathBuf>,
+    /// Every Rally client sends an input each snapshot, and this percentage
+    /// of each room's players hold a button (their dots move; the others
+    /// send an idle input): the state changes as in a room where that share
+    /// of the players moves. Without it the clients send nothing (no dot
+    /// moves, no delta is asked for).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub moving: Option<u32>,
+    /// With --moving: inputs go as `InputAck` (snapshots as deltas) or as
+    /// `Input` (whole snapshots). `on,off` measures both, one row each.
+    #[arg(long, value_delimiter = ',', default_value = "true", action = clap::ArgAction::Set)]
+    pub deltas: Vec<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,6 +155,13 @@ pub struct S2Row {
     pub floor: &'static str,
     /// cpu_us_per_msg ÷ that floor's at the same client count, when it ran.
     pub cpu_ratio_to_floor: Option<f64>,
+    /// `--moving`: the share of players that moved each tick.
+    pub moving: Option<u32>,
+    /// The clients asked for deltas (with `--moving`).
+    pub deltas: bool,
+    /// Mean bytes of a snapshot message as it came (a delta's when it came
+    /// as one): what the server sent per recipient per tick.
+    pub wire_bytes_per_snapshot: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -166,6 +184,8 @@ pub(super) struct Tally {
     last_tick: Option<u32>,
     /// Largest snapshot message seen.
     bytes: usize,
+    /// Bytes of the snapshot messages as they came.
+    wire: u64,
 }
 
 impl Tally {
@@ -188,14 +208,19 @@ impl Tally {
         self.delivered += o.delivered;
         self.missed += o.missed;
         self.bytes = self.bytes.max(o.bytes);
+        self.wire += o.wire;
         self
     }
 }
 
+/// `moves`: `None` sends nothing; `Some(true)` an input holding a button
+/// (right for a second, then left) after each snapshot, `Some(false)` an
+/// idle one.
 async fn receive(
     mut client: Client,
     measuring: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
+    moves: Option<bool>,
 ) -> Tally {
     let mut t = Tally::default();
     loop {
@@ -205,10 +230,22 @@ async fn receive(
             r = client.recv() => match r {
                 Ok(r) => {
                     let ServerMsg::Snapshot(s) = r.msg else { continue };
+                    if let Some(m) = moves {
+                        let b = match (m, (s.tick / 60) % 2) {
+                            (false, _) => 0,
+                            (true, 0) => rally::games::dots::RIGHT,
+                            (true, _) => rally::games::dots::LEFT,
+                        };
+                        if let Err(e) = client.send_input(&[b]).await {
+                            tracing::debug!("input: {e}");
+                            break;
+                        }
+                    }
                     if !measuring.load(Relaxed) {
                         continue;
                     }
                     t.record(s.tick, s.server_time_us, snapshot_len(&s));
+                    t.wire += r.wire_len as u64;
                 }
                 Err(e) => {
                     tracing::debug!("client ended: {e}");
@@ -223,6 +260,7 @@ async fn receive(
 async fn one_row(
     target: S2Target,
     n: usize,
+    deltas: bool,
     args: &S2Args,
     launch: &ServerLaunch,
 ) -> anyhow::Result<S2Row> {
@@ -237,7 +275,7 @@ async fn one_row(
         retries,
     } = match target.floor_kind() {
         Some(kind) => floor_receivers(kind, n, args, launch, &measuring, &stop_rx).await?,
-        None => clients(target, n, args, launch, &measuring, &stop_rx).await?,
+        None => clients(target, n, deltas, args, launch, &measuring, &stop_rx).await?,
     };
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
 
@@ -251,12 +289,13 @@ async fn one_row(
     drop(server);
 
     let mut lat: Vec<u64> = Vec::new();
-    let (mut delivered, mut missed, mut bytes) = (0, 0, 0);
+    let (mut delivered, mut missed, mut bytes, mut wire) = (0, 0, 0, 0);
     for t in tallies {
         lat.extend(t.lat_ns);
         delivered += t.delivered;
         missed += t.missed;
         bytes = bytes.max(t.bytes);
+        wire += t.wire;
     }
     let w = window.as_secs_f64();
     let cpu = |a: ProcStat, b: ProcStat| b.cpu_us.saturating_sub(a.cpu_us) as f64;
@@ -280,6 +319,9 @@ async fn one_row(
         cpu_ratio_to_peer: None,
         floor: target.floor().label(),
         cpu_ratio_to_floor: None,
+        moving: args.moving,
+        deltas: deltas && args.moving.is_some(),
+        wire_bytes_per_snapshot: wire as f64 / delivered.max(1) as f64,
     })
 }
 
@@ -297,6 +339,7 @@ struct Receivers {
 async fn clients(
     target: S2Target,
     n: usize,
+    deltas: bool,
     args: &S2Args,
     launch: &ServerLaunch,
     measuring: &Arc<AtomicBool>,
@@ -347,9 +390,15 @@ async fn clients(
             // receive in the load generator), as before it existed.
             o.watchdog = None;
             o.timeout = Duration::from_secs(30);
+            o.deltas = deltas;
             o
         },
-        |_, client| receive(client, measuring.clone(), stop_rx.clone()),
+        |i, client| {
+            // The first players of each room move.
+            let movers = args.moving.map(|p| (p as usize * room_size).div_ceil(100));
+            let moves = movers.map(|m| i % room_size < m);
+            receive(client, measuring.clone(), stop_rx.clone(), moves)
+        },
     )
     .await;
     eprintln!("{}", fleet.summary(&format!("s2 {}", target.label()), n));
@@ -410,7 +459,15 @@ pub async fn run(args: &S2Args, launch: &ServerLaunch) -> anyhow::Result<S2Repor
     for &n in &args.clients {
         let first = rows.len();
         for &target in &args.targets {
-            rows.push(one_row(target, n, args, launch).await?);
+            // Deltas are Rally's: one row per setting for Rally targets
+            // with --moving, one row otherwise.
+            let settings: &[bool] = match (target, args.moving) {
+                (S2Target::Ws | S2Target::Wt, Some(_)) => &args.deltas,
+                _ => &[false],
+            };
+            for &deltas in settings {
+                rows.push(one_row(target, n, deltas, args, launch).await?);
+            }
         }
         let peer = rows[first..]
             .iter()
@@ -439,7 +496,11 @@ pub async fn run(args: &S2Args, launch: &ServerLaunch) -> anyhow::Result<S2Repor
         .iter()
         .map(|r| {
             vec![
-                r.target.to_string(),
+                match (r.moving, r.deltas) {
+                    (None, _) => r.target.to_string(),
+                    (Some(_), true) => format!("{} delta", r.target),
+                    (Some(_), false) => format!("{} full", r.target),
+                },
                 r.clients.to_string(),
                 r.connected.to_string(),
                 f2(r.latency.p50_us / 1000.0),
@@ -456,15 +517,19 @@ pub async fn run(args: &S2Args, launch: &ServerLaunch) -> anyhow::Result<S2Repor
                     .map_or("-".into(), |v| format!("{v:.2}x {}", r.floor)),
                 f1(r.server_rss_kb as f64 / 1024.0),
                 f1(r.loadgen_cpu_pct),
+                f1(r.wire_bytes_per_snapshot),
             ]
         })
         .collect();
     print_table(
         &format!(
-            "S2 broadcast fan-out, {} Hz, rooms of {} ({} B snapshots), load {} → {}",
+            "S2 broadcast fan-out, {} Hz, rooms of {} ({} B snapshots){}, load {} → {}",
             args.tick_hz,
             args.room_size,
             19 + 12 * args.room_size,
+            args.moving
+                .map(|p| format!(", {p}% of players moving"))
+                .unwrap_or_default(),
             f2(info.load_before[0]),
             f2(info.load_after[0])
         ),
@@ -484,6 +549,7 @@ pub async fn run(args: &S2Args, launch: &ServerLaunch) -> anyhow::Result<S2Repor
             "÷floor",
             "rss MB",
             "loadgen%",
+            "B/snap",
         ],
         &table,
     );
