@@ -102,4 +102,8 @@ impl DirectSink for CountedSink {
     fn stop(&self) {
         self.inner.stop()
     }
+
+    fn ordered(&self) -> bool {
+        self.inner.ordered()
+    }
 }

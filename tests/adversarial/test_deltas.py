@@ -21,12 +21,14 @@ from rally_peers import (
 )
 
 
-async def collect(p, ack: bool, seconds: float, buttons: int):
+async def collect(p, ack: bool, seconds: float, buttons: int, bases=None):
     """Plays for `seconds`, an input each 16 ms; returns {tick: payload} of
-    every snapshot made whole, and the number of deltas."""
+    every snapshot made whole, and the number of deltas. `bases` collects
+    (base_tick, tick of the snapshot received before) for each delta."""
     states: dict[int, bytes] = {}
     deltas = 0
     seq = 0
+    last_tick = None
 
     async def send():
         nonlocal seq
@@ -48,9 +50,12 @@ async def collect(p, ack: bool, seconds: float, buttons: int):
                                   end - loop.time())
             except asyncio.TimeoutError:
                 break
+            before, last_tick = last_tick, m["tick"]
             if m.kind == "snapshot":
                 states[m["tick"]] = m["payload"]
                 continue
+            if bases is not None:
+                bases.append((m["base_tick"], before))
             assert ack, "a client that sent no InputAck got a SnapshotDelta"
             assert m["codec"] == 0, m
             # §5.1: the baseline is a state this client has (the server
@@ -80,6 +85,23 @@ def test_deltas_made_whole_equal_whole_snapshots(start_server, transport):
         for tick in same:
             assert t[tick] == w[tick], tick
         await assert_still_serving(s)
+
+    run(go())
+
+
+def test_on_websocket_a_delta_is_against_the_snapshot_before_it(start_server):
+    """§5.1: on WebSocket what the server wrote arrives, so the baseline is
+    simply the previous snapshot, not the acknowledged one (which lags a
+    tick or two behind)."""
+    s = start_server()
+
+    async def go():
+        p = await peer_join(s, "ws", "prev", "p")
+        bases = []
+        _, n = await collect(p, True, 2.0, 8, bases)
+        assert n > 50, n
+        previous = sum(1 for base, before in bases if base == before)
+        assert previous >= 0.95 * len(bases), (previous, len(bases), bases[:20])
 
     run(go())
 

@@ -221,6 +221,7 @@ async fn receive(
     measuring: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
     moves: Option<bool>,
+    shooter: bool,
 ) -> Tally {
     let mut t = Tally::default();
     loop {
@@ -236,7 +237,19 @@ async fn receive(
                             (true, 0) => rally::games::dots::RIGHT,
                             (true, _) => rally::games::dots::LEFT,
                         };
-                        if let Err(e) = client.send_input(&[b]).await {
+                        // The shooter's input is 7 bytes: buttons, aim, view tick.
+                        let input = if shooter {
+                            rally::games::shooter::Input {
+                                buttons: b,
+                                aim: 0,
+                                view_tick: s.tick,
+                            }
+                            .encode()
+                            .to_vec()
+                        } else {
+                            vec![b]
+                        };
+                        if let Err(e) = client.send_input(&input).await {
                             tracing::debug!("input: {e}");
                             break;
                         }
@@ -397,7 +410,8 @@ async fn clients(
             // The first players of each room move.
             let movers = args.moving.map(|p| (p as usize * room_size).div_ceil(100));
             let moves = movers.map(|m| i % room_size < m);
-            receive(client, measuring.clone(), stop_rx.clone(), moves)
+            let shooter = args.game == "shooter";
+            receive(client, measuring.clone(), stop_rx.clone(), moves, shooter)
         },
     )
     .await;
