@@ -214,3 +214,93 @@ async fn per_player_views_get_deltas_too() {
     let small = sa.payloads.keys().filter(|&&t| !sa.whole(t)).count();
     assert!(small > 50, "{small} deltas");
 }
+
+/// A game with a delta of its own (`Game::delta`, codec 1): 200 bytes of
+/// which only the first 4 (the tick) change; its delta is those 4 bytes.
+struct OwnDelta {
+    tick: u32,
+}
+
+impl rally::Game for OwnDelta {
+    fn join(
+        &mut self,
+        _: &mut rally::Ctx<'_>,
+        _: rally::PlayerId,
+        _: rally::Join<'_>,
+    ) -> Result<(), rally::Reject> {
+        Ok(())
+    }
+
+    fn leave(&mut self, _: &mut rally::Ctx<'_>, _: rally::PlayerId) {}
+
+    fn input(
+        &mut self,
+        _: &mut rally::Ctx<'_>,
+        _: rally::PlayerId,
+        _: &[u8],
+    ) -> Result<(), rally::Reject> {
+        Ok(())
+    }
+
+    fn tick(&mut self, ctx: &mut rally::Ctx<'_>) {
+        self.tick = ctx.tick();
+    }
+
+    fn snapshot(&mut self, out: &mut bytes::BytesMut) {
+        use bytes::BufMut;
+        out.put_u32(self.tick);
+        out.put_bytes(7, 196);
+    }
+
+    fn delta(&mut self, base: &[u8], current: &[u8], out: &mut bytes::BytesMut) -> bool {
+        assert_eq!(base[4..], current[4..], "only the tick changes");
+        out.extend_from_slice(&current[..4]);
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_may_bring_its_own_delta_and_its_clients_their_decoder() {
+    let dir = std::env::temp_dir().join(format!("rally-own-delta-{}", rand::random::<u32>()));
+    let config = rally::config::ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tcp_listen: "127.0.0.1:0".parse().unwrap(),
+        cert_dir: dir.clone(),
+        ..rally::config::ServeConfig::default()
+    };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rally::Server::builder()
+        .config(config)
+        .game_named("own-delta", |_: &rally::RoomInfo<'_>| OwnDelta { tick: 0 })
+        .on_ready(move |l| {
+            let _ = ready_tx.send(l.tcp);
+        });
+    tokio::spawn(server.serve_until(async {
+        let _ = stopped.await;
+    }));
+    let tcp = within(10, "server ready", ready_rx).await.unwrap();
+    let url = url::Url::parse(&format!("http://{tcp}")).unwrap();
+    // The game's decoder: the tick replaces the baseline's first 4 bytes.
+    let apply = rally::client::ApplyDelta(std::sync::Arc::new(|base: &[u8], d: &[u8]| {
+        (d.len() == 4).then(|| [d, &base[4..]].concat())
+    }));
+    for t in [TransportKind::WebTransport, TransportKind::WebSocket] {
+        let mut opts = rally::client::ConnectOptions::new(url.clone(), t, "own", "p");
+        opts.apply_delta = Some(apply.clone());
+        let mut c = within(10, "connect", Client::connect(opts)).await.unwrap();
+        let seen = play(&mut c, &[0], Duration::from_secs(1)).await;
+        let (applied, ignored) = c.deltas();
+        assert!(applied > 30, "{t:?}: {applied}");
+        assert_eq!(ignored, 0);
+        for (tick, payload) in &seen.payloads {
+            assert_eq!(&payload[..4], &tick.to_be_bytes(), "{t:?}");
+            assert!(payload[4..].iter().all(|&b| b == 7) && payload.len() == 200);
+        }
+        // The game's 4-byte delta behind a 22-byte SnapshotDelta.
+        let small = seen.wire.values().filter(|&&w| w == 22 + 4).count();
+        assert!(small > 30, "{t:?}: {small} deltas of the game's codec");
+    }
+    let _ = stop.send(());
+    let _ = std::fs::remove_dir_all(dir);
+}
