@@ -231,33 +231,43 @@ export function inputMessageSize(inputs) {
  * @returns {Uint8Array}
  */
 export function encodeInput(newestSeq, inputsNewestFirst) {
+  if (inputsNewestFirst.length < 1) throw new RangeError(`an Input carries 1-${MAX_INPUTS_PER_MESSAGE} inputs`);
+  return encodeInputs(MsgType.INPUT, [], newestSeq, inputsNewestFirst);
+}
+
+/**
+ * Input and InputAck: the type, then `before` (u32s), newest_seq u32, count
+ * u8, count × (len u8, bytes), newest first.
+ * @param {number} type
+ * @param {readonly number[]} before
+ * @param {number} newestSeq
+ * @param {readonly Uint8Array[]} inputsNewestFirst
+ * @returns {Uint8Array}
+ */
+function encodeInputs(type, before, newestSeq, inputsNewestFirst) {
   const count = inputsNewestFirst.length;
-  if (count < 1 || count > MAX_INPUTS_PER_MESSAGE) throw new RangeError(`an Input carries 1-${MAX_INPUTS_PER_MESSAGE} inputs`);
+  if (count > MAX_INPUTS_PER_MESSAGE) throw new RangeError(`a message carries at most ${MAX_INPUTS_PER_MESSAGE} inputs`);
   if (!Number.isInteger(newestSeq) || newestSeq < count || newestSeq > 0xffffffff) {
     throw new RangeError('newest_seq must be a u32 >= count');
   }
   for (const b of inputsNewestFirst) {
     if (requireBytes(b, 'an input').length > 0xff) throw new RangeError('an input is at most 255 bytes');
   }
-  const { out, dv } = message(MsgType.INPUT, inputMessageSize(inputsNewestFirst));
-  dv.setUint32(1, newestSeq);
-  out[5] = count;
-  let o = 6;
+  const { out, dv } = message(type, inputMessageSize(inputsNewestFirst) + 4 * before.length);
+  let o = 1;
+  for (const v of before) {
+    dv.setUint32(o, v);
+    o += 4;
+  }
+  dv.setUint32(o, newestSeq);
+  out[o + 4] = count;
+  o += 5;
   for (const b of inputsNewestFirst) {
     out[o++] = b.length;
     out.set(b, o);
     o += b.length;
   }
   return out;
-}
-
-/**
- * The size of an InputAck message carrying `inputs` (PROTOCOL.md §4).
- * @param {readonly Uint8Array[]} inputs
- * @returns {number}
- */
-export function inputAckMessageSize(inputs) {
-  return inputMessageSize(inputs) + 4;
 }
 
 /**
@@ -269,26 +279,8 @@ export function inputAckMessageSize(inputs) {
  * @returns {Uint8Array}
  */
 export function encodeInputAck(snapshotTick, newestSeq, inputsNewestFirst) {
-  const count = inputsNewestFirst.length;
-  if (count > MAX_INPUTS_PER_MESSAGE) throw new RangeError(`an InputAck carries 0-${MAX_INPUTS_PER_MESSAGE} inputs`);
   if (!Number.isInteger(snapshotTick) || snapshotTick < 0 || snapshotTick > 0xffffffff) throw new RangeError('snapshot_tick must be a u32');
-  if (!Number.isInteger(newestSeq) || newestSeq < count || newestSeq > 0xffffffff) {
-    throw new RangeError('newest_seq must be a u32 >= count');
-  }
-  for (const b of inputsNewestFirst) {
-    if (requireBytes(b, 'an input').length > 0xff) throw new RangeError('an input is at most 255 bytes');
-  }
-  const { out, dv } = message(MsgType.INPUT_ACK, inputAckMessageSize(inputsNewestFirst));
-  dv.setUint32(1, snapshotTick);
-  dv.setUint32(5, newestSeq);
-  out[9] = count;
-  let o = 10;
-  for (const b of inputsNewestFirst) {
-    out[o++] = b.length;
-    out.set(b, o);
-    o += b.length;
-  }
-  return out;
+  return encodeInputs(MsgType.INPUT_ACK, [snapshotTick], newestSeq, inputsNewestFirst);
 }
 
 /**

@@ -404,6 +404,26 @@ pub struct Client {
     states: States,
 }
 
+/// The message that carries input `seq`, newest first with the ones before
+/// it in `recent` (never more than have been numbered: the first is 1): an
+/// `Input`, or with `ack` an `InputAck` acknowledging that snapshot tick.
+pub fn input_message(seq: u32, recent: &VecDeque<Bytes>, ack: Option<u32>) -> ClientMsg {
+    let n = recent.len().min(seq.max(1) as usize);
+    let carried: Vec<&[u8]> = recent.iter().take(n).map(|b| &b[..]).collect();
+    let inputs = Inputs::encode(&carried);
+    match ack {
+        Some(snapshot_tick) => ClientMsg::InputAck {
+            snapshot_tick,
+            newest_seq: seq,
+            inputs,
+        },
+        None => ClientMsg::Input {
+            newest_seq: seq,
+            inputs,
+        },
+    }
+}
+
 pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1029,22 +1049,8 @@ impl Client {
             self.recent.pop_back();
         }
         self.recent.push_front(Bytes::copy_from_slice(input));
-        // Never more inputs than have been numbered (the first has seq 1).
-        let n = self.recent.len().min(self.next_seq.max(1) as usize);
-        let carried: Vec<&[u8]> = self.recent.iter().take(n).map(|b| &b[..]).collect();
-        let inputs = Inputs::encode(&carried);
-        let msg = if self.deltas {
-            ClientMsg::InputAck {
-                snapshot_tick: self.states.newest(),
-                newest_seq: self.next_seq,
-                inputs,
-            }
-        } else {
-            ClientMsg::Input {
-                newest_seq: self.next_seq,
-                inputs,
-            }
-        };
+        let ack = self.deltas.then(|| self.states.newest());
+        let msg = input_message(self.next_seq, &self.recent, ack);
         self.send_raw(msg.to_bytes(), Channel::Unreliable).await?;
         Ok(self.next_seq)
     }

@@ -378,9 +378,9 @@ test('websocket: Hello with the app bytes first; Welcome v2 fields; inputs carry
   const seqs = [[1], [2, 2], [], [4], [5, 5, 5, 5], [6]].map((b) => client.sendInput(Uint8Array.from(b)));
   assert.deepEqual(seqs, [1, 2, 3, 4, 5, 6]);
   const inputs = ws.of('input');
-  assert.deepEqual(inputs[0], { type: 'input', newestSeq: 1, inputs: [[1]] });
-  assert.deepEqual(inputs[2], { type: 'input', newestSeq: 3, inputs: [[], [2, 2], [1]] });
-  assert.deepEqual(inputs[5], { type: 'input', newestSeq: 6, inputs: [[6], [5, 5, 5, 5], [4], []] });
+  assert.deepEqual(inputs[0], { type: 'input', ack: 0, newestSeq: 1, inputs: [[1]] });
+  assert.deepEqual(inputs[2], { type: 'input', ack: 0, newestSeq: 3, inputs: [[], [2, 2], [1]] });
+  assert.deepEqual(inputs[5], { type: 'input', ack: 0, newestSeq: 6, inputs: [[6], [5, 5, 5, 5], [4], []] });
   assert.deepEqual(client.unackedInputs(4).map((i) => [i.seq, [...i.bytes]]), [[5, [5, 5, 5, 5]], [6, [6]]]);
   assert.equal(client.inputSeq, 6);
 

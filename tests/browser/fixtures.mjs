@@ -124,6 +124,23 @@ export function parseClient(bytes) {
       }
       return done({ type: 'input', newestSeq, inputs });
     }
+    case 0x08: {
+      // InputAck (PROTOCOL.md §4): an Input that acknowledges a snapshot.
+      need(9);
+      const ack = b.readUInt32BE(1);
+      const newestSeq = b.readUInt32BE(5);
+      const count = b[9];
+      o = 10;
+      const inputs = [];
+      for (let i = 0; i < count; i++) {
+        need(1);
+        const n = b[o++];
+        need(n);
+        inputs.push([...b.subarray(o, o + n)]);
+        o += n;
+      }
+      return done({ type: 'input', ack, newestSeq, inputs });
+    }
     case 0x03:
       need(8);
       o = 9;

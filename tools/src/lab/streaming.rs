@@ -42,10 +42,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use rally::client::{States, INPUT_REDUNDANCY};
+use rally::client::{input_message, States, INPUT_REDUNDANCY};
 use rally::protocol::{
-    encode_frame, ClientMsg, FrameDecoder, Inputs, ServerMsg, Welcome, MAX_SERVER_MSG,
-    PROTOCOL_VERSION,
+    encode_frame, ClientMsg, FrameDecoder, ServerMsg, Welcome, MAX_SERVER_MSG, PROTOCOL_VERSION,
 };
 use rally::transport::streaming::{HTTP_PATH, SESSION_HEADER};
 
@@ -408,22 +407,8 @@ impl HttpClient {
             self.recent.pop_back();
         }
         self.recent.push_front(Bytes::copy_from_slice(input));
-        let n = self.recent.len().min(self.next_seq.max(1) as usize);
-        let carried: Vec<&[u8]> = self.recent.iter().take(n).map(|b| &b[..]).collect();
-        let inputs = Inputs::encode(&carried);
-        let msg = if self.deltas {
-            ClientMsg::InputAck {
-                snapshot_tick: self.states.newest(),
-                newest_seq: self.next_seq,
-                inputs,
-            }
-        } else {
-            ClientMsg::Input {
-                newest_seq: self.next_seq,
-                inputs,
-            }
-        }
-        .to_bytes();
+        let ack = self.deltas.then(|| self.states.newest());
+        let msg = input_message(self.next_seq, &self.recent, ack).to_bytes();
         let len = msg.len();
         match self.up.try_send(msg) {
             Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok((self.next_seq, len)),
