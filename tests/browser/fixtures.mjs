@@ -98,6 +98,22 @@ export function parseClient(bytes) {
     if (o !== b.length) throw new Error(`trailing bytes in client message ${b.toString('hex')}`);
     return msg;
   };
+  // newest_seq u32, count u8, count × (len u8, bytes), from `o`.
+  const inputs = () => {
+    need(5);
+    const newestSeq = b.readUInt32BE(o);
+    const count = b[o + 4];
+    o += 5;
+    const list = [];
+    for (let i = 0; i < count; i++) {
+      need(1);
+      const n = b[o++];
+      need(n);
+      list.push([...b.subarray(o, o + n)]);
+      o += n;
+    }
+    return { newestSeq, inputs: list };
+  };
   switch (b[0]) {
     case 0x01: {
       need(2);
@@ -109,37 +125,15 @@ export function parseClient(bytes) {
       o = b.length;
       return done({ type: 'hello', version, room, name, app });
     }
-    case 0x02: {
-      need(5);
-      const newestSeq = b.readUInt32BE(1);
-      const count = b[5];
-      o = 6;
-      const inputs = [];
-      for (let i = 0; i < count; i++) {
-        need(1);
-        const n = b[o++];
-        need(n);
-        inputs.push([...b.subarray(o, o + n)]);
-        o += n;
-      }
-      return done({ type: 'input', newestSeq, inputs });
-    }
+    case 0x02:
+      o = 1;
+      return done({ type: 'input', ...inputs() });
     case 0x08: {
       // InputAck (PROTOCOL.md §4): an Input that acknowledges a snapshot.
-      need(9);
+      need(4);
       const ack = b.readUInt32BE(1);
-      const newestSeq = b.readUInt32BE(5);
-      const count = b[9];
-      o = 10;
-      const inputs = [];
-      for (let i = 0; i < count; i++) {
-        need(1);
-        const n = b[o++];
-        need(n);
-        inputs.push([...b.subarray(o, o + n)]);
-        o += n;
-      }
-      return done({ type: 'input', ack, newestSeq, inputs });
+      o = 5;
+      return done({ type: 'input', ack, ...inputs() });
     }
     case 0x03:
       need(8);
